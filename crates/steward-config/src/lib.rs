@@ -1,0 +1,133 @@
+//! Steward's configuration: the schema, the layering of file and environment, and validation.
+//!
+//! The defaults are `config/steward.toml`, embedded at build time ([`DEFAULT_TOML`]), so the
+//! documented file and the compiled-in defaults can never disagree. Layers, lowest first: the
+//! embedded defaults, the `--config` file, then `STEWARD__<SECTION>__<KEY>` environment variables.
+//! Every struct denies unknown fields, so a typo is an error naming the key.
+//!
+//! This crate knows no runtime: no actix, no tokio, no network.
+#![forbid(unsafe_code)]
+
+mod error;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+pub use error::{Error, Result};
+pub use schema::*;
+
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+
+/// The documented defaults, `config/steward.toml`, as compiled into the binary.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/steward.toml");
+
+/// Prefix of environment overrides; sections and keys are separated by `__`
+/// (`STEWARD__ADMIN__LISTEN=127.0.0.1:19090`).
+pub const ENV_PREFIX: &str = "STEWARD__";
+
+impl Config {
+    /// Loads the configuration: embedded defaults, then `path` if given, then the environment;
+    /// then validates it.
+    ///
+    /// # Errors
+    /// [`Error::Load`] when the file cannot be read or parsed, or a key is unknown or has the
+    /// wrong type (the message names the key and its source); [`Error::Invalid`] when a value is
+    /// out of range (see [`Config::validate`]).
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = path {
+            if !path.is_file() {
+                return Err(Error::Missing(path.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        Self::extract(&figment)
+    }
+
+    /// Parses a complete or partial TOML document layered over the defaults, without the
+    /// environment. Used by tests and by tools that check a file in isolation.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn from_toml_str(toml: &str) -> Result<Self> {
+        let figment = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(toml));
+        Self::extract(&figment)
+    }
+
+    fn extract(figment: &Figment) -> Result<Self> {
+        let config: Self = figment.extract().map_err(|e| Error::Load(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The defaults alone, exactly `config/steward.toml`.
+    ///
+    /// # Panics
+    /// Never in a built binary: the embedded file is parsed and validated by this crate's tests.
+    #[must_use]
+    pub fn defaults() -> Self {
+        Self::from_toml_str("").expect("embedded config/steward.toml is valid")
+    }
+
+    /// Checks the rules the types cannot express.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the key, when: the shutdown phase deadlines add up to more than
+    /// `shutdown.grace`; `supervisor.backoff_factor` < 1; `supervisor.backoff_jitter` outside
+    /// 0..=1; `supervisor.backoff_base` > `supervisor.backoff_max`; `supervisor.period` is zero;
+    /// `watchdog.leak_factor` <= 1; `watchdog.interval` or `watchdog.baseline_samples` is zero;
+    /// `log.level` is empty; `registry.stopped_capacity` is zero.
+    pub fn validate(&self) -> Result<()> {
+        let sum = self.shutdown.deadlines.sum();
+        if sum > self.shutdown.grace {
+            return Err(Error::invalid(
+                "shutdown.deadlines",
+                format!(
+                    "phase deadlines add up to {}, more than shutdown.grace {}",
+                    humantime::format_duration(sum),
+                    humantime::format_duration(self.shutdown.grace)
+                ),
+            ));
+        }
+        let s = &self.supervisor;
+        if s.period.is_zero() {
+            return Err(Error::invalid("supervisor.period", "must be greater than 0s"));
+        }
+        if !(s.backoff_factor >= 1.0 && s.backoff_factor.is_finite()) {
+            return Err(Error::invalid(
+                "supervisor.backoff_factor",
+                "must be a finite number >= 1",
+            ));
+        }
+        if !(0.0..=1.0).contains(&s.backoff_jitter) {
+            return Err(Error::invalid("supervisor.backoff_jitter", "must be between 0 and 1"));
+        }
+        if s.backoff_base > s.backoff_max {
+            return Err(Error::invalid(
+                "supervisor.backoff_base",
+                "must not be greater than supervisor.backoff_max",
+            ));
+        }
+        let w = &self.watchdog;
+        if w.interval.is_zero() {
+            return Err(Error::invalid("watchdog.interval", "must be greater than 0s"));
+        }
+        if w.baseline_samples == 0 {
+            return Err(Error::invalid("watchdog.baseline_samples", "must be at least 1"));
+        }
+        if !(w.leak_factor > 1.0 && w.leak_factor.is_finite()) {
+            return Err(Error::invalid("watchdog.leak_factor", "must be a finite number > 1"));
+        }
+        if self.registry.stopped_capacity == 0 {
+            return Err(Error::invalid("registry.stopped_capacity", "must be at least 1"));
+        }
+        if self.log.level.trim().is_empty() {
+            return Err(Error::invalid("log.level", "must not be empty"));
+        }
+        Ok(())
+    }
+}

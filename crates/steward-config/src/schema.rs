@@ -1,0 +1,240 @@
+//! The configuration schema. Field docs are the reference; `config/steward.toml` repeats them
+//! with the defaults.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of one `steward` process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[admin]`: the admin HTTP listener.
+    pub admin: AdminConfig,
+    /// `[http]`: the public HTTP listener.
+    pub http: HttpConfig,
+    /// `[grpc]`: the gRPC listener and its runtime.
+    pub grpc: GrpcConfig,
+    /// `[supervisor]`: default restart policy of supervisors.
+    pub supervisor: SupervisorConfig,
+    /// `[registry]`: the resource registry.
+    pub registry: RegistryConfig,
+    /// `[idle]`: idle timeouts per resource kind.
+    pub idle: IdleConfig,
+    /// `[shutdown]`: the graceful shutdown grace and phase deadlines.
+    pub shutdown: ShutdownConfig,
+    /// `[watchdog]`: the leak watchdog.
+    pub watchdog: WatchdogConfig,
+    /// `[log]`: logging.
+    pub log: LogConfig,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Listen address. Default `127.0.0.1:9090` (loopback only).
+    pub listen: SocketAddr,
+    /// Bearer token for `/v1/*` (HTTP) and `steward.admin.v1` (gRPC). Default empty: a random
+    /// token is generated at start and logged once.
+    pub token: String,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Public listen address. Default `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// actix-web worker threads per HTTP listener; 0 = one per core. Default 1.
+    pub workers: usize,
+}
+
+/// `[grpc]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Listen address. Default `0.0.0.0:50051`.
+    pub listen: SocketAddr,
+    /// Worker threads of tonic's own multi-thread runtime; 0 = one per core. Default 2.
+    pub worker_threads: usize,
+    /// HTTP/2 keepalive PING interval. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_interval: Duration,
+    /// HTTP/2 keepalive PING acknowledgement timeout. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_timeout: Duration,
+    /// TCP keepalive on accepted connections. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub tcp_keepalive: Duration,
+}
+
+/// `[supervisor]`: restart intensity (OTP) and restart backoff.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorConfig {
+    /// More than this many restarts within `period` escalates. Default 3 (Elixir's default).
+    pub max_restarts: u32,
+    /// Window of the restart intensity. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+    /// Delay before the first restart. Default 100 ms.
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    /// Growth of the delay per consecutive restart (>= 1). Default 2.0.
+    pub backoff_factor: f64,
+    /// Upper bound of the delay. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Random spread of each delay, as a fraction (0..=1). Default 0.2 (+/- 20 %).
+    pub backoff_jitter: f64,
+    /// Uptime after which a child's backoff is reset. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub backoff_reset_after: Duration,
+    /// Graceful stop deadline of one child before it is killed. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub child_shutdown: Duration,
+}
+
+/// `[registry]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// How long stopped entries stay visible. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub stopped_retention: Duration,
+    /// Most stopped entries kept. Default 1024.
+    pub stopped_capacity: usize,
+}
+
+/// `[idle]`: idle timeout per resource kind; zero disables it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdleConfig {
+    /// Browsers. Default 0 s (off: a browser lives while it holds sessions).
+    #[serde(with = "humantime_serde")]
+    pub browser: Duration,
+    /// Browser sessions. Default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub session: Duration,
+    /// Message producers (`PRODUCER_CLEANUP_TIMEOUT` of seed 001). Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub producer: Duration,
+    /// Message consumers. Default 0 s (off: a consumer lives as long as its stream).
+    #[serde(with = "humantime_serde")]
+    pub consumer: Duration,
+    /// WebSocket sockets (seed 002). Default 24 h.
+    #[serde(with = "humantime_serde")]
+    pub socket: Duration,
+    /// WebRTC peers. Default 0 s (off: peers have per-state deadlines).
+    #[serde(with = "humantime_serde")]
+    pub peer: Duration,
+    /// Steward's own services. Default 0 s (off).
+    #[serde(with = "humantime_serde")]
+    pub service: Duration,
+}
+
+/// `[shutdown]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Total graceful shutdown budget. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// `[shutdown.deadlines]`: one deadline per phase.
+    pub deadlines: PhaseDeadlines,
+}
+
+/// `[shutdown.deadlines]`: the deadline of each shutdown phase, in running order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseDeadlines {
+    /// Readiness turns 503 / NOT_SERVING. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub readiness_off: Duration,
+    /// Listeners stop accepting new connections, upgrades and streams. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub stop_accepting: Duration,
+    /// Clients are told (WebSocket Close 1001, gRPC streams end `UNAVAILABLE`). Default 3 s.
+    #[serde(with = "humantime_serde")]
+    pub notify_clients: Duration,
+    /// Producers flush and consumers return in-flight messages. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub drain_messaging: Duration,
+    /// Browser sessions close. Default 4 s.
+    #[serde(with = "humantime_serde")]
+    pub sessions: Duration,
+    /// WebRTC peers close. Default 3 s.
+    #[serde(with = "humantime_serde")]
+    pub peers: Duration,
+    /// WebSocket sockets close. Default 3 s.
+    #[serde(with = "humantime_serde")]
+    pub sockets: Duration,
+    /// Browsers close, their process groups are killed and reaped, profiles removed. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub browsers: Duration,
+    /// Services stop, stores and telemetry flush. Default 2 s.
+    #[serde(with = "humantime_serde")]
+    pub flush: Duration,
+}
+
+impl PhaseDeadlines {
+    /// The sum of all phase deadlines; [`Config::validate`] requires it to fit `shutdown.grace`.
+    #[must_use]
+    pub fn sum(&self) -> Duration {
+        [
+            self.readiness_off,
+            self.stop_accepting,
+            self.notify_clients,
+            self.drain_messaging,
+            self.sessions,
+            self.peers,
+            self.sockets,
+            self.browsers,
+            self.flush,
+        ]
+        .iter()
+        .sum()
+    }
+}
+
+/// `[watchdog]`: the leak watchdog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchdogConfig {
+    /// Sampling interval. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Number of samples averaged into the baseline. Default 6.
+    pub baseline_samples: u32,
+    /// Multiple of the baseline above which a count is a potential leak (> 1). Default 3.0.
+    pub leak_factor: f64,
+    /// Floor for resource and task counts: below it nothing alarms. Default 100.
+    pub count_floor: u64,
+    /// Floor for open file descriptors. Default 256.
+    pub fd_floor: u64,
+    /// Floor for resident memory. Default 256 MiB.
+    pub rss_floor: ByteSize,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Level or EnvFilter directive. Default `info`. `RUST_LOG` wins when set.
+    pub level: String,
+    /// Output format. Default `text`.
+    pub format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
