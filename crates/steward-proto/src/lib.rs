@@ -1,1 +1,25 @@
-//! stub
+//! The .proto files of Steward's gRPC API and the code tonic generates from
+//! them; no logic. Servers implement the generated traits (for example
+//! [`admin::v1::admin_server::Admin`]) and clients use the generated clients
+//! (for example [`admin::v1::admin_client::AdminClient`]).
+//!
+//! The .proto files live in this crate's `proto/` directory;
+//! [`FILE_DESCRIPTOR_SET`] describes all of them (for gRPC server reflection).
+
+#![forbid(unsafe_code)]
+
+/// The `steward.admin` protobuf packages.
+pub mod admin {
+    /// The `steward.admin.v1` protobuf package: the `Admin` service.
+    #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("steward.admin.v1");
+    }
+}
+
+/// The encoded `google.protobuf.FileDescriptorSet` of all of Steward's .proto
+/// files (and the well-known types they import), for `tonic-reflection`.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("steward_descriptor");
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,106 @@
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::{ExitReason, LifecycleState, ResourceId, ResourceKind};
+
+/// The mutable part of a registry entry, shared lock-free with the resource that owns it
+/// (activity timestamps and handle counts are updated without taking the registry lock).
+#[derive(Debug)]
+pub struct EntryShared {
+    state: AtomicU8,
+    last_activity_ms: AtomicU64,
+    pub(crate) restarts: AtomicU32,
+    pub(crate) tasks: AtomicU32,
+    pub(crate) timers: AtomicU32,
+    pub(crate) processes: AtomicU32,
+    pub(crate) forced: AtomicBool,
+    last_exit: Mutex<Option<ExitReason>>,
+}
+
+impl EntryShared {
+    pub(crate) fn new(now_ms: u64) -> Self {
+        Self {
+            state: AtomicU8::new(LifecycleState::Starting as u8),
+            last_activity_ms: AtomicU64::new(now_ms),
+            restarts: AtomicU32::new(0),
+            tasks: AtomicU32::new(0),
+            timers: AtomicU32::new(0),
+            processes: AtomicU32::new(0),
+            forced: AtomicBool::new(false),
+            last_exit: Mutex::new(None),
+        }
+    }
+
+    /// Current lifecycle state.
+    #[must_use]
+    pub fn state(&self) -> LifecycleState {
+        LifecycleState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Moves to `next` if the state machine allows it; returns whether it did.
+    pub(crate) fn set_state(&self, next: LifecycleState) -> bool {
+        let mut cur = self.state.load(Ordering::Acquire);
+        loop {
+            if !LifecycleState::from_u8(cur).can_become(next) {
+                return false;
+            }
+            match self.state.compare_exchange(cur, next as u8, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    pub(crate) fn touch(&self, now_ms: u64) {
+        self.last_activity_ms.fetch_max(now_ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn last_activity_ms(&self) -> u64 {
+        self.last_activity_ms.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_last_exit(&self, reason: ExitReason) {
+        *self.last_exit.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
+    }
+
+    pub(crate) fn last_exit(&self) -> Option<ExitReason> {
+        self.last_exit.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+/// A snapshot of one registry entry, for APIs.
+#[derive(Debug, Clone)]
+pub struct ResourceInfo {
+    /// Its id (stable across restarts of the slot).
+    pub id: ResourceId,
+    /// Its kind.
+    pub kind: ResourceKind,
+    /// The name from its child spec.
+    pub name: Arc<str>,
+    /// Owning tenant, if any.
+    pub tenant: Option<Arc<str>>,
+    /// Its supervisor, if any.
+    pub parent: Option<ResourceId>,
+    /// Lifecycle state.
+    pub state: LifecycleState,
+    /// When the slot was first registered.
+    pub started_at: SystemTime,
+    /// Last recorded activity (idle timeouts count from here).
+    pub last_activity_at: SystemTime,
+    /// Restarts of this slot so far.
+    pub restarts: u32,
+    /// Exit reason of the last incarnation that exited, if any.
+    pub last_exit: Option<ExitReason>,
+    /// Tracked tasks it owns now.
+    pub tasks: u32,
+    /// Tracked timers it owns now.
+    pub timers: u32,
+    /// Tracked child processes it owns now.
+    pub processes: u32,
+    /// Whether it is a supervisor.
+    pub is_supervisor: bool,
+    /// When it left the live registry (stopped entries only).
+    pub stopped_at: Option<SystemTime>,
+}

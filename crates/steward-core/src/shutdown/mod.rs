@@ -1,0 +1,437 @@
+//! The ordered graceful shutdown.
+//!
+//! SIGTERM or `POST /v1/shutdown` pulls the [`ShutdownTrigger`]; the server then runs the
+//! [`ShutdownCoordinator`], which turns restarts off and walks the [`Phase`]s in a fixed order,
+//! each bounded by its deadline from `[shutdown.deadlines]` (their sum fits `shutdown.grace`).
+//! A phase runs the hooks edges registered for it and stops the resource kinds it owns; what is
+//! still alive at its deadline is killed and counted as forced. The [`ShutdownReport`] says what
+//! was closed and what was forced, phase by phase.
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::future::{BoxFuture, join_all};
+use steward_config::{PhaseDeadlines, ShutdownConfig};
+use tokio::sync::watch;
+
+use crate::supervisor::SupervisorHandle;
+use crate::{ExitReason, Registry, ResourceKind};
+
+/// After a phase's deadline, how long killed actors get to be dropped before they are counted
+/// as forced and left behind.
+const KILL_GRACE: Duration = Duration::from_secs(1);
+
+/// The shutdown phases, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Readiness turns 503 and gRPC health NOT_SERVING.
+    ReadinessOff,
+    /// No new connections, upgrades, streams or sessions.
+    StopAccepting,
+    /// Clients are told: WebSocket Close 1001, gRPC streams end `UNAVAILABLE`, peers signalled.
+    NotifyClients,
+    /// Consumers return in-flight messages, producers flush.
+    DrainMessaging,
+    /// Browser sessions close.
+    Sessions,
+    /// WebRTC peers close.
+    Peers,
+    /// WebSocket sockets close.
+    Sockets,
+    /// Browsers close, their processes are reaped, profiles removed.
+    Browsers,
+    /// Steward's services stop; stores and telemetry flush.
+    Flush,
+}
+
+impl Phase {
+    /// Every phase in running order.
+    pub const ALL: [Self; 9] = [
+        Self::ReadinessOff,
+        Self::StopAccepting,
+        Self::NotifyClients,
+        Self::DrainMessaging,
+        Self::Sessions,
+        Self::Peers,
+        Self::Sockets,
+        Self::Browsers,
+        Self::Flush,
+    ];
+
+    /// snake_case name, as in config keys and metrics labels.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReadinessOff => "readiness_off",
+            Self::StopAccepting => "stop_accepting",
+            Self::NotifyClients => "notify_clients",
+            Self::DrainMessaging => "drain_messaging",
+            Self::Sessions => "sessions",
+            Self::Peers => "peers",
+            Self::Sockets => "sockets",
+            Self::Browsers => "browsers",
+            Self::Flush => "flush",
+        }
+    }
+
+    /// The resource kinds this phase stops (services are stopped by [`Phase::Flush`] through the
+    /// root supervisor).
+    #[must_use]
+    pub fn kinds(self) -> &'static [ResourceKind] {
+        match self {
+            Self::DrainMessaging => &[ResourceKind::Producer, ResourceKind::Consumer],
+            Self::Sessions => &[ResourceKind::Session],
+            Self::Peers => &[ResourceKind::Peer],
+            Self::Sockets => &[ResourceKind::Socket],
+            Self::Browsers => &[ResourceKind::Browser],
+            Self::ReadinessOff | Self::StopAccepting | Self::NotifyClients | Self::Flush => &[],
+        }
+    }
+
+    /// This phase's deadline in `d`.
+    #[must_use]
+    pub fn deadline(self, d: &PhaseDeadlines) -> Duration {
+        match self {
+            Self::ReadinessOff => d.readiness_off,
+            Self::StopAccepting => d.stop_accepting,
+            Self::NotifyClients => d.notify_clients,
+            Self::DrainMessaging => d.drain_messaging,
+            Self::Sessions => d.sessions,
+            Self::Peers => d.peers,
+            Self::Sockets => d.sockets,
+            Self::Browsers => d.browsers,
+            Self::Flush => d.flush,
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether the process takes traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadinessState {
+    /// Still starting; not ready.
+    Starting,
+    /// Ready.
+    Ready,
+    /// Shutting down; not ready.
+    Draining,
+}
+
+impl ReadinessState {
+    /// `starting`, `ready` or `draining`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Ready => "ready",
+            Self::Draining => "draining",
+        }
+    }
+}
+
+/// The readiness flag `/readyz` and gRPC health report. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    tx: Arc<watch::Sender<ReadinessState>>,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self { tx: Arc::new(watch::channel(ReadinessState::Starting).0) }
+    }
+}
+
+impl Readiness {
+    /// Starts in [`ReadinessState::Starting`].
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Marks ready, unless draining already began.
+    pub fn set_ready(&self) {
+        self.tx.send_if_modified(|s| {
+            let change = *s == ReadinessState::Starting;
+            if change {
+                *s = ReadinessState::Ready;
+            }
+            change
+        });
+    }
+
+    /// Marks draining (final).
+    pub fn set_draining(&self) {
+        self.tx.send_replace(ReadinessState::Draining);
+    }
+
+    /// Current state.
+    #[must_use]
+    pub fn state(&self) -> ReadinessState {
+        *self.tx.borrow()
+    }
+
+    /// Follows changes.
+    #[must_use]
+    pub fn subscribe(&self) -> watch::Receiver<ReadinessState> {
+        self.tx.subscribe()
+    }
+}
+
+/// Pulled once by SIGTERM or `POST /v1/shutdown`; awaited by the server. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ShutdownTrigger {
+    tx: Arc<watch::Sender<Option<&'static str>>>,
+}
+
+impl Default for ShutdownTrigger {
+    fn default() -> Self {
+        Self { tx: Arc::new(watch::channel(None).0) }
+    }
+}
+
+impl ShutdownTrigger {
+    /// Not yet pulled.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Pulls it, naming the source (`"SIGTERM"`, `"admin api"`). Returns whether this was the
+    /// first pull.
+    pub fn trigger(&self, source: &'static str) -> bool {
+        self.tx.send_if_modified(|s| {
+            let first = s.is_none();
+            if first {
+                *s = Some(source);
+            }
+            first
+        })
+    }
+
+    /// Whether it was pulled.
+    #[must_use]
+    pub fn is_triggered(&self) -> bool {
+        self.tx.borrow().is_some()
+    }
+
+    /// Waits until it is pulled; returns the source.
+    pub async fn triggered(&self) -> &'static str {
+        let mut rx = self.tx.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(source) => source.unwrap_or("unknown"),
+            Err(_) => "unknown",
+        }
+    }
+}
+
+/// An async action run in a phase (stop accepting, cancel streams, flush a store).
+pub type Hook = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// What one phase did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhaseReport {
+    /// The phase.
+    pub phase: Phase,
+    /// How long it took.
+    pub duration: Duration,
+    /// Its deadline.
+    pub deadline: Duration,
+    /// Resources that stopped gracefully.
+    pub closed: u64,
+    /// Resources killed past the deadline, plus hooks that missed it.
+    pub forced: u64,
+}
+
+/// What the whole shutdown did; its `Display` is the one log line Steward ends with.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ShutdownReport {
+    /// Per phase, in order.
+    pub phases: Vec<PhaseReport>,
+    /// Total time.
+    pub total: Duration,
+}
+
+impl ShutdownReport {
+    /// Resources closed gracefully, over all phases.
+    #[must_use]
+    pub fn closed(&self) -> u64 {
+        self.phases.iter().map(|p| p.closed).sum()
+    }
+
+    /// Resources (and hooks) forced, over all phases.
+    #[must_use]
+    pub fn forced(&self) -> u64 {
+        self.phases.iter().map(|p| p.forced).sum()
+    }
+}
+
+impl fmt::Display for ShutdownReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "closed {} forced {} in {}ms [",
+            self.closed(),
+            self.forced(),
+            self.total.as_millis()
+        )?;
+        for (i, p) in self.phases.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(
+                f,
+                "{} {}ms closed {} forced {}",
+                p.phase,
+                p.duration.as_millis(),
+                p.closed,
+                p.forced
+            )?;
+        }
+        f.write_str("]")
+    }
+}
+
+/// Runs the ordered shutdown. Edges register their hooks with [`ShutdownCoordinator::on`]
+/// before it runs.
+pub struct ShutdownCoordinator {
+    registry: Registry,
+    readiness: Readiness,
+    config: ShutdownConfig,
+    hooks: Mutex<Vec<(Phase, String, Hook)>>,
+    progress: Mutex<Vec<PhaseReport>>,
+}
+
+impl ShutdownCoordinator {
+    /// A coordinator over `registry`, flipping `readiness`, with phase deadlines from `config`.
+    #[must_use]
+    pub fn new(registry: Registry, readiness: Readiness, config: ShutdownConfig) -> Self {
+        Self {
+            registry,
+            readiness,
+            config,
+            hooks: Mutex::new(Vec::new()),
+            progress: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Registers `hook` to run in `phase`; hooks of one phase run concurrently, bounded by the
+    /// phase's deadline.
+    pub fn on(&self, phase: Phase, name: impl Into<String>, hook: Hook) {
+        lock(&self.hooks).push((phase, name.into(), hook));
+    }
+
+    /// Phases completed so far (all of them after [`ShutdownCoordinator::run`]).
+    #[must_use]
+    pub fn progress(&self) -> Vec<PhaseReport> {
+        lock(&self.progress).clone()
+    }
+
+    /// Runs every phase in order and returns the report. `root` is the supervisor of Steward's
+    /// services, stopped in [`Phase::Flush`].
+    pub async fn run(&self, root: Option<&SupervisorHandle>) -> ShutdownReport {
+        let started = Instant::now();
+        self.registry.begin_shutdown();
+        lock(&self.progress).clear();
+        for phase in Phase::ALL {
+            let budget = phase.deadline(&self.config.deadlines);
+            let t0 = Instant::now();
+            let deadline = t0 + budget;
+            if phase == Phase::ReadinessOff {
+                self.readiness.set_draining();
+            }
+            let mut forced = self.run_hooks(phase, deadline).await;
+            let (closed, killed) = if phase == Phase::Flush {
+                self.stop_root(root, deadline).await
+            } else {
+                self.stop_kinds(phase.kinds(), deadline).await
+            };
+            forced += killed;
+            let report =
+                PhaseReport { phase, duration: t0.elapsed(), deadline: budget, closed, forced };
+            if forced > 0 {
+                tracing::warn!(phase = %phase, closed, forced, "shutdown phase forced");
+            } else {
+                tracing::info!(phase = %phase, closed, duration_ms = report.duration.as_millis() as u64, "shutdown phase done");
+            }
+            lock(&self.progress).push(report);
+        }
+        ShutdownReport { phases: self.progress(), total: started.elapsed() }
+    }
+
+    async fn run_hooks(&self, phase: Phase, deadline: Instant) -> u64 {
+        let hooks: Vec<(String, Hook)> = lock(&self.hooks)
+            .iter()
+            .filter(|(p, _, _)| *p == phase)
+            .map(|(_, n, h)| (n.clone(), h.clone()))
+            .collect();
+        let runs = hooks.iter().map(|(name, hook)| {
+            let fut = hook();
+            async move {
+                let done = tokio::time::timeout_at(deadline.into(), fut).await.is_ok();
+                if !done {
+                    tracing::warn!(phase = %phase, hook = %name, "shutdown hook missed its deadline");
+                }
+                u64::from(!done)
+            }
+        });
+        join_all(runs).await.into_iter().sum()
+    }
+
+    /// Stops every live resource of `kinds`; kills what is left at `deadline`.
+    async fn stop_kinds(&self, kinds: &[ResourceKind], deadline: Instant) -> (u64, u64) {
+        if kinds.is_empty() {
+            return (0, 0);
+        }
+        let ids = self.registry.ids_of(kinds);
+        for id in &ids {
+            self.registry.stop_direct(*id, ExitReason::Shutdown);
+        }
+        if self.registry.wait_none_of(kinds, deadline).await {
+            return (ids.len() as u64, 0);
+        }
+        let left = self.registry.ids_of(kinds);
+        for id in &left {
+            self.registry.kill(*id);
+        }
+        self.registry.wait_none_of(kinds, Instant::now() + KILL_GRACE).await;
+        let forced = left.len() as u64;
+        ((ids.len() as u64).saturating_sub(forced), forced)
+    }
+
+    /// Stops the services' root supervisor (it stops its children in reverse start order).
+    async fn stop_root(&self, root: Option<&SupervisorHandle>, deadline: Instant) -> (u64, u64) {
+        let Some(root) = root else { return (0, 0) };
+        let services = self.registry.count_of(&[ResourceKind::Service]);
+        if root.stop(ExitReason::Shutdown).await.is_ok()
+            && self.registry.wait_gone(root.id(), deadline).await
+        {
+            return (services, 0);
+        }
+        let left = self.registry.ids_of(&[ResourceKind::Service]);
+        for id in &left {
+            self.registry.kill(*id);
+        }
+        self.registry.wait_gone(root.id(), Instant::now() + KILL_GRACE).await;
+        let forced = left.len() as u64;
+        (services.saturating_sub(forced), forced)
+    }
+}
+
+impl fmt::Debug for ShutdownCoordinator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShutdownCoordinator").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,248 @@
+//! Tracked spawning: the only way resource code starts a task, a timer or a child process.
+//!
+//! Everything started through a [`Tracker`] is registered to its owner (counted in the owner's
+//! registry entry and in the registry's handle table) and is aborted or killed when the owner
+//! stops: gracefully through [`Tracker::shutdown`] on the stop path, or at once when the tracker
+//! is dropped (a panic, a killed actor). A bare `tokio::spawn` / `actix_rt::spawn` in resource
+//! code is a bug: nothing would own it.
+
+mod process;
+#[cfg(test)]
+mod tests;
+
+pub use process::TrackedProcess;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::task::AbortHandle;
+
+use crate::registry::{EntryShared, HandleKind, Registry};
+use crate::{Error, ResourceId, Result};
+
+/// Owner-scoped spawner; cheap to clone (all clones share one set of handles).
+#[derive(Clone)]
+pub struct Tracker {
+    inner: Arc<TrackerInner>,
+}
+
+pub(crate) struct TrackerInner {
+    owner: ResourceId,
+    registry: Registry,
+    shared: Arc<EntryShared>,
+    tasks: Mutex<HashMap<u64, AbortHandle>>,
+    processes: Mutex<HashMap<u64, process::ProcessSlot>>,
+    closed: AtomicBool,
+}
+
+impl Tracker {
+    pub(crate) fn new(registry: Registry, owner: ResourceId, shared: Arc<EntryShared>) -> Self {
+        Self {
+            inner: Arc::new(TrackerInner {
+                owner,
+                registry,
+                shared,
+                tasks: Mutex::new(HashMap::new()),
+                processes: Mutex::new(HashMap::new()),
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The owner's id.
+    #[must_use]
+    pub fn owner(&self) -> ResourceId {
+        self.inner.owner
+    }
+
+    /// Spawns `fut` on the current actix arbiter (it may be `!Send`), owned by this tracker.
+    ///
+    /// # Errors
+    /// [`Error::OwnerStopping`] once the owner has begun to stop.
+    ///
+    /// # Panics
+    /// When called outside an actix arbiter or a tokio `LocalSet` (as `actix_rt::spawn` does).
+    pub fn spawn<F>(&self, fut: F) -> Result<()>
+    where
+        F: Future<Output = ()> + 'static,
+    {
+        let guard = self.prepare(HandleKind::Task)?;
+        let key = guard.key;
+        let handle = actix_rt::spawn(async move {
+            let _guard = guard;
+            fut.await;
+        });
+        self.record(key, &handle);
+        Ok(())
+    }
+
+    /// Spawns a `Send` future on another runtime (e.g. tonic's), owned by this tracker.
+    ///
+    /// # Errors
+    /// [`Error::OwnerStopping`] once the owner has begun to stop.
+    pub fn spawn_on<F>(&self, runtime: &tokio::runtime::Handle, fut: F) -> Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let guard = self.prepare(HandleKind::Task)?;
+        let key = guard.key;
+        let handle = runtime.spawn(async move {
+            let _guard = guard;
+            fut.await;
+        });
+        self.record(key, &handle);
+        Ok(())
+    }
+
+    /// Runs `fut` after `delay` on the current arbiter; counted as a timer until it has run or
+    /// the owner stops.
+    ///
+    /// # Errors
+    /// [`Error::OwnerStopping`] once the owner has begun to stop.
+    ///
+    /// # Panics
+    /// As [`Tracker::spawn`].
+    pub fn timer<F>(&self, delay: Duration, fut: F) -> Result<()>
+    where
+        F: Future<Output = ()> + 'static,
+    {
+        let guard = self.prepare(HandleKind::Timer)?;
+        let key = guard.key;
+        let handle = actix_rt::spawn(async move {
+            let _guard = guard;
+            tokio::time::sleep(delay).await;
+            fut.await;
+        });
+        self.record(key, &handle);
+        Ok(())
+    }
+
+    /// Tasks and timers alive now.
+    #[must_use]
+    pub fn live_tasks(&self) -> usize {
+        lock(&self.inner.tasks).len()
+    }
+
+    /// Child processes alive (not yet reaped) now.
+    #[must_use]
+    pub fn live_processes(&self) -> usize {
+        lock(&self.inner.processes).len()
+    }
+
+    /// Whether [`Tracker::shutdown`] has begun.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// Stops everything this tracker owns and refuses new work: each child process group gets
+    /// SIGTERM, then SIGKILL once `grace` has passed (at most), and is reaped; then every task
+    /// and timer is aborted. Returns how many process groups had to be SIGKILLed.
+    pub async fn shutdown(&self, grace: Duration) -> usize {
+        self.inner.closed.store(true, Ordering::Release);
+        let forced = process::terminate_all(&self.inner, grace).await;
+        self.inner.abort_tasks();
+        forced
+    }
+
+    fn prepare(&self, kind: HandleKind) -> Result<HandleGuard> {
+        if self.is_closed() {
+            return Err(Error::OwnerStopping(self.inner.owner));
+        }
+        Ok(HandleGuard::new(
+            &self.inner.registry,
+            self.inner.owner,
+            &self.inner.shared,
+            kind,
+            Some(Arc::downgrade(&self.inner)),
+        ))
+    }
+
+    fn record<T>(&self, key: u64, handle: &tokio::task::JoinHandle<T>) {
+        let mut tasks = lock(&self.inner.tasks);
+        // a task on another runtime may already have finished and dropped its guard
+        if !handle.is_finished() {
+            tasks.insert(key, handle.abort_handle());
+        }
+        // the tracker may have been shut down meanwhile: nothing may outlive it
+        if self.is_closed() {
+            handle.abort();
+        }
+    }
+}
+
+impl TrackerInner {
+    fn abort_tasks(&self) {
+        let tasks: Vec<AbortHandle> = lock(&self.tasks).drain().map(|(_, h)| h).collect();
+        for t in tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for TrackerInner {
+    fn drop(&mut self) {
+        // the owner went without a graceful stop (panic, kill): nothing it started may outlive it
+        self.abort_tasks();
+        process::kill_all_now(self);
+    }
+}
+
+impl std::fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracker")
+            .field("owner", &self.inner.owner)
+            .field("tasks", &self.live_tasks())
+            .field("processes", &self.live_processes())
+            .finish()
+    }
+}
+
+/// Counts one tracked handle while it lives: in the owner's registry entry, in the registry's
+/// handle table and in the owning tracker's map. Dropped with the task, timer or process waiter.
+pub(crate) struct HandleGuard {
+    key: u64,
+    kind: HandleKind,
+    registry: Registry,
+    shared: Arc<EntryShared>,
+    tracker: Option<Weak<TrackerInner>>,
+}
+
+impl HandleGuard {
+    pub(crate) fn new(
+        registry: &Registry,
+        owner: ResourceId,
+        shared: &Arc<EntryShared>,
+        kind: HandleKind,
+        tracker: Option<Weak<TrackerInner>>,
+    ) -> Self {
+        counter(shared, kind).fetch_add(1, Ordering::Relaxed);
+        let key = registry.insert_handle(owner, kind);
+        Self { key, kind, registry: registry.clone(), shared: shared.clone(), tracker }
+    }
+}
+
+impl Drop for HandleGuard {
+    fn drop(&mut self) {
+        counter(&self.shared, self.kind).fetch_sub(1, Ordering::Relaxed);
+        self.registry.remove_handle(self.key);
+        if let Some(inner) = self.tracker.as_ref().and_then(Weak::upgrade) {
+            lock(&inner.tasks).remove(&self.key);
+        }
+    }
+}
+
+fn counter(shared: &EntryShared, kind: HandleKind) -> &AtomicU32 {
+    match kind {
+        HandleKind::Task => &shared.tasks,
+        HandleKind::Timer => &shared.timers,
+        HandleKind::Process => &shared.processes,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,161 @@
+//! Tracked child processes: own process group, killed if Steward dies, group-killed and reaped
+//! when the owner stops.
+
+use std::io;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use super::{Tracker, TrackerInner, lock};
+use crate::registry::HandleKind;
+use crate::{Error, Result};
+
+/// Extra time given to a SIGKILLed process group to be reaped before its waiter is abandoned to
+/// tokio's orphan reaper.
+const REAP_GRACE: Duration = Duration::from_secs(2);
+
+pub(super) struct ProcessSlot {
+    pid: i32,
+    exit: watch::Receiver<Option<Option<ExitStatus>>>,
+    waiter: AbortHandle,
+}
+
+/// A child process owned by a [`Tracker`]. Its pipes (when the command asked for them) are
+/// handed over; the process itself stays owned by the tracker, which reaps it.
+#[derive(Debug)]
+pub struct TrackedProcess {
+    /// OS process id, which is also its process group id.
+    pub pid: u32,
+    /// Its stdin, if piped.
+    pub stdin: Option<ChildStdin>,
+    /// Its stdout, if piped.
+    pub stdout: Option<ChildStdout>,
+    /// Its stderr, if piped.
+    pub stderr: Option<ChildStderr>,
+    exit: watch::Receiver<Option<Option<ExitStatus>>>,
+}
+
+impl TrackedProcess {
+    /// Waits for the process to exit and be reaped. `None` when its status could not be read.
+    pub async fn wait(&mut self) -> Option<ExitStatus> {
+        match self.exit.wait_for(Option::is_some).await {
+            Ok(status) => status.flatten(),
+            Err(_) => None,
+        }
+    }
+
+    /// Its exit status if it has exited and been reaped.
+    #[must_use]
+    pub fn try_status(&self) -> Option<Option<ExitStatus>> {
+        *self.exit.borrow()
+    }
+}
+
+impl Tracker {
+    /// Spawns `cmd` as a child process owned by this tracker: in its own process group, with
+    /// SIGKILL as its parent-death signal (so it dies with Steward), reaped by a tracked waiter.
+    /// When the owner stops, the group gets SIGTERM, then SIGKILL after the grace.
+    ///
+    /// The parent-death signal fires when the *thread* that spawned the child exits; actix
+    /// arbiter threads live as long as the process, which is where resources spawn.
+    ///
+    /// # Errors
+    /// [`Error::OwnerStopping`] once the owner has begun to stop; [`Error::Spawn`] when the OS
+    /// refuses.
+    ///
+    /// # Panics
+    /// When called outside an actix arbiter or a tokio `LocalSet`.
+    pub fn spawn_process(&self, cmd: &mut Command) -> Result<TrackedProcess> {
+        let guard = self.prepare(HandleKind::Process)?;
+        cmd.process_group(0).kill_on_drop(true);
+        set_parent_death_signal(cmd);
+        let mut child = cmd.spawn().map_err(|e| Error::Spawn(e.to_string()))?;
+        let Some(pid) = child.id() else {
+            return Err(Error::Spawn("child exited before its pid was read".into()));
+        };
+        let (tx, exit) = watch::channel(None);
+        let (stdin, stdout, stderr) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        let key = guard.key;
+        let inner = Arc::downgrade(&self.inner);
+        let waiter = actix_rt::spawn(async move {
+            let _guard = guard;
+            let status = child.wait().await.ok();
+            if let Some(inner) = inner.upgrade() {
+                lock(&inner.processes).remove(&key);
+            }
+            let _ = tx.send(Some(status));
+        });
+        let pid_i32 = i32::try_from(pid).unwrap_or(i32::MAX);
+        lock(&self.inner.processes).insert(
+            key,
+            ProcessSlot { pid: pid_i32, exit: exit.clone(), waiter: waiter.abort_handle() },
+        );
+        Ok(TrackedProcess { pid, stdin, stdout, stderr, exit })
+    }
+}
+
+/// SIGTERM to every group, wait up to `grace`, SIGKILL what is left, wait for the reaping.
+/// Returns how many groups needed SIGKILL.
+pub(super) async fn terminate_all(inner: &TrackerInner, grace: Duration) -> usize {
+    let slots: Vec<(i32, watch::Receiver<Option<Option<ExitStatus>>>)> =
+        lock(&inner.processes).values().map(|s| (s.pid, s.exit.clone())).collect();
+    if slots.is_empty() {
+        return 0;
+    }
+    for (pid, _) in &slots {
+        signal_group(*pid, Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    let mut forced = 0;
+    for (pid, mut exit) in slots.iter().cloned() {
+        let exited =
+            tokio::time::timeout_at(deadline.into(), exit.wait_for(Option::is_some)).await.is_ok();
+        if !exited {
+            forced += 1;
+            signal_group(pid, Signal::SIGKILL);
+            let _ = tokio::time::timeout(REAP_GRACE, exit.wait_for(Option::is_some)).await;
+        }
+        // the leader is gone; anything left in its group goes too
+        signal_group(pid, Signal::SIGKILL);
+    }
+    if forced > 0 {
+        tracing::warn!(owner = %inner.owner, forced, "process groups did not exit on SIGTERM, killed");
+    }
+    inner.shared.forced.fetch_or(forced > 0, Ordering::Relaxed);
+    forced
+}
+
+/// The owner vanished: SIGKILL every group now and abort the waiters (tokio reaps the orphans).
+pub(super) fn kill_all_now(inner: &TrackerInner) {
+    let slots: Vec<ProcessSlot> = lock(&inner.processes).drain().map(|(_, s)| s).collect();
+    for s in slots {
+        signal_group(s.pid, Signal::SIGKILL);
+        s.waiter.abort();
+    }
+}
+
+fn signal_group(pid: i32, signal: Signal) {
+    match killpg(Pid::from_raw(pid), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => tracing::warn!(pid, %signal, error = %e, "could not signal process group"),
+    }
+}
+
+/// The one place Steward needs `unsafe`: `pre_exec` runs a closure in the forked child before
+/// `exec`, which the standard library cannot check. The closure only calls `prctl(2)`
+/// (async-signal-safe, no allocation), so the requirements of `pre_exec` hold.
+#[allow(unsafe_code)]
+fn set_parent_death_signal(cmd: &mut Command) {
+    // SAFETY: see the function's doc: the closure is async-signal-safe and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from));
+    }
+}
