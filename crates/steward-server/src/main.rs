@@ -1,1 +1,82 @@
-fn main() {}
+//! The `steward` binary: command line, configuration, telemetry, wiring and signals.
+//!
+//! `steward serve [--config PATH]` runs the server; `steward check-config [--config PATH]`
+//! validates a configuration and exits 0, or 2 naming the offending key.
+#![forbid(unsafe_code)]
+
+mod app;
+mod signals;
+mod telemetry;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use steward_config::Config;
+
+/// Steward: supervised browsers, sessions, producers, consumers, sockets and peers for many
+/// tenants, in one process that leaks none of them.
+#[derive(Parser)]
+#[command(name = "steward", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server. Without --config it runs on the compiled-in defaults
+    /// (config/steward.toml). STEWARD__<SECTION>__<KEY> environment variables override both.
+    Serve {
+        /// A TOML file layered over the defaults.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Validate the configuration (defaults + file + environment) and exit.
+    CheckConfig {
+        /// A TOML file layered over the defaults.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Exit status for an invalid configuration.
+const EXIT_CONFIG: u8 = 2;
+
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match Config::load(config.as_deref()) {
+            Ok(_) => {
+                println!("configuration ok");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("invalid configuration: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Serve { config } => {
+            let config = match Config::load(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("invalid configuration: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            if let Err(e) = telemetry::init(&config.log) {
+                eprintln!("cannot initialise logging: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            telemetry::install_panic_hook();
+            match app::serve(config) {
+                Ok(code) => code,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "steward failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

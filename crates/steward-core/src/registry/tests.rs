@@ -1,1 +1,333 @@
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
+use actix::prelude::*;
+use steward_config::{Config, RegistryConfig};
+
+use super::*;
+use crate::resource::ParseError;
+use crate::supervisor::Supervisor;
+use crate::testing::{eventually, fast_spec};
+use crate::{ChildSpec, Resource, ResourceCtx, Strategy, stop_resource};
+
+const WITHIN: Duration = Duration::from_secs(5);
+
+/// A resource that can also stop itself without recording a reason.
+struct Quiet {
+    rcx: ResourceCtx,
+    incarnations: Arc<Mutex<Vec<Addr<Quiet>>>>,
+}
+
+impl Actor for Quiet {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.incarnations.lock().unwrap().push(ctx.address());
+    }
+}
+
+impl Resource for Quiet {
+    fn resource_ctx(&self) -> &ResourceCtx {
+        &self.rcx
+    }
+
+    fn resource_ctx_mut(&mut self) -> &mut ResourceCtx {
+        &mut self.rcx
+    }
+}
+
+impl Handler<StopResource> for Quiet {
+    type Result = ();
+
+    fn handle(&mut self, msg: StopResource, ctx: &mut Context<Self>) {
+        stop_resource(self, ctx, msg.reason);
+    }
+}
+
+/// `ctx.stop()` with no exit reason recorded.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StopWithoutReason;
+
+impl Handler<StopWithoutReason> for Quiet {
+    type Result = ();
+
+    fn handle(&mut self, _: StopWithoutReason, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+fn registration(kind: ResourceKind, tenant: &str) -> Registration {
+    Registration { kind, name: "r".into(), tenant: Some(tenant.into()), parent: None }
+}
+
+fn registry_with(stopped_retention: Duration, stopped_capacity: usize) -> Registry {
+    let config = RegistryConfig { stopped_retention, stopped_capacity };
+    Registry::new(config, &Config::defaults().idle)
+}
+
+fn ids(infos: &[ResourceInfo]) -> Vec<ResourceId> {
+    infos.iter().map(|i| i.id).collect()
+}
+
+fn stopped() -> ResourceFilter {
+    ResourceFilter { state: Some(LifecycleState::Stopped), ..ResourceFilter::default() }
+}
+
+#[test]
+fn list_filters_by_kind_tenant_and_state() {
+    let registry = Registry::with_defaults();
+    let sockets_a: Vec<ResourceId> =
+        (0..4).map(|_| registry.register(registration(ResourceKind::Socket, "a")).0).collect();
+    let socket_b = registry.register(registration(ResourceKind::Socket, "b")).0;
+    let peer_b = registry.register(registration(ResourceKind::Peer, "b")).0;
+    registry.set_state(sockets_a[1], LifecycleState::Running);
+    registry.set_state(peer_b, LifecycleState::Running);
+
+    let list = |filter: ResourceFilter| ids(&registry.list(&filter, None, 100).0);
+    let kind = |k| ResourceFilter { kind: Some(k), ..ResourceFilter::default() };
+    let tenant = |t: &str| ResourceFilter { tenant: Some(t.into()), ..ResourceFilter::default() };
+    let state = |s| ResourceFilter { state: Some(s), ..ResourceFilter::default() };
+
+    assert_eq!(list(ResourceFilter::default()).len(), 6);
+    assert_eq!(list(kind(ResourceKind::Peer)), [peer_b]);
+    assert_eq!(list(tenant("b")), [socket_b, peer_b]);
+    assert_eq!(list(state(LifecycleState::Running)), [sockets_a[1], peer_b]);
+    assert_eq!(list(state(LifecycleState::Starting)).len(), 4);
+    let socket_in_b =
+        ResourceFilter { kind: Some(ResourceKind::Socket), tenant: Some("b".into()), state: None };
+    assert_eq!(list(socket_in_b), [socket_b]);
+    assert!(list(tenant("nobody")).is_empty());
+    assert!(list(stopped()).is_empty(), "live entries are not listed as stopped");
+}
+
+#[test]
+fn list_pages_in_id_order_with_chained_tokens() {
+    let registry = Registry::with_defaults();
+    let registered: Vec<ResourceId> =
+        (0..25).map(|_| registry.register(registration(ResourceKind::Socket, "a")).0).collect();
+    registry.register(registration(ResourceKind::Peer, "a")); // filtered out
+    let filter = ResourceFilter { kind: Some(ResourceKind::Socket), ..ResourceFilter::default() };
+
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let (page, next) = registry.list(&filter, after, 10);
+        pages.push(ids(&page));
+        if let Some(next) = next {
+            assert_eq!(Some(next), page.last().map(|i| i.id), "the token is the last id");
+        }
+        match next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 5]);
+    let all: Vec<ResourceId> = pages.concat();
+    let mut sorted = registered.clone();
+    sorted.sort();
+    assert_eq!(all, sorted, "every entry once, in id order");
+
+    let (page, next) = registry.list(&filter, None, 25);
+    assert_eq!((page.len(), next), (25, None), "an exact fit has no next page");
+}
+
+#[test]
+#[ignore = "bug: list with limit 0 panics (`all[limit - 1]` is evaluated inside `then` before \
+            `.filter(|_| limit > 0)`), registry/mod.rs Registry::list"]
+fn list_with_limit_zero_returns_an_empty_page() {
+    let registry = Registry::with_defaults();
+    registry.register(registration(ResourceKind::Socket, "a"));
+    let (page, next) = registry.list(&ResourceFilter::default(), None, 0);
+    assert!(page.is_empty());
+    assert_eq!(next, None);
+}
+
+#[test]
+fn removed_entries_are_kept_as_stopped_with_their_reason() {
+    let registry = registry_with(Duration::from_secs(60), 5);
+    let (id, _) = registry.register(registration(ResourceKind::Socket, "a"));
+    let before = SystemTime::now();
+    registry.remove(id, &ExitReason::error("boom"));
+
+    assert!(!registry.contains(id));
+    let info = registry.get(id).unwrap();
+    assert_eq!(info.state, LifecycleState::Stopped);
+    assert_eq!(info.last_exit, Some(ExitReason::error("boom")));
+    assert!(info.stopped_at.is_some_and(|t| t >= before), "{:?}", info.stopped_at);
+    let stats = registry.kind_stats()[ResourceKind::Socket.index()].1;
+    assert_eq!((stats.live, stats.stopped, stats.failed), (0, 1, 1));
+
+    registry.remove(id, &ExitReason::Normal); // idempotent
+    assert_eq!(registry.get(id).unwrap().last_exit, Some(ExitReason::error("boom")));
+    assert_eq!(registry.kind_stats()[ResourceKind::Socket.index()].1.stopped, 1);
+}
+
+#[test]
+fn the_stopped_list_keeps_the_most_recent_up_to_its_capacity() {
+    let registry = registry_with(Duration::from_secs(60), 5);
+    let removed: Vec<ResourceId> = (0..20)
+        .map(|_| {
+            let (id, _) = registry.register(registration(ResourceKind::Session, "a"));
+            registry.remove(id, &ExitReason::Normal);
+            id
+        })
+        .collect();
+    let (list, next) = registry.list(&stopped(), None, 100);
+    assert_eq!(ids(&list), removed[15..], "the five most recent");
+    assert_eq!(next, None);
+    assert!(list.iter().all(|i| i.state == LifecycleState::Stopped && i.stopped_at.is_some()));
+    assert!(registry.get(removed[0]).is_none(), "the oldest was dropped");
+    assert!(registry.is_empty());
+}
+
+#[test]
+fn stopped_entries_past_their_retention_leave_at_the_next_list() {
+    let registry = registry_with(Duration::ZERO, 5);
+    let (id, _) = registry.register(registration(ResourceKind::Session, "a"));
+    registry.remove(id, &ExitReason::Normal);
+    assert!(eventually_sync(|| registry.list(&stopped(), None, 100).0.is_empty()));
+    assert!(registry.get(id).is_none());
+}
+
+/// Retention is measured on the wall clock; a list call in the same nanosecond as the removal
+/// keeps the entry, so allow a few calls.
+fn eventually_sync(mut cond: impl FnMut() -> bool) -> bool {
+    (0..1000).any(|_| cond())
+}
+
+#[actix_rt::test]
+async fn events_tell_started_and_stopped_with_the_reason() {
+    let registry = Registry::with_defaults();
+    let mut events = registry.subscribe();
+    let (id, addr) = crate::start_unsupervised(&registry, ResourceKind::Consumer, "quiet", |rcx| {
+        Quiet { rcx, incarnations: Arc::default() }
+    });
+    addr.send(StopResource { reason: ExitReason::Normal }).await.unwrap();
+    let mut seen = Vec::new();
+    assert!(
+        eventually(WITHIN, || {
+            while let Ok(event) = events.try_recv() {
+                seen.push(event);
+            }
+            seen.len() >= 2
+        })
+        .await
+    );
+    let summary: Vec<(EventKind, ResourceId, ResourceKind, Option<ExitReason>)> =
+        seen.into_iter().map(|e| (e.event, e.id, e.kind, e.exit_reason)).collect();
+    assert_eq!(
+        summary,
+        [
+            (EventKind::Started, id, ResourceKind::Consumer, None),
+            (EventKind::Stopped, id, ResourceKind::Consumer, Some(ExitReason::Normal)),
+        ]
+    );
+}
+
+#[actix_rt::test]
+#[ignore = "bug: EntryShared::forced is never cleared on restart (supervisor/mod.rs start_slot \
+            reuses slot.shared), so a later incarnation that exits without a reason is reported \
+            `killed` instead of `abnormal` by its lifeline (context.rs Lifeline::drop)"]
+async fn a_kill_does_not_mark_later_incarnations_as_killed() {
+    let registry = Registry::with_defaults();
+    let root =
+        Supervisor::start_root(&registry, fast_spec("root", Strategy::OneForOne)).await.unwrap();
+    let incarnations: Arc<Mutex<Vec<Addr<Quiet>>>> = Arc::default();
+    let spec = ChildSpec::new("q", ResourceKind::Consumer, {
+        let incarnations = incarnations.clone();
+        move |rcx| Ok::<_, String>(Quiet { rcx, incarnations: incarnations.clone() })
+    });
+    let (id, _first) = root.handle.start_child::<Quiet>(spec).await.unwrap();
+    let running = |restarts| {
+        registry
+            .get(id)
+            .is_some_and(|i| i.restarts == restarts && i.state == LifecycleState::Running)
+    };
+
+    assert!(registry.kill(id));
+    assert!(eventually(WITHIN, || running(1)).await);
+    assert_eq!(registry.get(id).unwrap().last_exit, Some(ExitReason::Killed));
+
+    let second = incarnations.lock().unwrap().last().cloned().unwrap();
+    second.send(StopWithoutReason).await.unwrap();
+    assert!(eventually(WITHIN, || running(2)).await);
+    assert_eq!(registry.get(id).unwrap().last_exit, Some(ExitReason::Abnormal));
+}
+
+#[test]
+fn lifecycle_transitions_follow_the_state_machine() {
+    use LifecycleState::{Restarting, Running, Starting, Stopped, Stopping};
+    let all = [Starting, Running, Restarting, Stopping, Stopped];
+    for s in all {
+        assert!(s.can_become(s), "staying in {s} is allowed");
+        assert_eq!(s.to_string().parse::<LifecycleState>(), Ok(s));
+    }
+    for next in [Starting, Running, Restarting, Stopping] {
+        assert!(!Stopped.can_become(next), "stopped is final, not {next}");
+    }
+    assert!(Starting.can_become(Running));
+    assert!(Running.can_become(Stopping));
+    assert!(Stopping.can_become(Stopped));
+    assert!(Stopping.can_become(Restarting));
+    assert!(Restarting.can_become(Starting));
+    assert!(!Running.can_become(Starting));
+    assert!(!Stopping.can_become(Running));
+    assert!(!Restarting.can_become(Running));
+    assert!("bogus".parse::<LifecycleState>().is_err());
+}
+
+#[test]
+fn resource_ids_render_as_16_hex_digits_and_parse_back() {
+    for _ in 0..3 {
+        let id = ResourceId::next();
+        let text = id.to_string();
+        assert_eq!(text.len(), 16);
+        assert!(text.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{text}");
+        assert_eq!(text.parse::<ResourceId>(), Ok(id));
+    }
+    assert_eq!("0000000000000007".parse::<ResourceId>().map(ResourceId::as_u64), Ok(7));
+    let error = Err(ParseError("resource id must be 16 hex digits"));
+    for bad in
+        ["", "7", "000000000000007", "00000000000000007", "zzzzzzzzzzzzzzzz", "-00000000000000f"]
+    {
+        assert_eq!(bad.parse::<ResourceId>(), error, "{bad:?}");
+    }
+}
+
+#[test]
+#[ignore = "bug: ResourceId::from_str accepts a leading '+' (u64::from_str_radix does), so \
+            \"+00000000000000f\" names resource 0xf although it is not 16 hex digits \
+            (resource.rs, impl FromStr for ResourceId)"]
+fn resource_ids_with_a_sign_are_refused() {
+    assert!("+00000000000000f".parse::<ResourceId>().is_err());
+}
+
+#[test]
+fn resource_kinds_parse_from_their_names() {
+    for kind in ResourceKind::ALL {
+        assert_eq!(kind.as_str().parse::<ResourceKind>(), Ok(kind));
+        assert_eq!(ResourceKind::ALL[kind.index()], kind);
+    }
+    let names: Vec<&str> = ResourceKind::ALL.iter().map(|k| k.as_str()).collect();
+    assert_eq!(names, ["browser", "session", "producer", "consumer", "socket", "peer", "service"]);
+    let err = "bogus".parse::<ResourceKind>().unwrap_err();
+    assert!(err.to_string().contains("browser, session"), "{err}");
+}
+
+#[test]
+fn only_normal_shutdown_and_idle_exits_are_normal() {
+    let cases = [
+        (ExitReason::Normal, false),
+        (ExitReason::Shutdown, false),
+        (ExitReason::Idle, false),
+        (ExitReason::error("boom"), true),
+        (ExitReason::Killed, true),
+        (ExitReason::Panic, true),
+        (ExitReason::Abnormal, true),
+    ];
+    for (reason, abnormal) in cases {
+        assert_eq!(reason.is_abnormal(), abnormal, "{reason}");
+    }
+    assert_eq!(ExitReason::error("boom").to_string(), "error: boom");
+}

@@ -1,0 +1,155 @@
+//! The HTTP listener service: one supervised `service` resource per actix-web server.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::dev::{ServerHandle, Service};
+use actix_web::{App, HttpServer, web};
+use futures_util::FutureExt;
+use futures_util::future::LocalBoxFuture;
+use steward_core::{
+    ChildSpec, ExitReason, Resource, ResourceCtx, ResourceKind, StopResource, stop_resource,
+};
+
+type Configure = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
+
+/// How to run one HTTP listener.
+#[derive(Clone)]
+pub struct ListenerSpec {
+    /// Listener name (`admin`, `public`): the resource name and the `listener` log field.
+    pub name: &'static str,
+    /// Address to bind; port 0 picks a free port (logged as `listener bound`).
+    pub listen: SocketAddr,
+    /// actix-web workers; 0 = one per core.
+    pub workers: usize,
+    /// Routes and app data.
+    pub configure: Configure,
+    /// Graceful stop budget for open connections (actix-web `shutdown_timeout`).
+    pub shutdown_timeout: Duration,
+    /// The running server's handle, for shutdown hooks (pause accepting).
+    pub handle: Arc<Mutex<Option<ServerHandle>>>,
+}
+
+impl ListenerSpec {
+    /// A listener named `name` on `listen` serving what `configure` sets up.
+    pub fn new(
+        name: &'static str,
+        listen: SocketAddr,
+        workers: usize,
+        shutdown_timeout: Duration,
+        configure: impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name,
+            listen,
+            workers,
+            configure: Arc::new(configure),
+            shutdown_timeout,
+            handle: Arc::default(),
+        }
+    }
+
+    /// [`ListenerSpec::pause`] for an owned spec (a `'static` future for shutdown hooks).
+    pub async fn pause_owned(self) {
+        self.pause().await;
+    }
+
+    /// Pauses accepting new connections on the running server, if any (shutdown phase
+    /// `stop_accepting`); open connections continue.
+    pub async fn pause(&self) {
+        let handle = self.handle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        if let Some(handle) = handle {
+            handle.pause().await;
+        }
+    }
+
+    /// The child spec of this listener: permanent, kind `service`. Binding happens in the factory,
+    /// so a taken port is a failed start.
+    #[must_use]
+    pub fn child_spec(self) -> ChildSpec {
+        let name = self.name;
+        // actix-web's own graceful stop, plus a margin before the supervisor kills the listener
+        let deadline = self.shutdown_timeout + Duration::from_secs(1);
+        ChildSpec::new(format!("http-{name}"), ResourceKind::Service, move |rcx: ResourceCtx| {
+            self.start(rcx)
+        })
+        .shutdown(deadline)
+    }
+
+    fn start(&self, rcx: ResourceCtx) -> std::io::Result<HttpListener> {
+        let configure = self.configure.clone();
+        let name = self.name;
+        let server = HttpServer::new(move || {
+            let configure = configure.clone();
+            App::new()
+                .wrap_fn(move |req, srv| {
+                    // access log without the query string: tokens may travel there
+                    let (method, path, t0) = (req.method().clone(), req.path().to_owned(), Instant::now());
+                    srv.call(req).map(move |res| {
+                        if let Ok(res) = &res {
+                            tracing::debug!(listener = name, %method, %path, status = res.status().as_u16(), elapsed_us = t0.elapsed().as_micros() as u64, "request");
+                        }
+                        res
+                    })
+                })
+                .configure(|cfg| configure(cfg))
+        })
+        .workers(if self.workers == 0 { std::thread::available_parallelism().map_or(1, usize::from) } else { self.workers })
+        .disable_signals()
+        .shutdown_timeout(self.shutdown_timeout.as_secs().max(1))
+        .bind(self.listen)?;
+        let addrs = server.addrs();
+        let server = server.run();
+        let handle = server.handle();
+        for addr in &addrs {
+            tracing::info!(listener = name, addr = %addr, "listener bound");
+        }
+        rcx.tracker()
+            .spawn(async move {
+                if let Err(e) = server.await {
+                    tracing::error!(listener = name, error = %e, "http server ended with an error");
+                }
+            })
+            .map_err(std::io::Error::other)?;
+        *self.handle.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(handle.clone());
+        Ok(HttpListener { rcx, handle, name })
+    }
+}
+
+/// A running actix-web server as a supervised resource.
+pub struct HttpListener {
+    rcx: ResourceCtx,
+    handle: ServerHandle,
+    name: &'static str,
+}
+
+impl Actor for HttpListener {
+    type Context = Context<Self>;
+}
+
+impl Resource for HttpListener {
+    fn resource_ctx(&self) -> &ResourceCtx {
+        &self.rcx
+    }
+
+    fn resource_ctx_mut(&mut self) -> &mut ResourceCtx {
+        &mut self.rcx
+    }
+
+    fn cleanup(&mut self, reason: &ExitReason) -> LocalBoxFuture<'static, ()> {
+        let (handle, name) = (self.handle.clone(), self.name);
+        tracing::info!(listener = name, exit_reason = %reason, "stopping listener");
+        Box::pin(async move { handle.stop(true).await })
+    }
+}
+
+impl Handler<StopResource> for HttpListener {
+    type Result = ();
+
+    fn handle(&mut self, msg: StopResource, ctx: &mut Context<Self>) {
+        stop_resource(self, ctx, msg.reason);
+    }
+}

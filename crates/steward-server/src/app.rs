@@ -1,0 +1,160 @@
+//! Wiring: the registry, the services' root supervisor, the listeners, the shutdown coordinator.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures_util::FutureExt;
+use steward_config::Config;
+use steward_core::shutdown::{Phase, Readiness, ShutdownCoordinator, ShutdownTrigger};
+use steward_core::supervisor::Supervisor;
+use steward_core::watchdog::WatchdogHandle;
+use steward_core::{Registry, Strategy, SupervisorSpec};
+use steward_grpc::GrpcSpec;
+use steward_http::{AdminState, ListenerSpec, admin_app_config, public_app_config};
+use tokio_util::sync::CancellationToken;
+
+/// How long tonic's runtime gets to wind down after the actix system stopped.
+const RUNTIME_STOP: Duration = Duration::from_secs(1);
+
+/// Runs the server until it has shut down; returns the process exit status.
+pub(crate) fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let threads = match config.grpc.worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let grpc_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("steward-grpc")
+        .enable_all()
+        .build()
+        .context("cannot start tonic's runtime")?;
+    let system = actix_rt::System::new();
+    let result = system.block_on(run(config, grpc_runtime.handle().clone()));
+    actix_rt::System::current().stop();
+    grpc_runtime.shutdown_timeout(RUNTIME_STOP);
+    result
+}
+
+async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Result<ExitCode> {
+    let token = admin_token(&config)?;
+    if !config.admin.listen.ip().is_loopback() {
+        tracing::warn!(addr = %config.admin.listen, "the admin listener is bound beyond loopback; protect it");
+    }
+    let registry = Registry::new(config.registry.clone(), &config.idle);
+    let readiness = Readiness::new();
+    let trigger = ShutdownTrigger::new();
+    let coordinator = Arc::new(ShutdownCoordinator::new(
+        registry.clone(),
+        readiness.clone(),
+        config.shutdown.clone(),
+    ));
+    let watchdog = WatchdogHandle::new();
+    let streams = CancellationToken::new();
+    let listener_grace = config.supervisor.child_shutdown;
+
+    let admin = ListenerSpec::new(
+        "admin",
+        config.admin.listen,
+        config.http.workers,
+        listener_grace,
+        admin_app_config(AdminState {
+            registry: registry.clone(),
+            readiness: readiness.clone(),
+            trigger: trigger.clone(),
+            watchdog: watchdog.clone(),
+            coordinator: coordinator.clone(),
+            token: token.clone(),
+        }),
+    );
+    let public = ListenerSpec::new(
+        "public",
+        config.http.listen,
+        config.http.workers,
+        listener_grace,
+        public_app_config,
+    );
+    let grpc = GrpcSpec {
+        config: config.grpc.clone(),
+        runtime: grpc_runtime,
+        registry: registry.clone(),
+        readiness: readiness.clone(),
+        token,
+        streams: streams.clone(),
+    };
+    let root_spec = SupervisorSpec::from_config("steward", Strategy::OneForOne, &config.supervisor)
+        .child(watchdog.child_spec(config.watchdog.clone()))
+        .child(admin.child_spec())
+        .child(public.clone().child_spec())
+        .child(grpc.child_spec());
+
+    {
+        let public = public.clone();
+        coordinator.on(
+            Phase::StopAccepting,
+            "pause public http",
+            Arc::new(move || public.clone().pause_owned().boxed()),
+        );
+    }
+    coordinator.on(
+        Phase::NotifyClients,
+        "end grpc streams",
+        Arc::new(move || {
+            streams.cancel();
+            std::future::ready(()).boxed()
+        }),
+    );
+
+    actix_rt::spawn({
+        let trigger = trigger.clone();
+        async move {
+            if let Err(e) = crate::signals::watch(trigger).await {
+                tracing::error!(error = %e, "cannot watch signals");
+            }
+        }
+    });
+
+    let root = Supervisor::start_root(&registry, root_spec)
+        .await
+        .context("cannot start steward's services")?;
+    readiness.set_ready();
+    tracing::info!(services = registry.len(), "steward ready");
+
+    let mut exited = root.exited;
+    let code = tokio::select! {
+        source = trigger.triggered() => {
+            tracing::info!(source, grace_ms = config.shutdown.grace.as_millis() as u64, "shutting down");
+            ExitCode::SUCCESS
+        }
+        reason = &mut exited => {
+            let reason = reason.map_or_else(|_| "unknown".to_owned(), |r| r.to_string());
+            tracing::error!(exit_reason = %reason, "steward's root supervisor gave up; shutting down");
+            ExitCode::FAILURE
+        }
+    };
+    let report = coordinator.run(Some(&root.handle)).await;
+    tracing::info!(
+        closed = report.closed(),
+        forced = report.forced(),
+        total_ms = report.total.as_millis() as u64,
+        "shutdown complete: {report}"
+    );
+    Ok(code)
+}
+
+/// The configured admin token, or a fresh random one (256 bits, hex), logged once.
+fn admin_token(config: &Config) -> anyhow::Result<Arc<str>> {
+    if !config.admin.token.is_empty() {
+        return Ok(config.admin.token.as_str().into());
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("cannot generate an admin token: {e}"))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    tracing::warn!(
+        admin_token = %token,
+        "no admin token configured ([admin] token / STEWARD__ADMIN__TOKEN); generated one for this run, logged only now"
+    );
+    Ok(token.into())
+}
