@@ -151,7 +151,8 @@ pub struct ShutdownConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PhaseDeadlines {
-    /// Readiness turns 503 / NOT_SERVING. Default 1 s.
+    /// Readiness turns 503 / NOT_SERVING, then this whole time passes so load balancers notice
+    /// before anything stops accepting. Default 1 s.
     #[serde(with = "humantime_serde")]
     pub readiness_off: Duration,
     /// Listeners stop accepting new connections, upgrades and streams. Default 1 s.

@@ -57,10 +57,10 @@ pub fn stop_resource<A: Resource>(act: &mut A, ctx: &mut Context<A>, reason: Exi
     }
     rcx.stopping = true;
     rcx.shared.set_state(LifecycleState::Stopping);
-    rcx.lifeline.set_reason(reason.clone());
     let tracker = rcx.tracker.clone();
     let grace = rcx.shutdown;
     let cleanup = act.cleanup(&reason);
+    act.resource_ctx_mut().lifeline.set_reason(reason);
     ctx.wait(
         async move {
             cleanup.await;
@@ -241,6 +241,14 @@ where
     let task = actix_rt::spawn(tracing::Instrument::instrument(ctx.into_future(build(rcx)), span));
     registry.attach(id, addr.clone().recipient().downgrade(), task.abort_handle());
     (id, addr)
+}
+
+impl Drop for ResourceCtx {
+    fn drop(&mut self) {
+        // The owner is going (graceful stop, panic or kill). Nothing it started may outlive it,
+        // even a task that holds a clone of its tracker; then (field drop) the lifeline reports.
+        self.tracker.close_now();
+    }
 }
 
 pub(crate) fn resource_span(

@@ -40,7 +40,7 @@ impl FromStr for ResourceId {
     type Err = ParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != 16 {
+        if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ParseError("resource id must be 16 hex digits"));
         }
         u64::from_str_radix(s, 16)

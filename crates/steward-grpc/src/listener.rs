@@ -153,13 +153,10 @@ impl Resource for GrpcListener {
         }
         let done = self.done.take();
         Box::pin(async move {
-            if let Some(done) = done {
-                if tokio::time::timeout(SERVE_STOP, done).await.is_err() {
-                    tracing::warn!(
-                        listener = "grpc",
-                        "grpc server did not stop in time; aborting it"
-                    );
-                }
+            if let Some(done) = done
+                && tokio::time::timeout(SERVE_STOP, done).await.is_err()
+            {
+                tracing::warn!(listener = "grpc", "grpc server did not stop in time; aborting it");
             }
         })
     }

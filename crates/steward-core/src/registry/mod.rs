@@ -232,7 +232,7 @@ impl Registry {
             entry.shared.set_state(LifecycleState::Running);
             entry.shared.touch(self.now_ms());
             self.inner.kinds[entry.info.kind.index()].started.fetch_add(1, Ordering::Relaxed);
-            self.event_for(id, entry, EventKind::Started, None)
+            Self::event_for(id, entry, EventKind::Started, None)
         };
         self.emit(event);
     }
@@ -277,7 +277,7 @@ impl Registry {
             if reason.is_abnormal() {
                 counters.failed.fetch_add(1, Ordering::Relaxed);
             }
-            let mut ev = self.event_for(id, entry, EventKind::Restarted, Some(reason.clone()));
+            let mut ev = Self::event_for(id, entry, EventKind::Restarted, Some(reason.clone()));
             ev.restart_attempt = attempt;
             ev.restart_delay = delay;
             ev
@@ -299,7 +299,7 @@ impl Registry {
         let event = {
             let live = self.lock_live();
             let Some(entry) = live.get(&id) else { return };
-            self.event_for(id, entry, EventKind::Escalated, Some(reason.clone()))
+            Self::event_for(id, entry, EventKind::Escalated, Some(reason.clone()))
         };
         self.emit(event);
     }
@@ -319,7 +319,7 @@ impl Registry {
         let now = SystemTime::now();
         let mut info = self.info_of(id, &entry);
         info.stopped_at = Some(now);
-        let event = self.event_for(id, &entry, EventKind::Stopped, Some(reason.clone()));
+        let event = Self::event_for(id, &entry, EventKind::Stopped, Some(reason.clone()));
         drop(entry);
         {
             let mut stopped = self.lock_stopped();
@@ -380,7 +380,7 @@ impl Registry {
             live.iter().map(|(id, e)| self.info_of(*id, e)).filter(|i| matches(i)).collect()
         };
         all.sort_by_key(|i| i.id);
-        let next = (all.len() > limit).then(|| all[limit - 1].id).filter(|_| limit > 0);
+        let next = if limit > 0 && all.len() > limit { Some(all[limit - 1].id) } else { None };
         all.truncate(limit);
         (all, next)
     }
@@ -646,7 +646,6 @@ impl Registry {
     }
 
     fn event_for(
-        &self,
         id: ResourceId,
         e: &Entry,
         event: EventKind,

@@ -28,7 +28,8 @@ const KILL_GRACE: Duration = Duration::from_secs(1);
 /// The shutdown phases, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Phase {
-    /// Readiness turns 503 and gRPC health NOT_SERVING.
+    /// Readiness turns 503 and gRPC health NOT_SERVING; the phase then lasts its whole deadline,
+    /// the time load balancers get to notice before listeners stop accepting.
     ReadinessOff,
     /// No new connections, upgrades, streams or sessions.
     StopAccepting,
@@ -349,6 +350,11 @@ impl ShutdownCoordinator {
                 self.readiness.set_draining();
             }
             let mut forced = self.run_hooks(phase, deadline).await;
+            if phase == Phase::ReadinessOff {
+                // hold 503 for the whole phase so load balancers and Kubernetes endpoints see it
+                // before anything stops accepting
+                tokio::time::sleep_until(deadline.into()).await;
+            }
             let (closed, killed) = if phase == Phase::Flush {
                 self.stop_root(root, deadline).await
             } else {
@@ -392,8 +398,15 @@ impl ShutdownCoordinator {
             return (0, 0);
         }
         let ids = self.registry.ids_of(kinds);
+        let mut idle_slots = Vec::new();
         for id in &ids {
-            self.registry.stop_direct(*id, ExitReason::Shutdown);
+            if !self.registry.stop_direct(*id, ExitReason::Shutdown) {
+                idle_slots.push(*id);
+            }
+        }
+        // a slot waiting out a restart backoff has no actor to ask: its supervisor forgets it
+        for id in idle_slots {
+            let _ = self.registry.request_stop(id, ExitReason::Shutdown).await;
         }
         if self.registry.wait_none_of(kinds, deadline).await {
             return (ids.len() as u64, 0);

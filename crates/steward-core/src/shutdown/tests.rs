@@ -126,10 +126,6 @@ async fn a_session_that_ignores_stop_is_killed_at_the_phase_deadline_and_counted
 }
 
 #[actix_rt::test]
-#[ignore = "bug: a session waiting out a restart backoff when shutdown begins holds the sessions \
-            phase to its deadline and is counted forced although nothing is killed: stop_kinds \
-            ignores stop_direct's `false` (no running actor) and kill() is a no-op for it \
-            (shutdown/mod.rs ShutdownCoordinator::stop_kinds)"]
 async fn a_session_waiting_to_restart_is_not_counted_as_forced() {
     let registry = Registry::with_defaults();
     let log = Log::default();

@@ -83,8 +83,10 @@ impl Supervisor {
         let uptime = slot.running.take().map_or(Duration::ZERO, |r| r.since.elapsed());
         self.rcx.registry().detach(id);
 
-        if let Some(drain) = &mut self.drain {
-            if drain.members.remove(&id) {
+        if let Some(drain) = &mut self.drain
+            && drain.members.remove(&id)
+        {
+            {
                 drain.current.remove(&id);
                 if matches!(drain.after, After::RestartAll(_)) {
                     self.rcx.registry().set_state(id, LifecycleState::Restarting);
@@ -106,28 +108,28 @@ impl Supervisor {
             self.restart_slot(seq, ctx);
             return;
         }
-        self.handle_exit(seq, reason, uptime, ctx);
+        self.handle_exit(seq, &reason, uptime, ctx);
     }
 
     /// Applies the restart policy to slot `seq`, whose incarnation exited with `reason`.
     fn handle_exit(
         &mut self,
         seq: u64,
-        reason: ExitReason,
+        reason: &ExitReason,
         uptime: Duration,
         ctx: &mut Context<Self>,
     ) {
         let Some(slot) = self.slots.get(&seq) else { return };
-        let restart = slot.spec.restart.should_restart(&reason)
+        let restart = slot.spec.restart.should_restart(reason)
             && !self.rcx.registry().is_shutting_down()
             && self.drain.is_none()
             && !self.rcx.is_stopping();
         if !restart {
-            self.forget(seq, &reason);
+            self.forget(seq, reason);
             return;
         }
         if self.spec.intensity.record(&mut self.restart_log, Instant::now()) {
-            self.forget(seq, &reason);
+            self.forget(seq, reason);
             self.escalate(ctx);
             return;
         }
@@ -140,7 +142,7 @@ impl Supervisor {
         let delay = self.spec.backoff.delay(attempt);
         let (id, name) = (slot.id, slot.spec.name.clone());
         tracing::warn!(child = %id, name = %name, exit_reason = %reason, attempt, delay_ms = delay.as_millis() as u64, "child exited, restarting");
-        self.rcx.registry().record_restart(id, &reason, attempt, delay);
+        self.rcx.registry().record_restart(id, reason, attempt, delay);
         match self.spec.strategy {
             Strategy::OneForOne | Strategy::Dynamic => self.schedule_restart(seq, delay, ctx),
             Strategy::OneForAll => {
@@ -173,7 +175,7 @@ impl Supervisor {
         }
         if let Err(e) = self.start_slot(seq) {
             let reason = ExitReason::error(format!("start failed: {e}"));
-            self.handle_exit(seq, reason, Duration::ZERO, ctx);
+            self.handle_exit(seq, &reason, Duration::ZERO, ctx);
         }
     }
 

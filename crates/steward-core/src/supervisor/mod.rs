@@ -448,10 +448,10 @@ impl Supervisor {
         {
             return Err(Error::ShuttingDown);
         }
-        if let Some(max) = self.spec.max_children {
-            if self.slots.len() >= max {
-                return Err(Error::MaxChildren { supervisor: self.rcx.id(), max });
-            }
+        if let Some(max) = self.spec.max_children
+            && self.slots.len() >= max
+        {
+            return Err(Error::MaxChildren { supervisor: self.rcx.id(), max });
         }
         let registry = self.rcx.registry().clone();
         let (id, shared) = registry.register(Registration {
@@ -495,6 +495,7 @@ impl Supervisor {
         let parent = self.rcx.id();
         let Some(slot) = self.slots.get_mut(&seq) else { return Err("unknown child".into()) };
         slot.incarnation += 1;
+        slot.shared.forced.store(false, std::sync::atomic::Ordering::Relaxed);
         slot.shared.set_state(crate::LifecycleState::Starting);
         let rcx = ResourceCtx::new(
             registry.clone(),

@@ -148,6 +148,14 @@ impl Tracker {
         forced
     }
 
+    /// Closes the tracker at once: refuses new work, SIGKILLs every process group and aborts
+    /// every task and timer. Used when the owner goes without a graceful stop.
+    pub(crate) fn close_now(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.abort_tasks();
+        process::kill_all_now(&self.inner);
+    }
+
     fn prepare(&self, kind: HandleKind) -> Result<HandleGuard> {
         if self.is_closed() {
             return Err(Error::OwnerStopping(self.inner.owner));

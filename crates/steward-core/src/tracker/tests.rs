@@ -255,8 +255,6 @@ async fn killing_the_owner_kills_its_process_group_and_aborts_its_tasks() {
 }
 
 #[actix_rt::test]
-#[ignore = "bug: a tracked task holding a clone of its owner's Tracker outlives a killed or \
-            panicked owner (TrackerInner::drop never runs; tracker/mod.rs, ResourceCtx has no Drop)"]
 async fn killing_the_owner_aborts_a_task_that_holds_its_tracker() {
     let registry = Registry::with_defaults();
     let (id, addr) = start_holder(&registry);

@@ -6,7 +6,7 @@ use super::*;
 use crate::registry::HandleCounts;
 use crate::supervisor::{Strategy, Supervisor};
 use crate::testing::{Behaviour, Log, TestResource, eventually, fast_spec};
-use crate::{ExitReason, Registry, ResourceId, Tracker, start_unsupervised};
+use crate::{ExitReason, Registry, ResourceId, start_unsupervised};
 
 const WITHIN: Duration = Duration::from_secs(5);
 
@@ -134,17 +134,16 @@ async fn a_sample_counts_live_resources_per_kind_and_tracked_tasks() {
     assert_eq!((after.resources, after.tasks, after.orphans), ([0; 7], 0, 0));
 }
 
-// An orphan needs a tracked handle that outlives its owner's registry entry. The crate's own
-// stop and drop paths never leave one behind; holding a clone of the owner's `Tracker` past the
-// owner (as the test does here, or as a task holding its own tracker would) is the way through
-// the public API.
+// An orphan is a tracked handle that outlives its owner's registry entry. The owner's drop
+// aborts everything it tracked, so an orphan only lives where an abort cannot take effect: here a
+// task on a runtime that nobody drives (a stuck runtime), which keeps the aborted future alive.
 #[actix_rt::test]
 async fn a_sample_counts_handles_whose_owner_is_gone_as_orphans() {
     let registry = Registry::with_defaults();
     let log = Log::default();
-    let mut kept: Option<Tracker> = None;
+    let stuck = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let (id, _addr) = start_unsupervised(&registry, ResourceKind::Consumer, "owner", |rcx| {
-        kept = Some(rcx.tracker().clone());
+        rcx.tracker().spawn_on(stuck.handle(), std::future::pending()).unwrap();
         TestResource {
             rcx,
             name: "owner".into(),
@@ -153,8 +152,6 @@ async fn a_sample_counts_handles_whose_owner_is_gone_as_orphans() {
             handled: 0,
         }
     });
-    let kept = kept.unwrap();
-    kept.spawn(std::future::pending()).unwrap();
     assert_eq!(Sample::take(&registry).orphans, 0, "its owner is live");
 
     assert!(registry.kill(id));
@@ -162,7 +159,7 @@ async fn a_sample_counts_handles_whose_owner_is_gone_as_orphans() {
     let sample = Sample::take(&registry);
     assert_eq!((sample.tasks, sample.orphans), (1, 1));
 
-    drop(kept);
+    stuck.shutdown_background();
     assert!(eventually(WITHIN, || registry.handle_counts() == HandleCounts::default()).await);
     assert_eq!(Sample::take(&registry).orphans, 0);
 }

@@ -1,0 +1,178 @@
+//! Starting and observing a real `steward` process.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+pub const TOKEN: &str = "integration-test-admin-token";
+pub const WITHIN: Duration = Duration::from_secs(20);
+
+/// A running `steward serve` with its parsed JSON log.
+pub struct Steward {
+    child: Child,
+    logs: Arc<Mutex<Vec<Value>>>,
+    pub admin: String,
+    pub public: String,
+    pub grpc: String,
+    pub http: reqwest::Client,
+}
+
+/// Polls `cond` every 10 ms until it holds or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    loop {
+        if cond().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tick.tick().await;
+    }
+}
+
+pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_steward"));
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .env("STEWARD__ADMIN__LISTEN", "127.0.0.1:0")
+        .env("STEWARD__HTTP__LISTEN", "127.0.0.1:0")
+        .env("STEWARD__GRPC__LISTEN", "127.0.0.1:0")
+        .env("STEWARD__ADMIN__TOKEN", TOKEN)
+        .env("STEWARD__LOG__FORMAT", "json")
+        .env("STEWARD__LOG__LEVEL", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+impl Steward {
+    /// Starts `steward serve` with loopback port-0 listeners plus `env`, and waits until ready.
+    pub async fn start(env: &[(&str, &str)]) -> Self {
+        let mut child = command(&["serve"], env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn steward");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+                sink.lock().unwrap().push(value);
+            }
+        });
+        let mut s = Self {
+            child,
+            logs,
+            admin: String::new(),
+            public: String::new(),
+            grpc: String::new(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
+        };
+        let ready = eventually(WITHIN, || {
+            let found = s.find_message("steward ready").is_some();
+            async move { found }
+        })
+        .await;
+        assert!(ready, "steward did not become ready; log:\n{}", s.dump());
+        s.admin = format!("http://{}", s.bound("admin"));
+        s.public = format!("http://{}", s.bound("public"));
+        s.grpc = format!("http://{}", s.bound("grpc"));
+        s
+    }
+
+    fn bound(&self, listener: &str) -> String {
+        let logs = self.logs.lock().unwrap();
+        logs.iter()
+            .rev()
+            .find(|v| v["message"] == "listener bound" && v["listener"] == listener)
+            .and_then(|v| v["addr"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("no `listener bound` line for {listener}"))
+    }
+
+    /// The first log line with this message.
+    pub fn find_message(&self, message: &str) -> Option<Value> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|v| v["message"].as_str().is_some_and(|m| m.starts_with(message)))
+            .cloned()
+    }
+
+    /// The whole log, for assertion messages.
+    pub fn dump(&self) -> String {
+        self.logs.lock().unwrap().iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.id()).unwrap())
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(self.pid(), sig).expect("signal steward");
+    }
+
+    /// Waits for the process to exit, at most `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tick.tick().await;
+        }
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(format!("{}{path}", self.admin)).bearer_auth(TOKEN)
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.admin)).bearer_auth(TOKEN)
+    }
+
+    /// `GET /v1/resources` items.
+    pub async fn resources(&self, query: &str) -> Vec<Value> {
+        let body: Value =
+            self.get(&format!("/v1/resources{query}")).send().await.unwrap().json().await.unwrap();
+        body["resources"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The id of the live service named `name`.
+    pub async fn service_id(&self, name: &str) -> String {
+        self.resources("?kind=service")
+            .await
+            .into_iter()
+            .find(|r| r["name"] == name)
+            .and_then(|r| r["id"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("no service {name}"))
+    }
+}
+
+impl Drop for Steward {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
