@@ -238,6 +238,8 @@ where
     let mut ctx = Context::<A>::new();
     arm_idle_timer(&rcx, &mut ctx);
     let addr = ctx.address();
+    #[allow(clippy::disallowed_methods)]
+    // the registry holds this task's abort handle; the lifeline reports its end
     let task = actix_rt::spawn(tracing::Instrument::instrument(ctx.into_future(build(rcx)), span));
     registry.attach(id, addr.clone().recipient().downgrade(), task.abort_handle());
     (id, addr)

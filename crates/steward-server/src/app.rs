@@ -106,6 +106,7 @@ async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Re
         }),
     );
 
+    #[allow(clippy::disallowed_methods)] // lives as long as the process: the signal watcher
     actix_rt::spawn({
         let trigger = trigger.clone();
         async move {

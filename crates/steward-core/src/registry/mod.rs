@@ -523,6 +523,8 @@ impl Registry {
                 if let Err(actix::prelude::SendError::Full(msg)) =
                     stop.try_send(StopResource { reason })
                 {
+                    #[allow(clippy::disallowed_methods)]
+                    // a bounded wait for mailbox room; it ends when the message is queued or the actor is gone
                     actix_rt::spawn(async move {
                         let _ = stop.send(msg).await;
                     });

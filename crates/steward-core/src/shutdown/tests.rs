@@ -168,6 +168,7 @@ async fn a_hook_that_never_finishes_is_cut_at_the_phase_deadline_and_counted_for
 #[actix_rt::test]
 async fn the_trigger_is_pulled_once_and_remembers_its_first_source() {
     let trigger = ShutdownTrigger::new();
+    #[allow(clippy::disallowed_methods)] // test scaffolding
     let waiter = actix_rt::spawn({
         let trigger = trigger.clone();
         async move { trigger.triggered().await }

@@ -100,6 +100,8 @@ impl ChildSpec {
             arm_idle_timer(&rcx, &mut ctx);
             let actor = factory(rcx).map_err(|e| e.to_string())?;
             let addr = ctx.address();
+            #[allow(clippy::disallowed_methods)]
+            // the supervisor spawns its children itself and keeps their abort handles
             let task = actix_rt::spawn(ctx.into_future(actor).instrument(span));
             Ok(Started {
                 stop: addr.clone().recipient(),
@@ -127,6 +129,8 @@ impl ChildSpec {
             let ctx = Context::<Supervisor>::new();
             let addr = ctx.address();
             let actor = Supervisor::new(rcx, spec.clone(), None);
+            #[allow(clippy::disallowed_methods)]
+            // the supervisor spawns its children itself and keeps their abort handles
             let task = actix_rt::spawn(ctx.into_future(actor).instrument(span));
             Ok(Started {
                 stop: addr.clone().recipient(),
@@ -412,6 +416,8 @@ impl Supervisor {
         let (ready_tx, ready_rx) = oneshot::channel();
         let ctx = Context::<Supervisor>::new();
         let addr = ctx.address();
+        #[allow(clippy::disallowed_methods)]
+        // the supervisor spawns its children itself and keeps their abort handles
         let task =
             actix_rt::spawn(ctx.into_future(Self::new(rcx, spec, Some(ready_tx))).instrument(span));
         registry.attach(id, addr.clone().recipient().downgrade(), task.abort_handle());

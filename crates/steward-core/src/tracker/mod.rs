@@ -71,6 +71,8 @@ impl Tracker {
     {
         let guard = self.prepare(HandleKind::Task)?;
         let key = guard.key;
+        #[allow(clippy::disallowed_methods)]
+        // this is the tracker: the task is registered to its owner
         let handle = actix_rt::spawn(async move {
             let _guard = guard;
             fut.await;
@@ -111,6 +113,8 @@ impl Tracker {
     {
         let guard = self.prepare(HandleKind::Timer)?;
         let key = guard.key;
+        #[allow(clippy::disallowed_methods)]
+        // this is the tracker: the task is registered to its owner
         let handle = actix_rt::spawn(async move {
             let _guard = guard;
             tokio::time::sleep(delay).await;

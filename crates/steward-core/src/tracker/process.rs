@@ -85,6 +85,8 @@ impl Tracker {
             (child.stdin.take(), child.stdout.take(), child.stderr.take());
         let key = guard.key;
         let inner = Arc::downgrade(&self.inner);
+        #[allow(clippy::disallowed_methods)]
+        // this is the tracker: the waiter is registered to its owner
         let waiter = actix_rt::spawn(async move {
             let _guard = guard;
             let status = child.wait().await.ok();
