@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use reqwest::{Method, StatusCode};
 
-use crate::support::{Steward, WITHIN, eventually};
+use crate::support::Steward;
 
 /// The default grace; the process must be gone within it.
 const GRACE: Duration = Duration::from_secs(30);
@@ -16,14 +16,7 @@ async fn sigterm_flips_readiness_then_exits_zero_within_the_grace_with_a_report(
     let mut s = Steward::start(&[("STEWARD__SHUTDOWN__DEADLINES__READINESS_OFF", "2s")]).await;
     let t0 = Instant::now();
     s.signal(Signal::SIGTERM);
-    let flipped = eventually(WITHIN, || async {
-        s.http
-            .get(format!("{}/readyz", s.admin))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == StatusCode::SERVICE_UNAVAILABLE)
-    })
-    .await;
+    let flipped = s.wait_readyz(StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(flipped, "readiness turned 503 while draining");
     // liveness stays up while draining
     let r = s.http.get(format!("{}/healthz", s.admin)).send().await.unwrap();
@@ -59,14 +52,7 @@ async fn a_second_signal_forces_an_immediate_nonzero_exit() {
     ])
     .await;
     s.signal(Signal::SIGTERM);
-    let draining = eventually(WITHIN, || async {
-        s.http
-            .get(format!("{}/readyz", s.admin))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == StatusCode::SERVICE_UNAVAILABLE)
-    })
-    .await;
+    let draining = s.wait_readyz(StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(draining);
     let t0 = Instant::now();
     s.signal(Signal::SIGINT);

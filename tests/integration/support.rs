@@ -142,6 +142,18 @@ impl Steward {
         }
     }
 
+    /// Polls `/readyz` until it answers `status`, at most [`WITHIN`]; returns whether it did.
+    pub async fn wait_readyz(&self, status: reqwest::StatusCode) -> bool {
+        eventually(WITHIN, || async {
+            self.http
+                .get(format!("{}/readyz", self.admin))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == status)
+        })
+        .await
+    }
+
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.get(format!("{}{path}", self.admin)).bearer_auth(TOKEN)
     }

@@ -51,17 +51,15 @@ impl ListenerSpec {
         }
     }
 
-    /// [`ListenerSpec::pause`] for an owned spec (a `'static` future for shutdown hooks).
-    pub async fn pause_owned(self) {
-        self.pause().await;
-    }
-
     /// Pauses accepting new connections on the running server, if any (shutdown phase
-    /// `stop_accepting`); open connections continue.
-    pub async fn pause(&self) {
+    /// `stop_accepting`); open connections continue. The future owns what it needs, so it can be
+    /// a shutdown hook.
+    pub fn pause(&self) -> impl Future<Output = ()> + Send + 'static {
         let handle = self.handle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        if let Some(handle) = handle {
-            handle.pause().await;
+        async move {
+            if let Some(handle) = handle {
+                handle.pause().await;
+            }
         }
     }
 

@@ -94,7 +94,7 @@ async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Re
         coordinator.on(
             Phase::StopAccepting,
             "pause public http",
-            Arc::new(move || public.clone().pause_owned().boxed()),
+            Arc::new(move || public.pause().boxed()),
         );
     }
     coordinator.on(

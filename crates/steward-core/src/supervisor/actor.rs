@@ -362,19 +362,8 @@ pub(super) fn send_stop(
 ) {
     if let Err(SendError::Full(msg)) = stop.try_send(crate::StopResource { reason }) {
         let stop = stop.clone();
-        ctx.spawn(
-            async move {
-                let _ = stop.send(msg).await;
-            }
-            .into_actor_any(),
-        );
+        ctx.spawn(actix::fut::wrap_future(async move {
+            let _ = stop.send(msg).await;
+        }));
     }
 }
-
-trait IntoActorAny: Future<Output = ()> + Sized + 'static {
-    fn into_actor_any(self) -> actix::fut::future::FutureWrap<Self, Supervisor> {
-        actix::fut::wrap_future(self)
-    }
-}
-
-impl<F: Future<Output = ()> + 'static> IntoActorAny for F {}
