@@ -17,6 +17,7 @@ pub use error::{Error, Result};
 pub use schema::*;
 
 use std::path::Path;
+use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -80,7 +81,10 @@ impl Config {
     /// `shutdown.grace`; `supervisor.backoff_factor` < 1; `supervisor.backoff_jitter` outside
     /// 0..=1; `supervisor.backoff_base` > `supervisor.backoff_max`; `supervisor.period` is zero;
     /// `watchdog.leak_factor` <= 1; `watchdog.interval` or `watchdog.baseline_samples` is zero;
-    /// `log.level` is empty; `registry.stopped_capacity` is zero.
+    /// `log.level` is empty; `registry.stopped_capacity` is zero; `store.max_connections` is
+    /// outside 1..=100; `store.url` is neither empty, `sqlite:` nor `postgres://`;
+    /// `tenancy.token_cache_ttl` is above 1 s; `tenancy.purge_batch`, `tenancy.max_tenants` or
+    /// `tenancy.purge_max_sleep` is zero.
     pub fn validate(&self) -> Result<()> {
         let sum = self.shutdown.deadlines.sum();
         if sum > self.shutdown.grace {
@@ -124,6 +128,42 @@ impl Config {
         }
         if self.registry.stopped_capacity == 0 {
             return Err(Error::invalid("registry.stopped_capacity", "must be at least 1"));
+        }
+        let st = &self.store;
+        if !(1..=100).contains(&st.max_connections) {
+            return Err(Error::invalid("store.max_connections", "must be between 1 and 100"));
+        }
+        if st.connect_timeout.is_zero() {
+            return Err(Error::invalid("store.connect_timeout", "must be greater than 0s"));
+        }
+        if !(st.url.is_empty()
+            || st.url.starts_with("sqlite:")
+            || st.url.starts_with("postgres://")
+            || st.url.starts_with("postgresql://"))
+        {
+            return Err(Error::invalid(
+                "store.url",
+                "must be empty (embedded SQLite), sqlite://<path> or postgres://…",
+            ));
+        }
+        if st.url.is_empty() && st.data_dir.as_os_str().is_empty() {
+            return Err(Error::invalid("store.data_dir", "must not be empty"));
+        }
+        let t = &self.tenancy;
+        if t.token_cache_ttl > Duration::from_secs(1) {
+            return Err(Error::invalid(
+                "tenancy.token_cache_ttl",
+                "must be at most 1s (revocation must take effect within 1 s)",
+            ));
+        }
+        if t.purge_batch == 0 {
+            return Err(Error::invalid("tenancy.purge_batch", "must be at least 1"));
+        }
+        if t.purge_max_sleep.is_zero() {
+            return Err(Error::invalid("tenancy.purge_max_sleep", "must be greater than 0s"));
+        }
+        if t.max_tenants == 0 {
+            return Err(Error::invalid("tenancy.max_tenants", "must be at least 1"));
         }
         if self.log.level.trim().is_empty() {
             return Err(Error::invalid("log.level", "must not be empty"));

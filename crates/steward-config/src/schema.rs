@@ -2,6 +2,7 @@
 //! with the defaults.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
@@ -29,6 +30,10 @@ pub struct Config {
     pub watchdog: WatchdogConfig,
     /// `[log]`: logging.
     pub log: LogConfig,
+    /// `[store]`: where tenants and API tokens are kept.
+    pub store: StoreConfig,
+    /// `[tenancy]`: token cache, quota defaults and expiry purge.
+    pub tenancy: TenancyConfig,
 }
 
 /// `[admin]`.
@@ -238,4 +243,76 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// `[store]`: the database of tenants and API tokens (sqlx).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Database URL. Empty (default): the embedded SQLite file `steward.db` under `data_dir`,
+    /// created on first start. `sqlite://<path>` names another SQLite file;
+    /// `postgres://user@host:port/db` uses PostgreSQL, so several nodes share tenants and tokens.
+    pub url: String,
+    /// Directory for Steward's own files (the embedded SQLite database); created if missing.
+    /// Relative paths are relative to the working directory. Default `data`.
+    pub data_dir: PathBuf,
+    /// Most open connections of the pool (1..=100). Default 8.
+    pub max_connections: u32,
+    /// How long to wait for a connection (at start and per query). Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+/// `[tenancy]`: authentication cache, expiry purge and default quotas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenancyConfig {
+    /// How long a resolved API token stays cached (0..=1 s: a revocation made on another node
+    /// takes effect within this time; on this node it takes effect at once). Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub token_cache_ttl: Duration,
+    /// Most cached tokens. Default 10000.
+    pub token_cache_capacity: u64,
+    /// Longest `expires_in` a new token may have; 0 s = no limit (tokens may also never
+    /// expire). Default 0 s.
+    #[serde(with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
+    /// How many of the earliest-expiring tokens the purge's deadline queue loads at once.
+    /// Default 256.
+    pub purge_batch: u32,
+    /// Longest sleep of the purge between looks at the store, so tokens created on other nodes
+    /// are purged too. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub purge_max_sleep: Duration,
+    /// `Retry-After` for a refused admission when a live-resource quota is full (a retry
+    /// succeeds once one of the tenant's resources stops). Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub quota_retry_after: Duration,
+    /// Most tenants (`POST /v1/tenants` answers 429 beyond it). Default 10000.
+    pub max_tenants: u32,
+    /// Most live tokens per tenant. Default 100.
+    pub max_tokens_per_tenant: u32,
+    /// `[tenancy.default_quotas]`: quotas of a tenant that does not override them.
+    pub default_quotas: QuotaDefaults,
+}
+
+/// `[tenancy.default_quotas]`: per-tenant limits unless the tenant overrides them. 0 forbids
+/// the kind for the tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaDefaults {
+    /// Live browser sessions (browserless `CONCURRENT`-style; seed 000). Default 5.
+    pub sessions: u32,
+    /// Open pages in one session. Default 5.
+    pub pages_per_session: u32,
+    /// Session creations per minute. Default 30.
+    pub session_rate: u32,
+    /// Live message producers. Default 100.
+    pub producers: u32,
+    /// Live message consumers (streams). Default 100.
+    pub consumers: u32,
+    /// Live WebSocket sockets. Default 1000.
+    pub sockets: u32,
+    /// Live WebRTC peers. Default 50.
+    pub peers: u32,
 }

@@ -41,6 +41,8 @@ pub struct Registry {
 
 struct Inner {
     live: Mutex<HashMap<ResourceId, Entry>>,
+    /// Live resources per tenant and kind (only tenants with at least one).
+    tenants: Mutex<HashMap<Arc<str>, [u64; 7]>>,
     stopped: Mutex<VecDeque<ResourceInfo>>,
     kinds: [KindCounters; 7],
     events: broadcast::Sender<ResourceEvent>,
@@ -171,6 +173,7 @@ impl Registry {
         Self {
             inner: Arc::new(Inner {
                 live: Mutex::new(HashMap::new()),
+                tenants: Mutex::new(HashMap::new()),
                 stopped: Mutex::new(VecDeque::new()),
                 kinds: Default::default(),
                 events,
@@ -216,6 +219,10 @@ impl Registry {
             abort: None,
             supervisor: None,
         };
+        if let Some(tenant) = &entry.info.tenant {
+            let mut tenants = self.lock_tenants();
+            tenants.entry(tenant.clone()).or_default()[reg.kind.index()] += 1;
+        }
         self.lock_live().insert(id, entry);
         self.inner.kinds[reg.kind.index()].live.fetch_add(1, Ordering::Relaxed);
         (id, shared)
@@ -308,6 +315,16 @@ impl Registry {
     /// `Stopped`. Unknown ids are ignored (removal is idempotent).
     pub fn remove(&self, id: ResourceId, reason: &ExitReason) {
         let Some(entry) = self.lock_live().remove(&id) else { return };
+        if let Some(tenant) = &entry.info.tenant {
+            let mut tenants = self.lock_tenants();
+            if let Some(counts) = tenants.get_mut(tenant) {
+                let n = &mut counts[entry.info.kind.index()];
+                *n = n.saturating_sub(1);
+                if counts.iter().all(|n| *n == 0) {
+                    tenants.remove(tenant);
+                }
+            }
+        }
         let counters = &self.inner.kinds[entry.info.kind.index()];
         counters.live.fetch_sub(1, Ordering::Relaxed);
         counters.stopped.fetch_add(1, Ordering::Relaxed);
@@ -399,6 +416,40 @@ impl Registry {
     #[must_use]
     pub fn count_of(&self, kinds: &[ResourceKind]) -> u64 {
         kinds.iter().map(|k| self.inner.kinds[k.index()].live.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Live resources of `tenant` per kind, in [`ResourceKind::ALL`] order (all zero for a
+    /// tenant that owns nothing). O(1): kept up to date on register and remove.
+    #[must_use]
+    pub fn tenant_usage(&self, tenant: &str) -> [(ResourceKind, u64); 7] {
+        let counts = self.lock_tenants().get(tenant).copied().unwrap_or_default();
+        ResourceKind::ALL.map(|k| (k, counts[k.index()]))
+    }
+
+    /// Live resources per kind of every tenant that owns at least one, sorted by tenant.
+    #[must_use]
+    pub fn tenants_usage(&self) -> Vec<(Arc<str>, [(ResourceKind, u64); 7])> {
+        let mut all: Vec<_> = self
+            .lock_tenants()
+            .iter()
+            .map(|(t, counts)| (t.clone(), ResourceKind::ALL.map(|k| (k, counts[k.index()]))))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Ids of the live resources owned by `tenant` (a scan of the live table: for rare admin
+    /// operations such as deleting a tenant).
+    #[must_use]
+    pub fn ids_of_tenant(&self, tenant: &str) -> Vec<ResourceId> {
+        let mut ids: Vec<ResourceId> = self
+            .lock_live()
+            .iter()
+            .filter(|(_, e)| e.info.tenant.as_deref() == Some(tenant))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Total live resources.
@@ -673,6 +724,10 @@ impl Registry {
 
     fn lock_live(&self) -> MutexGuard<'_, HashMap<ResourceId, Entry>> {
         lock(&self.inner.live)
+    }
+
+    fn lock_tenants(&self) -> MutexGuard<'_, HashMap<Arc<str>, [u64; 7]>> {
+        lock(&self.inner.tenants)
     }
 
     fn lock_stopped(&self) -> MutexGuard<'_, VecDeque<ResourceInfo>> {

@@ -323,3 +323,34 @@ fn only_normal_shutdown_and_idle_exits_are_normal() {
     }
     assert_eq!(ExitReason::error("boom").to_string(), "error: boom");
 }
+
+#[test]
+fn tenant_usage_follows_register_and_remove() {
+    let registry = Registry::with_defaults();
+    let reg = |kind, tenant: Option<&str>| Registration {
+        kind,
+        name: "t".into(),
+        tenant: tenant.map(Into::into),
+        parent: None,
+    };
+    let (a, _) = registry.register(reg(ResourceKind::Socket, Some("acme")));
+    let (b, _) = registry.register(reg(ResourceKind::Socket, Some("acme")));
+    let (c, _) = registry.register(reg(ResourceKind::Producer, Some("acme")));
+    let (d, _) = registry.register(reg(ResourceKind::Socket, Some("other")));
+    let (e, _) = registry.register(reg(ResourceKind::Service, None));
+    let usage = registry.tenant_usage("acme");
+    assert_eq!(usage[ResourceKind::Socket.index()], (ResourceKind::Socket, 2));
+    assert_eq!(usage[ResourceKind::Producer.index()], (ResourceKind::Producer, 1));
+    assert_eq!(registry.ids_of_tenant("acme"), {
+        let mut v = vec![a, b, c];
+        v.sort_unstable();
+        v
+    });
+    assert_eq!(registry.tenants_usage().len(), 2);
+    for id in [a, b, c, d, e] {
+        registry.remove(id, &ExitReason::Normal);
+    }
+    assert!(registry.tenant_usage("acme").iter().all(|(_, n)| *n == 0));
+    assert!(registry.tenants_usage().is_empty(), "tenants with nothing live are forgotten");
+    assert!(registry.ids_of_tenant("acme").is_empty());
+}

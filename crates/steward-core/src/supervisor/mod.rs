@@ -82,6 +82,8 @@ pub struct ChildSpec {
     restart: RestartType,
     shutdown: Option<Duration>,
     start: Arc<StartFn>,
+    #[allow(dead_code)] // never read: held for its `Drop` (see `ChildSpec::hold`)
+    hold: Option<Arc<dyn Any + Send + Sync>>,
 }
 
 impl ChildSpec {
@@ -117,6 +119,7 @@ impl ChildSpec {
             restart: RestartType::Permanent,
             shutdown: None,
             start: Arc::new(start),
+            hold: None,
         }
     }
 
@@ -146,6 +149,7 @@ impl ChildSpec {
             restart: RestartType::Permanent,
             shutdown: None,
             start: Arc::new(start),
+            hold: None,
         }
     }
 
@@ -160,6 +164,16 @@ impl ChildSpec {
     #[must_use]
     pub fn tenant(mut self, tenant: impl Into<Arc<str>>) -> Self {
         self.tenant = Some(tenant.into());
+        self
+    }
+
+    /// Ties `guard` to the child's slot: it is dropped when the slot leaves its supervisor for
+    /// good (after the last incarnation stopped, or when the start failed), not on a restart.
+    /// Admission control uses it: a quota reservation held here is released exactly when the
+    /// resource is gone. Clones of this spec share the guard; it drops with the last one.
+    #[must_use]
+    pub fn hold(mut self, guard: impl Any + Send + Sync) -> Self {
+        self.hold = Some(Arc::new(guard));
         self
     }
 

@@ -1,0 +1,518 @@
+//! Tenants, their quotas and labels, and API token metadata: the validated shapes the store keeps
+//! and the edges render.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use steward_config::QuotaDefaults;
+use steward_core::ResourceKind;
+
+use crate::{Error, Result};
+
+/// Longest tenant id: 63 characters, one DNS label (RFC 1123 §2.1), so an id can name hosts,
+/// NATS subjects and Kubernetes objects.
+pub const MAX_TENANT_ID: usize = 63;
+/// Longest display name, in characters.
+pub const MAX_DISPLAY_NAME: usize = 200;
+/// Longest token name, in characters.
+pub const MAX_TOKEN_NAME: usize = 100;
+/// Most labels on one tenant.
+pub const MAX_LABELS: usize = 64;
+/// Longest label key (Kubernetes' name part: 63).
+pub const MAX_LABEL_KEY: usize = 63;
+/// Longest label value, in characters.
+pub const MAX_LABEL_VALUE: usize = 255;
+/// Longest remote browser endpoint URL, in bytes.
+pub const MAX_ENDPOINT: usize = 2048;
+/// Largest single quota value.
+pub const MAX_QUOTA: u32 = 1_000_000;
+
+/// A tenant id: a slug of 1..=63 characters `[a-z0-9-]`, starting and ending with a letter or
+/// digit (an RFC 1123 DNS label, lowercase). Cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct TenantId(Arc<str>);
+
+impl TenantId {
+    /// Validates `id`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for field `id` when it is empty, longer than
+    /// [`MAX_TENANT_ID`], or not a lowercase DNS label.
+    pub fn new(id: &str) -> Result<Self> {
+        let invalid = |reason: &str| Error::invalid("id", reason);
+        if id.is_empty() {
+            return Err(invalid("must not be empty"));
+        }
+        if id.chars().count() > MAX_TENANT_ID {
+            return Err(invalid(&format!("must be at most {MAX_TENANT_ID} characters")));
+        }
+        if !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            return Err(invalid("may contain only a-z, 0-9 and '-'"));
+        }
+        if id.starts_with('-') || id.ends_with('-') {
+            return Err(invalid("must start and end with a letter or digit"));
+        }
+        Ok(Self(id.into()))
+    }
+
+    /// The id as a string slice.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id as the shared string resources carry as their tenant.
+    #[must_use]
+    pub fn as_arc(&self) -> &Arc<str> {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for TenantId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One quota: a limit on a tenant's live resources of one kind, or a rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum QuotaKind {
+    /// Live browser sessions.
+    Sessions,
+    /// Open pages in one session (enforced by the session itself).
+    PagesPerSession,
+    /// Session creations per minute.
+    SessionRate,
+    /// Live message producers.
+    Producers,
+    /// Live message consumers.
+    Consumers,
+    /// Live WebSocket sockets.
+    Sockets,
+    /// Live WebRTC peers.
+    Peers,
+}
+
+impl QuotaKind {
+    /// Every quota, in a fixed order.
+    pub const ALL: [Self; 7] = [
+        Self::Sessions,
+        Self::PagesPerSession,
+        Self::SessionRate,
+        Self::Producers,
+        Self::Consumers,
+        Self::Sockets,
+        Self::Peers,
+    ];
+
+    /// Its name in JSON, config and metrics (`sessions`, `pages_per_session`, …).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sessions => "sessions",
+            Self::PagesPerSession => "pages_per_session",
+            Self::SessionRate => "session_rate",
+            Self::Producers => "producers",
+            Self::Consumers => "consumers",
+            Self::Sockets => "sockets",
+            Self::Peers => "peers",
+        }
+    }
+
+    /// The quota that caps live resources of `kind`, if one does.
+    #[must_use]
+    pub fn for_resource(kind: ResourceKind) -> Option<Self> {
+        match kind {
+            ResourceKind::Session => Some(Self::Sessions),
+            ResourceKind::Producer => Some(Self::Producers),
+            ResourceKind::Consumer => Some(Self::Consumers),
+            ResourceKind::Socket => Some(Self::Sockets),
+            ResourceKind::Peer => Some(Self::Peers),
+            ResourceKind::Browser | ResourceKind::Service => None,
+        }
+    }
+}
+
+impl fmt::Display for QuotaKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A tenant's effective quotas: its overrides over the node's `[tenancy.default_quotas]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quotas {
+    /// Live browser sessions.
+    pub sessions: u32,
+    /// Open pages per session.
+    pub pages_per_session: u32,
+    /// Session creations per minute.
+    pub session_rate: u32,
+    /// Live message producers.
+    pub producers: u32,
+    /// Live message consumers.
+    pub consumers: u32,
+    /// Live WebSocket sockets.
+    pub sockets: u32,
+    /// Live WebRTC peers.
+    pub peers: u32,
+}
+
+impl Quotas {
+    /// The value of quota `q`.
+    #[must_use]
+    pub fn get(&self, q: QuotaKind) -> u32 {
+        match q {
+            QuotaKind::Sessions => self.sessions,
+            QuotaKind::PagesPerSession => self.pages_per_session,
+            QuotaKind::SessionRate => self.session_rate,
+            QuotaKind::Producers => self.producers,
+            QuotaKind::Consumers => self.consumers,
+            QuotaKind::Sockets => self.sockets,
+            QuotaKind::Peers => self.peers,
+        }
+    }
+
+    /// `overrides` over `defaults`.
+    #[must_use]
+    pub fn resolve(defaults: &QuotaDefaults, overrides: &QuotaOverrides) -> Self {
+        let d = defaults;
+        let o = overrides;
+        Self {
+            sessions: o.sessions.unwrap_or(d.sessions),
+            pages_per_session: o.pages_per_session.unwrap_or(d.pages_per_session),
+            session_rate: o.session_rate.unwrap_or(d.session_rate),
+            producers: o.producers.unwrap_or(d.producers),
+            consumers: o.consumers.unwrap_or(d.consumers),
+            sockets: o.sockets.unwrap_or(d.sockets),
+            peers: o.peers.unwrap_or(d.peers),
+        }
+    }
+}
+
+/// The quotas a tenant sets for itself; unset ones follow the node's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaOverrides {
+    /// Live browser sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<u32>,
+    /// Open pages per session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages_per_session: Option<u32>,
+    /// Session creations per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_rate: Option<u32>,
+    /// Live message producers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producers: Option<u32>,
+    /// Live message consumers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumers: Option<u32>,
+    /// Live WebSocket sockets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sockets: Option<u32>,
+    /// Live WebRTC peers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<u32>,
+}
+
+impl QuotaOverrides {
+    fn slots(&mut self) -> [(QuotaKind, &mut Option<u32>); 7] {
+        [
+            (QuotaKind::Sessions, &mut self.sessions),
+            (QuotaKind::PagesPerSession, &mut self.pages_per_session),
+            (QuotaKind::SessionRate, &mut self.session_rate),
+            (QuotaKind::Producers, &mut self.producers),
+            (QuotaKind::Consumers, &mut self.consumers),
+            (QuotaKind::Sockets, &mut self.sockets),
+            (QuotaKind::Peers, &mut self.peers),
+        ]
+    }
+
+    /// Checks every set value against [`MAX_QUOTA`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the field (`quotas.sockets`).
+    pub fn validate(mut self) -> Result<Self> {
+        for (q, v) in self.slots() {
+            if v.is_some_and(|v| v > MAX_QUOTA) {
+                return Err(Error::invalid(
+                    &format!("quotas.{q}"),
+                    &format!("must be at most {MAX_QUOTA}"),
+                ));
+            }
+        }
+        Ok(self)
+    }
+
+    /// Applies a JSON merge patch (RFC 7396): a value sets the override, `null` removes it
+    /// (the default applies again), an absent field leaves it.
+    ///
+    /// # Errors
+    /// As [`QuotaOverrides::validate`].
+    pub fn merge(mut self, patch: &QuotaPatch) -> Result<Self> {
+        for ((_, v), p) in self.slots().into_iter().zip(patch.values()) {
+            if let Some(p) = p {
+                *v = p;
+            }
+        }
+        self.validate()
+    }
+}
+
+/// A merge patch of quota overrides: `Some(Some(n))` sets, `Some(None)` (JSON `null`) resets to
+/// the default, `None` (absent) leaves the field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(clippy::option_option)] // absent, null and a value mean three different things
+pub struct QuotaPatch {
+    /// Live browser sessions.
+    #[serde(default, deserialize_with = "patch_field")]
+    pub sessions: Option<Option<u32>>,
+    /// Open pages per session.
+    #[serde(default, deserialize_with = "patch_field")]
+    pub pages_per_session: Option<Option<u32>>,
+    /// Session creations per minute.
+    #[serde(default, deserialize_with = "patch_field")]
+    pub session_rate: Option<Option<u32>>,
+    /// Live message producers.
+    #[serde(default, deserialize_with = "patch_field")]
+    pub producers: Option<Option<u32>>,
+    /// Live message consumers.
+    #[serde(default, deserialize_with = "patch_field")]
+    pub consumers: Option<Option<u32>>,
+    /// Live WebSocket sockets.
+    #[serde(default, deserialize_with = "patch_field")]
+    pub sockets: Option<Option<u32>>,
+    /// Live WebRTC peers.
+    #[serde(default, deserialize_with = "patch_field")]
+    pub peers: Option<Option<u32>>,
+}
+
+impl QuotaPatch {
+    #[allow(clippy::option_option)]
+    fn values(&self) -> [Option<Option<u32>>; 7] {
+        [
+            self.sessions,
+            self.pages_per_session,
+            self.session_rate,
+            self.producers,
+            self.consumers,
+            self.sockets,
+            self.peers,
+        ]
+    }
+}
+
+/// Deserializes a present field (value or `null`) as `Some(_)`; `#[serde(default)]` makes an
+/// absent one `None`.
+#[allow(clippy::option_option)]
+pub(crate) fn patch_field<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Free-form `key: value` labels on a tenant.
+pub type Labels = BTreeMap<String, String>;
+
+/// Checks label count and the shape of keys (`[a-z0-9._/-]`, 1..=63) and values (<= 255
+/// characters, no control characters).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the label (`labels.team`).
+pub fn validate_labels(labels: &Labels) -> Result<()> {
+    if labels.len() > MAX_LABELS {
+        return Err(Error::invalid("labels", &format!("at most {MAX_LABELS} labels")));
+    }
+    for (k, v) in labels {
+        let ok = !k.is_empty()
+            && k.len() <= MAX_LABEL_KEY
+            && k.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'/' | b'-')
+            });
+        if !ok {
+            return Err(Error::invalid(
+                "labels",
+                &format!("key {k:?} must be 1..={MAX_LABEL_KEY} characters of a-z 0-9 . _ / -"),
+            ));
+        }
+        if v.chars().count() > MAX_LABEL_VALUE || v.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                &format!("labels.{k}"),
+                &format!("must be at most {MAX_LABEL_VALUE} characters, no control characters"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a display name or token name: 1..=`max` characters, no control characters.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming `field`.
+pub fn validate_name(field: &str, name: &str, max: usize) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if name.chars().count() > max {
+        return Err(Error::invalid(field, &format!("must be at most {max} characters")));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// Checks a remote browser endpoint: an absolute `ws`, `wss`, `http` or `https` URL with a host
+/// (the CDP endpoint of a browser the tenant runs, seed 000's `browserURL`), at most
+/// [`MAX_ENDPOINT`] bytes.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for field `browser_endpoint`.
+pub fn validate_endpoint(endpoint: &str) -> Result<()> {
+    let invalid = |reason: &str| Error::invalid("browser_endpoint", reason);
+    if endpoint.len() > MAX_ENDPOINT {
+        return Err(invalid(&format!("must be at most {MAX_ENDPOINT} bytes")));
+    }
+    let url = url::Url::parse(endpoint).map_err(|e| invalid(&format!("not a URL: {e}")))?;
+    if !matches!(url.scheme(), "ws" | "wss" | "http" | "https") {
+        return Err(invalid("scheme must be ws, wss, http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("must name a host"));
+    }
+    Ok(())
+}
+
+/// A tenant as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    /// Its id.
+    pub id: TenantId,
+    /// Human-readable name.
+    pub display_name: String,
+    /// When it was created.
+    pub created_at: SystemTime,
+    /// When it last changed.
+    pub updated_at: SystemTime,
+    /// Quotas it sets; the rest follow the node's defaults.
+    pub quota_overrides: QuotaOverrides,
+    /// CDP endpoint its browser sessions use instead of a local Chromium.
+    pub browser_endpoint: Option<String>,
+    /// Labels.
+    pub labels: Labels,
+    /// Optimistic-concurrency revision, +1 per update.
+    pub revision: i64,
+}
+
+/// What `POST /v1/tenants` takes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenant {
+    /// The id ([`TenantId`] rules).
+    pub id: String,
+    /// Human-readable name; the id when absent.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Quota overrides.
+    #[serde(default)]
+    pub quotas: QuotaOverrides,
+    /// Remote CDP endpoint.
+    #[serde(default)]
+    pub browser_endpoint: Option<String>,
+    /// Labels.
+    #[serde(default)]
+    pub labels: Labels,
+}
+
+/// What `PATCH /v1/tenants/{id}` takes: a JSON merge patch (RFC 7396) of the mutable fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(clippy::option_option)] // absent, null and a value mean three different things
+pub struct TenantPatch {
+    /// New display name.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Quota overrides to set (`n`) or reset to the default (`null`).
+    #[serde(default)]
+    pub quotas: Option<QuotaPatch>,
+    /// New endpoint, or `null` to remove it.
+    #[serde(default, deserialize_with = "patch_field")]
+    pub browser_endpoint: Option<Option<String>>,
+    /// Labels to set (`"v"`) or remove (`null`).
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, Option<String>>>,
+}
+
+/// A token id: 16 lowercase hex digits, public (it names the token in lists, logs and
+/// `DELETE /v1/tokens/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct TokenId(Arc<str>);
+
+impl TokenId {
+    /// Validates `id`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for field `token_id` unless it is 16 lowercase hex digits.
+    pub fn new(id: &str) -> Result<Self> {
+        if id.len() == 16 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            Ok(Self(id.into()))
+        } else {
+            Err(Error::invalid("token_id", "must be 16 lowercase hex digits"))
+        }
+    }
+
+    /// The id as a string slice.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TokenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An API token as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// Its id.
+    pub id: TokenId,
+    /// The tenant it authenticates as.
+    pub tenant: TenantId,
+    /// Its name.
+    pub name: String,
+    /// When it was issued.
+    pub created_at: SystemTime,
+    /// When it stops working; never when absent.
+    pub expires_at: Option<SystemTime>,
+}
+
+/// What `POST /v1/tenants/{id}/tokens` takes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    /// Its name (1..=100 characters).
+    pub name: String,
+    /// Lifetime as a human duration ("30d", "1h"); absent = never expires.
+    #[serde(default)]
+    pub expires_in: Option<String>,
+}

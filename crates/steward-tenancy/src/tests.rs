@@ -1,0 +1,435 @@
+//! The same scenarios against SQLite and PostgreSQL (`both!`), on a real actix system with real
+//! supervisors and the real registry.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures_util::future::join_all;
+use steward_config::{Config, StoreConfig, TenancyConfig};
+use steward_core::supervisor::Supervisor;
+use steward_core::{
+    ChildSpec, Registry, Resource, ResourceCtx, ResourceKind, RestartType, StopResource, Strategy,
+    SupervisorSpec, stop_resource,
+};
+
+use crate::testing::PgTestDb;
+use crate::{Backend, Error, NewTenant, NewToken, Tenancy, TenantId, TenantPatch};
+
+/// A tenancy over a fresh database of one backend; the database goes with it.
+struct Fixture {
+    tenancy: Tenancy,
+    registry: Registry,
+    store_config: StoreConfig,
+    _dir: tempfile::TempDir,
+    _pg: Option<PgTestDb>,
+}
+
+fn tenancy_config() -> TenancyConfig {
+    let mut c = Config::defaults().tenancy;
+    c.purge_max_sleep = Duration::from_millis(200);
+    c
+}
+
+async fn fixture(backend: Backend) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let (pg, url) = match backend {
+        Backend::Sqlite => (None, String::new()),
+        Backend::Postgres => {
+            let db = PgTestDb::create().await;
+            let url = db.url().to_owned();
+            (Some(db), url)
+        }
+    };
+    let mut store_config = Config::defaults().store;
+    store_config.url = url;
+    store_config.data_dir = dir.path().join("data");
+    let registry = Registry::with_defaults();
+    let tenancy =
+        Tenancy::open(&store_config, &tenancy_config(), registry.clone(), Duration::from_secs(5))
+            .await
+            .unwrap();
+    assert_eq!(tenancy.store().backend(), backend);
+    Fixture { tenancy, registry, store_config, _dir: dir, _pg: pg }
+}
+
+fn new_tenant(id: &str) -> NewTenant {
+    serde_json::from_value(serde_json::json!({ "id": id })).unwrap()
+}
+
+fn new_token(name: &str, expires_in: Option<&str>) -> NewToken {
+    NewToken { name: name.into(), expires_in: expires_in.map(Into::into) }
+}
+
+async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[actix_rt::test]
+            async fn sqlite() {
+                super::$name(super::fixture(crate::Backend::Sqlite).await).await;
+            }
+            #[actix_rt::test]
+            async fn postgres() {
+                super::$name(super::fixture(crate::Backend::Postgres).await).await;
+            }
+        }
+    };
+}
+
+both!(concurrent_registration_admits_exactly_one);
+async fn concurrent_registration_admits_exactly_one(f: Fixture) {
+    let results = join_all((0..100).map(|_| f.tenancy.create_tenant(new_tenant("acme")))).await;
+    let created = results.iter().filter(|r| r.is_ok()).count();
+    let conflicts = results.iter().filter(|r| matches!(r, Err(Error::AlreadyExists(_)))).count();
+    assert_eq!((created, conflicts), (1, 99), "{:?}", results.iter().find(|r| r.is_err()));
+}
+
+both!(token_lifecycle_issue_authenticate_revoke);
+async fn token_lifecycle_issue_authenticate_revoke(f: Fixture) {
+    let t = &f.tenancy;
+    let id = t.create_tenant(new_tenant("acme")).await.unwrap().tenant.id;
+    let issued = t.issue_token(&id, new_token("ci", None)).await.unwrap();
+    assert!(issued.bearer.starts_with("stw_"));
+    let ctx = t.authenticate(&issued.bearer).await.unwrap();
+    assert_eq!(ctx.tenant_id(), &id);
+    assert_eq!(ctx.token().id, issued.info.id);
+
+    // a wrong secret for a real id, a malformed token and an unknown id: the same error
+    let mut wrong = issued.bearer.clone();
+    wrong.replace_range(wrong.len() - 4.., "0000");
+    for bad in [wrong.as_str(), "nonsense", "stw_0000000000000000_00"] {
+        assert!(matches!(t.authenticate(bad).await, Err(Error::Unauthenticated)), "{bad}");
+    }
+
+    let listed = t.tokens(&id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].name, "ci");
+
+    t.revoke_token(&issued.info.id).await.unwrap();
+    assert!(matches!(t.authenticate(&issued.bearer).await, Err(Error::Unauthenticated)));
+    assert!(matches!(t.revoke_token(&issued.info.id).await, Err(Error::NotFound(_))));
+    assert!(t.tokens(&id).await.unwrap().is_empty());
+}
+
+both!(revocation_on_another_node_takes_effect_within_the_cache_ttl);
+async fn revocation_on_another_node_takes_effect_within_the_cache_ttl(f: Fixture) {
+    // a second Tenancy over the same database is a second node
+    let other = Tenancy::open(
+        &f.store_config,
+        &tenancy_config(),
+        Registry::with_defaults(),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    let id = f.tenancy.create_tenant(new_tenant("acme")).await.unwrap().tenant.id;
+    let issued = f.tenancy.issue_token(&id, new_token("ci", None)).await.unwrap();
+    f.tenancy.authenticate(&issued.bearer).await.unwrap(); // now cached on this node
+    other.revoke_token(&issued.info.id).await.unwrap();
+    let revoked = Instant::now();
+    eventually("revocation to reach the first node", async || {
+        f.tenancy.authenticate(&issued.bearer).await.is_err()
+    })
+    .await;
+    assert!(revoked.elapsed() <= Duration::from_millis(1100), "took {:?}", revoked.elapsed());
+}
+
+both!(expired_tokens_are_refused_and_purged);
+async fn expired_tokens_are_refused_and_purged(f: Fixture) {
+    let root = Supervisor::start_root(
+        &f.registry,
+        SupervisorSpec::from_config("root", Strategy::OneForOne, &Config::defaults().supervisor)
+            .child(f.tenancy.purge_spec()),
+    )
+    .await
+    .unwrap();
+    let t = &f.tenancy;
+    let id = t.create_tenant(new_tenant("acme")).await.unwrap().tenant.id;
+    let short = t.issue_token(&id, new_token("short", Some("300ms"))).await.unwrap();
+    let long = t.issue_token(&id, new_token("long", Some("1h"))).await.unwrap();
+    let forever = t.issue_token(&id, new_token("forever", None)).await.unwrap();
+    t.authenticate(&short.bearer).await.unwrap();
+
+    eventually("the short token to be purged", async || t.purged_tokens() == 1).await;
+    assert!(matches!(t.authenticate(&short.bearer).await, Err(Error::Unauthenticated)));
+    assert!(t.store().token(&short.info.id).await.unwrap().is_none());
+    let names: Vec<String> = t.tokens(&id).await.unwrap().into_iter().map(|i| i.name).collect();
+    assert_eq!(names, ["long", "forever"]);
+    t.authenticate(&long.bearer).await.unwrap();
+    t.authenticate(&forever.bearer).await.unwrap();
+    root.handle.stop(steward_core::ExitReason::Shutdown).await.unwrap();
+}
+
+both!(secrets_never_reach_the_store);
+async fn secrets_never_reach_the_store(f: Fixture) {
+    let t = &f.tenancy;
+    let id = t.create_tenant(new_tenant("acme")).await.unwrap().tenant.id;
+    let issued = t.issue_token(&id, new_token("ci", None)).await.unwrap();
+    let secret = issued.bearer.rsplit('_').next().unwrap().to_owned();
+    assert_eq!(secret.len(), 64);
+    let rows: Vec<(String, String, String, String)> =
+        sqlx::query_as("SELECT id, tenant_id, name, secret_sha256 FROM tokens")
+            .fetch_all(&f.pool())
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 1);
+    let dump = format!("{rows:?}");
+    assert!(!dump.contains(&secret) && !dump.contains(&issued.bearer), "{dump}");
+    assert_eq!(rows[0].3.len(), 64, "hex SHA-256");
+    if let Some(path) = f.sqlite_file() {
+        f.tenancy.close().await;
+        let bytes = std::fs::read(&path).unwrap();
+        let wal = std::fs::read(path.with_extension("db-wal")).unwrap_or_default();
+        for haystack in [bytes, wal] {
+            assert!(!haystack.windows(secret.len()).any(|w| w == secret.as_bytes()));
+        }
+    }
+}
+
+impl Fixture {
+    fn pool(&self) -> sqlx::AnyPool {
+        self.tenancy.store().pool().clone()
+    }
+
+    fn sqlite_file(&self) -> Option<std::path::PathBuf> {
+        (self.tenancy.store().backend() == Backend::Sqlite)
+            .then(|| self.store_config.data_dir.join("steward.db"))
+    }
+}
+
+both!(persistence_across_reopen);
+async fn persistence_across_reopen(f: Fixture) {
+    let id = f.tenancy.create_tenant(new_tenant("acme")).await.unwrap().tenant.id;
+    let issued = f.tenancy.issue_token(&id, new_token("ci", None)).await.unwrap();
+    f.tenancy.close().await;
+    let reopened =
+        Tenancy::open(&f.store_config, &tenancy_config(), f.registry.clone(), Duration::from_secs(1))
+            .await
+            .unwrap();
+    assert_eq!(reopened.authenticate(&issued.bearer).await.unwrap().tenant_id(), &id);
+}
+
+both!(patch_merges_and_validates);
+async fn patch_merges_and_validates(f: Fixture) {
+    let t = &f.tenancy;
+    let id = t.create_tenant(new_tenant("acme")).await.unwrap().tenant.id;
+    let patch: TenantPatch = serde_json::from_value(serde_json::json!({
+        "quotas": {"sockets": 3, "peers": 0},
+        "labels": {"team": "core"},
+        "browser_endpoint": "ws://10.0.0.5:9222/devtools/browser/x",
+    }))
+    .unwrap();
+    let v = t.update_tenant(&id, patch).await.unwrap();
+    assert_eq!((v.quotas.sockets, v.quotas.peers), (3, 0));
+    assert_eq!(v.quotas.producers, t.default_quotas().producers);
+    assert_eq!(v.tenant.labels.get("team").map(String::as_str), Some("core"));
+
+    let reset: TenantPatch = serde_json::from_value(serde_json::json!({
+        "quotas": {"sockets": null}, "labels": {"team": null}, "browser_endpoint": null,
+    }))
+    .unwrap();
+    let v = t.update_tenant(&id, reset).await.unwrap();
+    assert_eq!(v.quotas.sockets, t.default_quotas().sockets);
+    assert_eq!(v.quotas.peers, 0, "untouched overrides stay");
+    assert!(v.tenant.labels.is_empty() && v.tenant.browser_endpoint.is_none());
+    assert_eq!(v.tenant.revision, 3);
+
+    let bad: TenantPatch =
+        serde_json::from_value(serde_json::json!({"quotas": {"sockets": 2_000_000}})).unwrap();
+    let err = t.update_tenant(&id, bad).await.unwrap_err();
+    assert!(matches!(&err, Error::InvalidArgument { field, .. } if field == "quotas.sockets"));
+
+    // concurrent patches are serialized by the revision: none is lost
+    let patches = (0..10).map(|i| {
+        let patch: TenantPatch =
+            serde_json::from_value(serde_json::json!({"labels": {format!("k{i}"): "v"}})).unwrap();
+        t.update_tenant(&id, patch)
+    });
+    for r in join_all(patches).await {
+        r.unwrap();
+    }
+    assert_eq!(t.tenant(&id).await.unwrap().tenant.labels.len(), 10);
+}
+
+/// A resource of a tenant, for admission and deletion tests.
+struct Probe {
+    rcx: ResourceCtx,
+}
+
+impl Actor for Probe {
+    type Context = Context<Self>;
+}
+
+impl Resource for Probe {
+    fn resource_ctx(&self) -> &ResourceCtx {
+        &self.rcx
+    }
+    fn resource_ctx_mut(&mut self) -> &mut ResourceCtx {
+        &mut self.rcx
+    }
+}
+
+impl Handler<StopResource> for Probe {
+    type Result = ();
+    fn handle(&mut self, msg: StopResource, ctx: &mut Context<Self>) {
+        stop_resource(self, ctx, msg.reason);
+    }
+}
+
+async fn dynamic_root(registry: &Registry) -> steward_core::supervisor::RootSupervisor {
+    Supervisor::start_root(
+        registry,
+        SupervisorSpec::from_config("sockets", Strategy::Dynamic, &Config::defaults().supervisor),
+    )
+    .await
+    .unwrap()
+}
+
+both!(concurrent_admissions_admit_exactly_the_quota);
+async fn concurrent_admissions_admit_exactly_the_quota(f: Fixture) {
+    let t = &f.tenancy;
+    let id = t.create_tenant(new_tenant("acme")).await.unwrap().tenant.id;
+    let patch: TenantPatch =
+        serde_json::from_value(serde_json::json!({"quotas": {"sockets": 50}})).unwrap();
+    t.update_tenant(&id, patch).await.unwrap();
+    let token = t.issue_token(&id, new_token("ci", None)).await.unwrap();
+    let ctx = t.authenticate(&token.bearer).await.unwrap();
+    let root = dynamic_root(&f.registry).await;
+
+    // 200 admissions race; each admitted one starts a socket-kind resource holding its slot
+    let attempts = (0..200).map(|i| {
+        let (t, ctx, sup) = (t.clone(), ctx.clone(), root.handle.clone());
+        async move {
+            tokio::task::yield_now().await;
+            let reservation = t.admit(&ctx, ResourceKind::Socket)?;
+            let spec = ChildSpec::new(format!("probe-{i}"), ResourceKind::Socket, |rcx| {
+                Ok::<_, std::convert::Infallible>(Probe { rcx })
+            })
+            .restart(RestartType::Temporary)
+            .tenant(ctx.tenant_id().as_arc().clone())
+            .hold(reservation);
+            sup.start_child::<Probe>(spec).await.map_err(|e| Error::Internal(e.to_string()))
+        }
+    });
+    let results = join_all(attempts).await;
+    let admitted: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(Error::QuotaExceeded { limit: 50, retry_after: Some(_), .. })))
+        .count();
+    assert_eq!((admitted.len(), refused), (50, 150));
+    assert_eq!(t.usage(&id)[ResourceKind::Socket.index()].1, 50);
+    let stats = t.ledger().stats();
+    let sockets = stats[0].quotas.iter().find(|q| q.0 == crate::QuotaKind::Sockets).unwrap();
+    assert_eq!((sockets.1, sockets.2, sockets.3), (50, 50, 150));
+
+    for (rid, _) in &admitted {
+        root.handle.terminate_child(*rid, steward_core::ExitReason::Normal).await.unwrap();
+    }
+    eventually("usage to return to 0", async || {
+        t.usage(&id).iter().all(|(_, n)| *n == 0)
+            && t.ledger().reserved(&id).iter().all(|(_, n)| *n == 0)
+    })
+    .await;
+    // and the freed slots admit again
+    drop(t.admit(&ctx, ResourceKind::Socket).unwrap());
+    root.handle.stop(steward_core::ExitReason::Shutdown).await.unwrap();
+}
+
+both!(zero_quota_and_rate_refusals_say_whether_to_retry);
+async fn zero_quota_and_rate_refusals_say_whether_to_retry(f: Fixture) {
+    let t = &f.tenancy;
+    let id = t.create_tenant(new_tenant("acme")).await.unwrap().tenant.id;
+    let patch: TenantPatch = serde_json::from_value(
+        serde_json::json!({"quotas": {"peers": 0, "session_rate": 2}}),
+    )
+    .unwrap();
+    let v = t.update_tenant(&id, patch).await.unwrap();
+    match t.ledger().admit(&id, &v.quotas, ResourceKind::Peer) {
+        Err(Error::QuotaExceeded { quota, limit: 0, retry_after: None, .. }) => {
+            assert_eq!(quota, crate::QuotaKind::Peers);
+        }
+        other => panic!("{other:?}"),
+    }
+    t.ledger().take_session_rate(&id, &v.quotas).unwrap();
+    t.ledger().take_session_rate(&id, &v.quotas).unwrap();
+    match t.ledger().take_session_rate(&id, &v.quotas) {
+        Err(Error::QuotaExceeded { retry_after: Some(wait), limit: 2, .. }) => {
+            assert!(wait > Duration::ZERO && wait <= Duration::from_secs(30), "{wait:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+both!(deleting_a_tenant_revokes_tokens_and_stops_its_resources);
+async fn deleting_a_tenant_revokes_tokens_and_stops_its_resources(f: Fixture) {
+    let t = &f.tenancy;
+    let acme = t.create_tenant(new_tenant("acme")).await.unwrap().tenant.id;
+    let other = t.create_tenant(new_tenant("other")).await.unwrap().tenant.id;
+    let acme_token = t.issue_token(&acme, new_token("ci", None)).await.unwrap();
+    let other_token = t.issue_token(&other, new_token("ci", None)).await.unwrap();
+    let root = dynamic_root(&f.registry).await;
+    let start = async |tenant: &TenantId, token: &str, n: usize| {
+        let ctx = t.authenticate(token).await.unwrap();
+        for i in 0..n {
+            let spec = ChildSpec::new(format!("probe-{i}"), ResourceKind::Producer, |rcx| {
+                Ok::<_, std::convert::Infallible>(Probe { rcx })
+            })
+            .restart(RestartType::Permanent) // even permanent children go: the tenant is gone
+            .tenant(tenant.as_arc().clone())
+            .hold(t.admit(&ctx, ResourceKind::Producer).unwrap());
+            root.handle.start_child::<Probe>(spec).await.unwrap();
+        }
+    };
+    start(&acme, &acme_token.bearer, 7).await;
+    start(&other, &other_token.bearer, 2).await;
+    assert_eq!(f.registry.ids_of_tenant("acme").len(), 7);
+
+    let deleted = t.delete_tenant(&acme).await.unwrap();
+    assert_eq!((deleted.tokens_revoked, deleted.resources_stopped, deleted.resources_left), (1, 7, 0));
+    assert!(f.registry.ids_of_tenant("acme").is_empty(), "registry shows none left");
+    assert!(t.usage(&acme).iter().all(|(_, n)| *n == 0));
+    assert!(matches!(t.authenticate(&acme_token.bearer).await, Err(Error::Unauthenticated)));
+    assert!(matches!(t.tenant(&acme).await, Err(Error::NotFound(_))));
+    assert!(matches!(t.delete_tenant(&acme).await, Err(Error::NotFound(_))));
+    // the other tenant is untouched
+    assert_eq!(f.registry.ids_of_tenant("other").len(), 2);
+    t.authenticate(&other_token.bearer).await.unwrap();
+    // the id can be registered again, with fresh counters
+    t.create_tenant(new_tenant("acme")).await.unwrap();
+    assert!(t.ledger().reserved(&acme).iter().all(|(_, n)| *n == 0));
+    root.handle.stop(steward_core::ExitReason::Shutdown).await.unwrap();
+}
+
+#[test]
+fn tenant_ids_are_dns_labels() {
+    for ok in ["a", "acme", "acme-2", &"a".repeat(63)] {
+        TenantId::new(ok).unwrap();
+    }
+    for bad in ["", "-a", "a-", "Acme", "a_b", "a.b", "ä", &"a".repeat(64)] {
+        let err = TenantId::new(bad).unwrap_err();
+        assert!(matches!(&err, Error::InvalidArgument { field, .. } if field == "id"), "{bad}");
+    }
+}
+
+#[test]
+fn bearer_format_round_trips_and_rejects_lookalikes() {
+    let g = crate::token::generate().unwrap();
+    assert_eq!(g.bearer.len(), crate::token::TOKEN_LEN);
+    let (id, secret) = crate::token::parse(&g.bearer).unwrap();
+    assert_eq!(id, g.id);
+    assert!(secret.matches(&g.secret.sha256_hex()));
+    assert_eq!(format!("{secret:?}"), "Secret(…)");
+    let mut longer = g.bearer.clone();
+    longer.push('0');
+    for bad in [&g.bearer[4..], &longer, &g.bearer.replace("stw_", "ghp_")] {
+        assert!(crate::token::parse(bad).is_err(), "{bad}");
+    }
+}
