@@ -49,6 +49,18 @@ fn forbidden(krate: &str) -> &'static [&'static str] {
         "steward-proto" => &["actix", "actix-web", "steward-core", "steward-config"],
         "steward-http" => &["tonic", "prost", "steward-grpc", "steward-proto"],
         "steward-grpc" => &["actix-web", "steward-http"],
+        // tenancy knows no transport (brief §1)
+        "steward-tenancy" => &[
+            "actix-web",
+            "actix-ws",
+            "tonic",
+            "prost",
+            "hyper",
+            "steward-http",
+            "steward-grpc",
+            "steward-proto",
+            "steward-server",
+        ],
         _ => &[],
     }
 }

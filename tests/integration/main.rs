@@ -8,3 +8,4 @@ mod config;
 mod grpc;
 mod lifecycle;
 mod support;
+mod tenancy;

@@ -15,6 +15,8 @@ pub const WITHIN: Duration = Duration::from_secs(20);
 /// A running `steward serve` with its parsed JSON log.
 pub struct Steward {
     child: Child,
+    /// The data directory, when the caller did not choose the store (removed on drop).
+    _data: Option<tempfile::TempDir>,
     logs: Arc<Mutex<Vec<Value>>>,
     pub admin: String,
     pub public: String,
@@ -59,8 +61,16 @@ pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
 
 impl Steward {
     /// Starts `steward serve` with loopback port-0 listeners plus `env`, and waits until ready.
+    /// Unless `env` chooses the store (`STEWARD__STORE__URL` / `__DATA_DIR`), it gets a fresh
+    /// SQLite database in a temp directory that goes with it.
     pub async fn start(env: &[(&str, &str)]) -> Self {
-        let mut child = command(&["serve"], env)
+        let chosen = env.iter().any(|(k, _)| k.starts_with("STEWARD__STORE__"));
+        let data = (!chosen).then(|| tempfile::tempdir().expect("temp data dir"));
+        let mut cmd = command(&["serve"], env);
+        if let Some(dir) = &data {
+            cmd.env("STEWARD__STORE__DATA_DIR", dir.path());
+        }
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -77,6 +87,7 @@ impl Steward {
         });
         let mut s = Self {
             child,
+            _data: data,
             logs,
             admin: String::new(),
             public: String::new(),
@@ -85,10 +96,15 @@ impl Steward {
         };
         let ready = eventually(WITHIN, || {
             let found = s.find_message("steward ready").is_some();
-            async move { found }
+            let exited = matches!(s.child.try_wait(), Ok(Some(_)));
+            async move { found || exited }
         })
         .await;
-        assert!(ready, "steward did not become ready; log:\n{}", s.dump());
+        assert!(
+            ready && s.find_message("steward ready").is_some(),
+            "steward did not become ready; log:\n{}",
+            s.dump()
+        );
         s.admin = format!("http://{}", s.bound("admin"));
         s.public = format!("http://{}", s.bound("public"));
         s.grpc = format!("http://{}", s.bound("grpc"));

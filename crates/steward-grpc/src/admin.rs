@@ -1,4 +1,5 @@
-//! `steward.admin.v1.Admin`: the gRPC mirror of the admin HTTP API's resource endpoints.
+//! `steward.admin.v1.Admin`: the gRPC mirror of the admin HTTP API's resource, tenant and token
+//! endpoints.
 
 use std::pin::Pin;
 use std::str::FromStr;
@@ -10,28 +11,32 @@ use steward_core::{
 };
 use steward_proto::admin::v1 as pb;
 use steward_proto::admin::v1::admin_server::Admin;
+use steward_tenancy::Tenancy;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::status_from;
+use crate::{status_from, tenant_admin};
 
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
 
-/// The admin service. Its `WatchResources` streams end with `UNAVAILABLE` when `streams` is
-/// cancelled (shutdown phase `notify_clients`), so tonic's graceful stop never waits on them.
+/// The admin service: resources through the core's registry, tenants and tokens through the
+/// tenancy. Serve it behind [`BearerInterceptor`](crate::BearerInterceptor) with the admin token.
+/// Its `WatchResources` streams end with `UNAVAILABLE` when `streams` is cancelled (shutdown
+/// phase `notify_clients`), so tonic's graceful stop never waits on them.
 #[derive(Clone)]
 pub struct AdminService {
     registry: Registry,
     streams: CancellationToken,
+    tenancy: Tenancy,
 }
 
 impl AdminService {
-    /// A service over `registry`; `streams` ends every open stream when cancelled.
+    /// A service over `registry` and `tenancy`; `streams` ends every open stream when cancelled.
     #[must_use]
-    pub fn new(registry: Registry, streams: CancellationToken) -> Self {
-        Self { registry, streams }
+    pub fn new(registry: Registry, streams: CancellationToken, tenancy: Tenancy) -> Self {
+        Self { registry, streams, tenancy }
     }
 }
 
@@ -180,6 +185,62 @@ impl Admin for AdminService {
             }
         });
         Ok(Response::new(stream))
+    }
+
+    async fn create_tenant(
+        &self,
+        req: Request<pb::CreateTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        tenant_admin::create_tenant(&self.tenancy, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn list_tenants(
+        &self,
+        req: Request<pb::ListTenantsRequest>,
+    ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        tenant_admin::list_tenants(&self.tenancy, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_tenant(
+        &self,
+        req: Request<pb::GetTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        tenant_admin::get_tenant(&self.tenancy, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn update_tenant(
+        &self,
+        req: Request<pb::UpdateTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        tenant_admin::update_tenant(&self.tenancy, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn delete_tenant(
+        &self,
+        req: Request<pb::DeleteTenantRequest>,
+    ) -> Result<Response<pb::DeleteTenantResponse>, Status> {
+        tenant_admin::delete_tenant(&self.tenancy, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn create_token(
+        &self,
+        req: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        tenant_admin::create_token(&self.tenancy, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn list_tokens(
+        &self,
+        req: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        tenant_admin::list_tokens(&self.tenancy, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        tenant_admin::revoke_token(&self.tenancy, req.into_inner()).await.map(Response::new)
     }
 }
 

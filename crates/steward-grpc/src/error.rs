@@ -1,5 +1,8 @@
+use std::time::Duration;
+
 use steward_core::Error;
 use tonic::Status;
+use tonic::metadata::MetadataValue;
 
 /// The gRPC status for a core error; the message starts with the same snake_case `code` the
 /// HTTP API uses (`not_found: resource … not found`).
@@ -19,4 +22,53 @@ pub fn status_from(e: &Error) -> Status {
             Status::internal(format!("internal: {msg}"))
         }
     }
+}
+
+/// The gRPC status for a tenancy error; the message starts with the same snake_case `code` the
+/// HTTP API uses:
+///
+/// | error | code | message |
+/// |---|---|---|
+/// | `InvalidArgument` | `INVALID_ARGUMENT` | ``bad_request: invalid `<field>`: <reason>`` |
+/// | `NotFound` | `NOT_FOUND` | `not_found: tenant acme not found` |
+/// | `AlreadyExists` | `ALREADY_EXISTS` | `already_exists: tenant acme already exists` |
+/// | `Unauthenticated` | `UNAUTHENTICATED` | `unauthenticated: missing or invalid bearer token` |
+/// | `QuotaExceeded` | `RESOURCE_EXHAUSTED` | ``quota_exceeded: quota `sessions` of tenant …`` |
+/// | `LimitReached` | `RESOURCE_EXHAUSTED` | `limit_reached: at most … (tenancy.max_tenants)` |
+/// | `Conflict` | `ABORTED` | `conflict: tenant acme was changed concurrently; retry` |
+/// | `Store`, `Migrate` | `UNAVAILABLE` | `store_unavailable: …` |
+/// | `Internal` | `INTERNAL` | `internal: …` |
+///
+/// A `QuotaExceeded` with a `retry_after` also carries the metadata entry `retry-after`: whole
+/// seconds, rounded up (the HTTP `Retry-After` header's form, RFC 9110 §10.2.3).
+#[must_use]
+pub fn status_from_tenancy(e: &steward_tenancy::Error) -> Status {
+    use steward_tenancy::Error as E;
+    match e {
+        E::InvalidArgument { .. } => Status::invalid_argument(format!("bad_request: {e}")),
+        E::NotFound(_) => Status::not_found(format!("not_found: {e}")),
+        E::AlreadyExists(_) => Status::already_exists(format!("already_exists: {e}")),
+        E::Unauthenticated => Status::unauthenticated(format!("unauthenticated: {e}")),
+        E::QuotaExceeded { retry_after, .. } => {
+            let mut status = Status::resource_exhausted(format!("quota_exceeded: {e}"));
+            if let Some(after) = retry_after {
+                status
+                    .metadata_mut()
+                    .insert("retry-after", MetadataValue::from(retry_after_secs(*after)));
+            }
+            status
+        }
+        E::LimitReached(_) => Status::resource_exhausted(format!("limit_reached: {e}")),
+        E::Conflict(_) => Status::aborted(format!("conflict: {e}")),
+        E::Store(source) => Status::unavailable(format!("store_unavailable: {source}")),
+        E::Migrate(source) => {
+            Status::unavailable(format!("store_unavailable: migration: {source}"))
+        }
+        E::Internal(what) => Status::internal(format!("internal: {what}")),
+    }
+}
+
+/// `after` in whole seconds, rounded up.
+pub(crate) fn retry_after_secs(after: Duration) -> u64 {
+    after.as_secs() + u64::from(after.subsec_nanos() > 0)
 }

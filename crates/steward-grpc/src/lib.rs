@@ -1,17 +1,24 @@
-//! Steward's tonic edge: `grpc.health.v1`, server reflection and `steward.admin.v1.Admin`,
-//! served by a supervised [`GrpcListener`] service resource on tonic's own multi-thread tokio
-//! runtime. Services reach resources through the core's registry and handles (`Addr::send`
-//! works across runtimes); nothing here starts an actor.
+//! Steward's tonic edge: `grpc.health.v1`, server reflection, `steward.admin.v1.Admin` (behind
+//! the admin token) and `steward.tenancy.v1.Tenancy` (behind tenant API tokens, checked by
+//! [`TenantAuth`]), served by a supervised [`GrpcListener`] service resource on tonic's own
+//! multi-thread tokio runtime. Services reach resources through the core's registry and handles
+//! (`Addr::send` works across runtimes) and tenants through the [`steward_tenancy::Tenancy`]
+//! handle; nothing here starts an actor.
 //!
-//! It turns core errors into gRPC status codes. It must not know actix-web.
+//! It turns core and tenancy errors into gRPC status codes. It must not know actix-web.
 #![forbid(unsafe_code)]
 
 mod admin;
 mod auth;
 mod error;
 mod listener;
+mod tenancy;
+mod tenant_admin;
+#[cfg(test)]
+mod tests;
 
 pub use admin::AdminService;
 pub use auth::BearerInterceptor;
-pub use error::status_from;
+pub use error::{status_from, status_from_tenancy};
 pub use listener::{GrpcListener, GrpcSpec};
+pub use tenancy::{TenancyService, TenantAuth, TenantAuthLayer, tenant_of};

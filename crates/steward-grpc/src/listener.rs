@@ -13,12 +13,14 @@ use steward_core::{
     ChildSpec, ExitReason, Registry, Resource, ResourceCtx, ResourceKind, StopResource,
     stop_resource,
 };
-use steward_proto::admin::v1::admin_server::AdminServer;
+use steward_proto::admin::v1::admin_server::{AdminServer, SERVICE_NAME as ADMIN_SERVICE};
+use steward_proto::tenancy::v1::tenancy_server::{SERVICE_NAME as TENANCY_SERVICE, TenancyServer};
+use steward_tenancy::Tenancy;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
-use crate::{AdminService, BearerInterceptor};
+use crate::{AdminService, BearerInterceptor, TenancyService, TenantAuth};
 
 /// How long a stopping listener waits for tonic's graceful stop (open streams were cancelled
 /// before, see tonic #1820) before its task is aborted.
@@ -39,6 +41,9 @@ pub struct GrpcSpec {
     pub token: Arc<str>,
     /// Cancelled in shutdown phase `notify_clients`: every open stream ends `UNAVAILABLE`.
     pub streams: CancellationToken,
+    /// Tenants and API tokens: the admin service's tenant calls and `steward.tenancy.v1`
+    /// (whose calls [`TenantAuth`] authenticates with tenant tokens).
+    pub tenancy: Tenancy,
 }
 
 impl GrpcSpec {
@@ -66,8 +71,12 @@ impl GrpcSpec {
             .build_v1()
             .map_err(std::io::Error::other)?;
         let admin = AdminServer::with_interceptor(
-            AdminService::new(self.registry.clone(), self.streams.clone()),
+            AdminService::new(self.registry.clone(), self.streams.clone(), self.tenancy.clone()),
             BearerInterceptor::new(self.token.clone()),
+        );
+        let tenancy = TenantAuth::new(
+            TenancyServer::new(TenancyService::new(self.tenancy.clone())),
+            self.tenancy.clone(),
         );
 
         // grpc.health.v1 follows readiness: SERVING only while ready
@@ -82,7 +91,8 @@ impl GrpcSpec {
                         }
                     };
                     health_reporter.set_service_status("", status).await;
-                    health_reporter.set_service_status("steward.admin.v1.Admin", status).await;
+                    health_reporter.set_service_status(ADMIN_SERVICE, status).await;
+                    health_reporter.set_service_status(TENANCY_SERVICE, status).await;
                     if readiness.changed().await.is_err() {
                         return;
                     }
@@ -99,7 +109,8 @@ impl GrpcSpec {
             .tcp_keepalive(Some(c.tcp_keepalive))
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(admin);
+            .add_service(admin)
+            .add_service(tenancy);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         rcx.tracker()
             .spawn_on(&self.runtime, async move {

@@ -1,5 +1,6 @@
 //! The admin API (admin listener): health, readiness, metrics, resources, supervisors, watchdog,
-//! shutdown and the OpenAPI document. `/v1/*` requires `Authorization: Bearer <admin token>`.
+//! shutdown, tenants and tokens (`tenants.rs`), and the OpenAPI document. `/v1/*` requires
+//! `Authorization: Bearer <admin token>`.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -17,10 +18,11 @@ use steward_core::watchdog::WatchdogHandle;
 use steward_core::{
     ExitReason, LifecycleState, Registry, ResourceFilter, ResourceId, ResourceInfo, ResourceKind,
 };
+use steward_tenancy::Tenancy;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::ApiError;
 use crate::error::{ErrorBody, ErrorDetail};
+use crate::{ApiError, tenants};
 
 /// Largest page of `GET /v1/resources`.
 const MAX_PAGE: usize = 1000;
@@ -42,6 +44,8 @@ pub struct AdminState {
     pub coordinator: Arc<ShutdownCoordinator>,
     /// The admin bearer token.
     pub token: Arc<str>,
+    /// Tenants, tokens and quotas.
+    pub tenancy: Tenancy,
 }
 
 /// Configures the admin routes with `state`.
@@ -50,6 +54,8 @@ pub fn admin_app_config(
 ) -> impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static {
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(web::Data::new(state.clone()))
+            .app_data(web::Data::new(state.tenancy.clone()))
+            .app_data(web::PayloadConfig::new(crate::MAX_JSON_BODY))
             .app_data(
                 web::QueryConfig::default()
                     .error_handler(|e, _| ApiError::bad_request(e.to_string()).into()),
@@ -65,6 +71,7 @@ pub fn admin_app_config(
             .service(
                 web::scope("/v1")
                     .wrap(from_fn(require_admin_token))
+                    .configure(tenants::admin_routes)
                     .route("/resources", web::get().to(list_resources))
                     .route("/resources/{id}", web::get().to(get_resource))
                     .route("/resources/{id}", web::delete().to(stop_resource))
@@ -128,6 +135,7 @@ async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
         &state.registry,
         &state.watchdog.report(),
         &state.coordinator.progress(),
+        &state.tenancy.ledger().stats(),
     );
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
@@ -437,8 +445,7 @@ async fn shutdown(
     let req: ShutdownRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ShutdownRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
+        crate::json::parse(&body)?
     };
     let first = state.trigger.trigger("admin api");
     tracing::info!(
@@ -452,14 +459,23 @@ async fn shutdown(
 /// The OpenAPI 3 document of the admin API, generated from the handlers above.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Steward admin API", description = "Health, readiness, metrics, resources, supervisors, watchdog and shutdown. `/v1/*` needs `Authorization: Bearer <admin token>`."),
+    info(title = "Steward admin API", description = "Health, readiness, metrics, resources, supervisors, watchdog, shutdown, tenants and API tokens. `/v1/*` needs `Authorization: Bearer <admin token>`."),
     paths(healthz, readyz, metrics, list_resources, get_resource, stop_resource, restart_resource, supervisors, watchdog, shutdown),
     components(schemas(Status, ErrorBody, ErrorDetail, ResourceJson, ResourceList, Accepted, SupervisorNode, Member, WatchdogJson, WatchedJson, ShutdownRequest)),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &TenantPaths)
 )]
 pub struct ApiDoc;
 
 struct BearerAuth;
+
+/// Adds the tenant and token paths (`tenants.rs`).
+struct TenantPaths;
+
+impl utoipa::Modify for TenantPaths {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        openapi.merge(<crate::tenants::TenantsDoc as OpenApi>::openapi());
+    }
+}
 
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {

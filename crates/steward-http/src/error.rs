@@ -3,6 +3,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use steward_core::Error as CoreError;
+use steward_tenancy::Error as TenancyError;
 
 /// An HTTP error with the body every front door uses:
 /// `{"error":{"code":"snake_case","message":"…"}}`.
@@ -79,6 +80,39 @@ impl ResponseError for ApiError {
         res.json(ErrorBody {
             error: ErrorDetail { code: self.code.to_string(), message: self.message.clone() },
         })
+    }
+}
+
+impl From<TenancyError> for ApiError {
+    fn from(e: TenancyError) -> Self {
+        let message = e.to_string();
+        match e {
+            TenancyError::InvalidArgument { .. } => Self::bad_request(message),
+            TenancyError::NotFound(_) => Self::not_found(message),
+            TenancyError::AlreadyExists(_) => {
+                Self::new(StatusCode::CONFLICT, "already_exists", message)
+            }
+            TenancyError::Unauthenticated => Self::unauthenticated(),
+            TenancyError::QuotaExceeded { retry_after, .. } => {
+                let err = Self::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", message);
+                match retry_after {
+                    Some(d) => err.retry_after(d.as_secs() + u64::from(d.subsec_nanos() > 0)),
+                    None => err,
+                }
+            }
+            TenancyError::LimitReached(_) => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "limit_reached", message)
+            }
+            TenancyError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", message),
+            TenancyError::Store(_) | TenancyError::Migrate(_) => {
+                tracing::warn!(error = %message, "store unavailable");
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", message)
+                    .retry_after(1)
+            }
+            TenancyError::Internal(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+            }
+        }
     }
 }
 

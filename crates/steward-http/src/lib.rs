@@ -1,19 +1,24 @@
 //! Steward's actix-web edge: the admin API (health, readiness, metrics, resources, supervisors,
-//! watchdog, shutdown, OpenAPI document) and the public listener, each run by a supervised
+//! watchdog, shutdown, tenants and tokens, OpenAPI document) and the public listener, each run by a supervised
 //! [`HttpListener`] service resource.
 //!
-//! It turns core errors into HTTP statuses and `{"error":{"code","message"}}` bodies; it reaches
+//! It authenticates tenants ([`Tenant`] extractor) and turns core and tenancy errors into HTTP statuses and `{"error":{"code","message"}}` bodies; it reaches
 //! resources only through the core's registry and handles. It must not know tonic.
 #![forbid(unsafe_code)]
 
 mod admin;
+mod auth;
 mod error;
+mod json;
 mod listener;
 mod metrics;
 mod public;
+mod tenants;
 
 pub use admin::{AdminState, ApiDoc, admin_app_config};
+pub use auth::Tenant;
 pub use error::ApiError;
+pub use json::{MAX_JSON_BODY, ValidJson};
 pub use listener::{HttpListener, ListenerSpec};
 pub use metrics::render_metrics;
 pub use public::public_app_config;

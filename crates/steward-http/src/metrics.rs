@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry as PromRegistry;
 use steward_core::Registry;
 use steward_core::shutdown::PhaseReport;
 use steward_core::watchdog::{WatchdogReport, open_fds, rss_bytes};
+use steward_tenancy::{QuotaCount, QuotaStats};
 
 /// Renders every Steward metric in the Prometheus text exposition format:
 /// per kind `steward_resources_live`, `steward_resources_started_total`, `…_stopped_total`,
@@ -18,18 +19,23 @@ use steward_core::watchdog::{WatchdogReport, open_fds, rss_bytes};
 /// (`steward_tracked_handles{type}`, `steward_orphaned_handles`); shutdown phase durations;
 /// the watchdog's `steward_watchdog_baseline{watched}`, `steward_watchdog_current{watched}` and
 /// `steward_potential_leak{kind}`; `steward_process_resident_memory_bytes` and
-/// `steward_process_open_fds`.
+/// `steward_process_open_fds`; per tenant `steward_tenant_resources_live{tenant,kind}` (from the
+/// registry), `steward_tenant_quota_reserved{tenant,quota}`,
+/// `steward_tenant_admissions_total{tenant,quota}` and
+/// `steward_tenant_admissions_refused_total{tenant,quota}` (from the admission ledger).
 #[must_use]
 pub fn render_metrics(
     registry: &Registry,
     watchdog: &WatchdogReport,
     phases: &[PhaseReport],
+    quotas: &[QuotaStats],
 ) -> String {
     let mut prom = PromRegistry::default();
     prom.register_collector(Box::new(Snapshot {
         registry: registry.clone(),
         watchdog: watchdog.clone(),
         phases: phases.to_vec(),
+        quotas: quotas.to_vec(),
     }));
     let mut out = String::new();
     // encoding into a String cannot fail
@@ -42,6 +48,7 @@ struct Snapshot {
     registry: Registry,
     watchdog: WatchdogReport,
     phases: Vec<PhaseReport>,
+    quotas: Vec<QuotaStats>,
 }
 
 type Labels = Vec<(Cow<'static, str>, Cow<'static, str>)>;
@@ -79,6 +86,15 @@ fn counter(
 
 fn label(k: &'static str, v: impl Into<Cow<'static, str>>) -> Labels {
     vec![(Cow::Borrowed(k), v.into())]
+}
+
+fn two(
+    k1: &'static str,
+    v1: impl Into<Cow<'static, str>>,
+    k2: &'static str,
+    v2: impl Into<Cow<'static, str>>,
+) -> Labels {
+    vec![(Cow::Borrowed(k1), v1.into()), (Cow::Borrowed(k2), v2.into())]
 }
 
 impl Collector for Snapshot {
@@ -177,6 +193,51 @@ impl Collector for Snapshot {
                 .iter()
                 .map(|v| (label("kind", v.watched.label()), i64::from(v.potential_leak)))
                 .collect(),
+        )?;
+        let tenant_rows = |f: &dyn Fn(&QuotaCount) -> u64| -> Vec<(Labels, u64)> {
+            self.quotas
+                .iter()
+                .flat_map(|t| {
+                    t.quotas.iter().map(move |q| {
+                        (two("tenant", t.tenant.to_string(), "quota", q.quota.as_str()), f(q))
+                    })
+                })
+                .collect()
+        };
+        gauge(
+            &mut enc,
+            "steward_tenant_resources_live",
+            "Live resources per tenant and kind (tenants owning at least one).",
+            self.registry
+                .tenants_usage()
+                .into_iter()
+                .flat_map(|(tenant, usage)| {
+                    usage.into_iter().filter(|(_, n)| *n > 0).map(move |(k, n)| {
+                        (two("tenant", tenant.to_string(), "kind", k.as_str()), n as i64)
+                    })
+                })
+                .collect(),
+        )?;
+        gauge(
+            &mut enc,
+            "steward_tenant_quota_reserved",
+            "Admission slots held now per tenant and quota.",
+            tenant_rows(&|q| u64::from(q.reserved))
+                .into_iter()
+                .map(|(l, v)| (l, v as i64))
+                .collect(),
+        )?;
+        counter(
+            &mut enc,
+            "steward_tenant_admissions",
+            "Admissions granted per tenant and quota.",
+            tenant_rows(&|q| q.admitted),
+        )?;
+        counter(
+            &mut enc,
+            "steward_tenant_admissions_refused",
+            "Admissions refused (quota exhausted) per tenant and quota.",
+            tenant_rows(&|q| q.refused),
         )?;
         gauge(
             &mut enc,

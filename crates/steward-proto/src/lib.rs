@@ -1,7 +1,9 @@
 //! The .proto files of Steward's gRPC API and the code tonic generates from
 //! them; no logic. Servers implement the generated traits (for example
-//! [`admin::v1::admin_server::Admin`]) and clients use the generated clients
-//! (for example [`admin::v1::admin_client::AdminClient`]).
+//! [`admin::v1::admin_server::Admin`] and [`tenancy::v1::tenancy_server::Tenancy`])
+//! and clients use the generated clients (for example
+//! [`admin::v1::admin_client::AdminClient`] and
+//! [`tenancy::v1::tenancy_client::TenancyClient`]).
 //!
 //! The .proto files live in this crate's `proto/` directory;
 //! [`FILE_DESCRIPTOR_SET`] describes all of them (for gRPC server reflection).
@@ -14,6 +16,16 @@ pub mod admin {
     #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
     pub mod v1 {
         tonic::include_proto!("steward.admin.v1");
+    }
+}
+
+/// The `steward.tenancy` protobuf packages.
+pub mod tenancy {
+    /// The `steward.tenancy.v1` protobuf package: the `Tenancy` service, called with a
+    /// tenant's API token.
+    #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("steward.tenancy.v1");
     }
 }
 

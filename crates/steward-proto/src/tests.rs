@@ -1,27 +1,51 @@
 use prost::Message as _;
-use prost_types::FileDescriptorSet;
+use prost_types::{FileDescriptorSet, ServiceDescriptorProto};
 
 use crate::FILE_DESCRIPTOR_SET;
+
+/// The service `name` of package `package` in the shared descriptor set.
+fn service(set: &FileDescriptorSet, package: &str, name: &str) -> ServiceDescriptorProto {
+    let file = set
+        .file
+        .iter()
+        .find(|file| file.package() == package)
+        .unwrap_or_else(|| panic!("the {package} package"));
+    file.service
+        .iter()
+        .find(|service| service.name() == name)
+        .unwrap_or_else(|| panic!("the {package}.{name} service"))
+        .clone()
+}
+
+fn method_names(service: &ServiceDescriptorProto) -> Vec<&str> {
+    let mut methods: Vec<&str> =
+        service.method.iter().map(prost_types::MethodDescriptorProto::name).collect();
+    methods.sort_unstable();
+    methods
+}
 
 #[test]
 fn descriptor_set_has_the_admin_service() {
     let set = FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).expect("a valid FileDescriptorSet");
+    let service = service(&set, "steward.admin.v1", "Admin");
 
-    let file = set
-        .file
-        .iter()
-        .find(|file| file.package() == "steward.admin.v1")
-        .expect("the steward.admin.v1 package");
-    let service = file
-        .service
-        .iter()
-        .find(|service| service.name() == "Admin")
-        .expect("the steward.admin.v1.Admin service");
-
-    let mut methods: Vec<&str> =
-        service.method.iter().map(prost_types::MethodDescriptorProto::name).collect();
-    methods.sort_unstable();
-    assert_eq!(methods, ["GetResource", "ListResources", "StopResource", "WatchResources"]);
+    assert_eq!(
+        method_names(&service),
+        [
+            "CreateTenant",
+            "CreateToken",
+            "DeleteTenant",
+            "GetResource",
+            "GetTenant",
+            "ListResources",
+            "ListTenants",
+            "ListTokens",
+            "RevokeToken",
+            "StopResource",
+            "UpdateTenant",
+            "WatchResources",
+        ]
+    );
 
     let watch = service
         .method
@@ -30,4 +54,16 @@ fn descriptor_set_has_the_admin_service() {
         .expect("WatchResources");
     assert!(watch.server_streaming(), "WatchResources streams its responses");
     assert!(!watch.client_streaming(), "WatchResources takes one request");
+}
+
+#[test]
+fn descriptor_set_has_the_tenancy_service() {
+    let set = FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).expect("a valid FileDescriptorSet");
+    let service = service(&set, "steward.tenancy.v1", "Tenancy");
+
+    assert_eq!(method_names(&service), ["WhoAmI"]);
+    let who = &service.method[0];
+    assert_eq!(who.input_type(), ".steward.tenancy.v1.WhoAmIRequest");
+    assert_eq!(who.output_type(), ".steward.tenancy.v1.WhoAmIResponse");
+    assert!(!who.server_streaming() && !who.client_streaming(), "WhoAmI is unary");
 }

@@ -13,6 +13,7 @@ use steward_core::watchdog::WatchdogHandle;
 use steward_core::{Registry, Strategy, SupervisorSpec};
 use steward_grpc::GrpcSpec;
 use steward_http::{AdminState, ListenerSpec, admin_app_config, public_app_config};
+use steward_tenancy::Tenancy;
 use tokio_util::sync::CancellationToken;
 
 /// How long tonic's runtime gets to wind down after the actix system stopped.
@@ -43,6 +44,19 @@ async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Re
         tracing::warn!(addr = %config.admin.listen, "the admin listener is bound beyond loopback; protect it");
     }
     let registry = Registry::new(config.registry.clone(), &config.idle);
+    let tenancy = Tenancy::open(
+        &config.store,
+        &config.tenancy,
+        registry.clone(),
+        config.supervisor.child_shutdown,
+    )
+    .await
+    .with_context(|| format!("cannot open the store {}", store_location(&config)))?;
+    tracing::info!(
+        backend = tenancy.store().backend().as_str(),
+        location = %store_location(&config),
+        "store opened"
+    );
     let readiness = Readiness::new();
     let trigger = ShutdownTrigger::new();
     let coordinator = Arc::new(ShutdownCoordinator::new(
@@ -66,6 +80,7 @@ async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Re
             watchdog: watchdog.clone(),
             coordinator: coordinator.clone(),
             token: token.clone(),
+            tenancy: tenancy.clone(),
         }),
     );
     let public = ListenerSpec::new(
@@ -73,7 +88,7 @@ async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Re
         config.http.listen,
         config.http.workers,
         listener_grace,
-        public_app_config,
+        public_app_config(tenancy.clone()),
     );
     let grpc = GrpcSpec {
         config: config.grpc.clone(),
@@ -82,9 +97,11 @@ async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Re
         readiness: readiness.clone(),
         token,
         streams: streams.clone(),
+        tenancy: tenancy.clone(),
     };
     let root_spec = SupervisorSpec::from_config("steward", Strategy::OneForOne, &config.supervisor)
         .child(watchdog.child_spec(config.watchdog.clone()))
+        .child(tenancy.purge_spec())
         .child(admin.child_spec())
         .child(public.clone().child_spec())
         .child(grpc.child_spec());
@@ -105,6 +122,18 @@ async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Re
             std::future::ready(()).boxed()
         }),
     );
+
+    {
+        let tenancy = tenancy.clone();
+        coordinator.on(
+            Phase::Flush,
+            "close the store",
+            Arc::new(move || {
+                let tenancy = tenancy.clone();
+                async move { tenancy.close().await }.boxed()
+            }),
+        );
+    }
 
     #[allow(clippy::disallowed_methods)] // lives as long as the process: the signal watcher
     actix_rt::spawn({
@@ -142,6 +171,21 @@ async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Re
         "shutdown complete: {report}"
     );
     Ok(code)
+}
+
+/// Where the store is, for logs: the SQLite file, or the PostgreSQL URL without its password.
+fn store_location(config: &Config) -> String {
+    if config.store.url.is_empty() {
+        return config.store.data_dir.join("steward.db").display().to_string();
+    }
+    match url::Url::parse(&config.store.url) {
+        Ok(mut url) => {
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.to_string()
+        }
+        Err(_) => "(unparsable store.url)".to_owned(),
+    }
 }
 
 /// The configured admin token, or a fresh random one (256 bits, hex), logged once.

@@ -24,9 +24,9 @@ mod quota;
 mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
-pub mod token;
 #[cfg(test)]
 mod tests;
+pub mod token;
 
 pub use auth::TenantContext;
 pub use error::{Error, Result};
@@ -34,11 +34,11 @@ pub use model::{
     Labels, NewTenant, NewToken, QuotaKind, QuotaOverrides, QuotaPatch, Quotas, Tenant, TenantId,
     TenantPatch, TokenId, TokenInfo,
 };
-pub use quota::{QuotaLedger, QuotaStats, Reservation};
+pub use quota::{QuotaCount, QuotaLedger, QuotaStats, Reservation};
 pub use store::{Backend, Store, TokenRecord};
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use steward_config::{QuotaDefaults, StoreConfig, TenancyConfig};
 use steward_core::{ChildSpec, ExitReason, Registry, ResourceKind};
@@ -205,9 +205,11 @@ impl Tenancy {
         validate_labels(&new.labels)?;
         let max = self.inner.config.max_tenants;
         if self.inner.store.count_tenants().await? >= u64::from(max) {
-            return Err(Error::LimitReached(format!("at most {max} tenants (tenancy.max_tenants)")));
+            return Err(Error::LimitReached(format!(
+                "at most {max} tenants (tenancy.max_tenants)"
+            )));
         }
-        let now = SystemTime::now();
+        let now = store::now_millis();
         let tenant = Tenant {
             id,
             display_name,
@@ -286,7 +288,7 @@ impl Tenancy {
                 }
                 validate_labels(&t.labels)?;
             }
-            t.updated_at = SystemTime::now();
+            t.updated_at = store::now_millis();
             t.revision += 1;
             if self.inner.store.update_tenant(&t).await? {
                 self.inner.cache.invalidate_tenant(id);
@@ -368,7 +370,7 @@ impl Tenancy {
             )));
         }
         let generated = token::generate()?;
-        let now = SystemTime::now();
+        let now = store::now_millis();
         let info = TokenInfo {
             id: generated.id,
             tenant: tenant.clone(),
@@ -440,7 +442,7 @@ impl Tenancy {
     /// tenants or tokens exist; [`Error::Store`] when the store cannot be asked.
     pub async fn authenticate(&self, bearer: &str) -> Result<TenantContext> {
         let (id, secret) = token::parse(bearer.trim())?;
-        let now = SystemTime::now();
+        let now = store::now_millis();
         let cached = match self.inner.cache.get(&id) {
             Some(c) => c,
             None => {

@@ -152,6 +152,7 @@ impl fmt::Display for QuotaKind {
 
 /// A tenant's effective quotas: its overrides over the node's `[tenancy.default_quotas]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Quotas {
     /// Live browser sessions.
     pub sessions: u32,
@@ -203,6 +204,7 @@ impl Quotas {
 
 /// The quotas a tenant sets for itself; unset ones follow the node's defaults.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct QuotaOverrides {
     /// Live browser sessions.
@@ -275,6 +277,7 @@ impl QuotaOverrides {
 /// A merge patch of quota overrides: `Some(Some(n))` sets, `Some(None)` (JSON `null`) resets to
 /// the default, `None` (absent) leaves the field.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 #[allow(clippy::option_option)] // absent, null and a value mean three different things
 pub struct QuotaPatch {
@@ -343,7 +346,9 @@ pub fn validate_labels(labels: &Labels) -> Result<()> {
         let ok = !k.is_empty()
             && k.len() <= MAX_LABEL_KEY
             && k.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'/' | b'-')
+                b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || matches!(b, b'.' | b'_' | b'/' | b'-')
             });
         if !ok {
             return Err(Error::invalid(
@@ -422,6 +427,7 @@ pub struct Tenant {
 
 /// What `POST /v1/tenants` takes.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
     /// The id ([`TenantId`] rules).
@@ -442,6 +448,7 @@ pub struct NewTenant {
 
 /// What `PATCH /v1/tenants/{id}` takes: a JSON merge patch (RFC 7396) of the mutable fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 #[allow(clippy::option_option)] // absent, null and a value mean three different things
 pub struct TenantPatch {
@@ -508,6 +515,7 @@ pub struct TokenInfo {
 
 /// What `POST /v1/tenants/{id}/tokens` takes.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     /// Its name (1..=100 characters).

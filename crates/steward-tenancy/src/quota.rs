@@ -101,8 +101,21 @@ impl Drop for Reservation {
 pub struct QuotaStats {
     /// The tenant.
     pub tenant: TenantId,
-    /// Per quota: (quota, reserved now, admitted since boot, refused since boot).
-    pub quotas: Vec<(QuotaKind, u32, u64, u64)>,
+    /// One entry per quota, in [`QuotaKind::ALL`] order.
+    pub quotas: Vec<QuotaCount>,
+}
+
+/// The counters of one quota of one tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaCount {
+    /// The quota.
+    pub quota: QuotaKind,
+    /// Slots reserved now (live-resource quotas; 0 for rates).
+    pub reserved: u32,
+    /// Admissions granted since boot.
+    pub admitted: u64,
+    /// Admissions refused since boot.
+    pub refused: u64,
 }
 
 /// The per-node admission ledger. Cheap to clone.
@@ -217,7 +230,9 @@ impl QuotaLedger {
         let counters = self.lock().get(tenant).cloned();
         QuotaKind::ALL
             .iter()
-            .map(|q| (*q, counters.as_ref().map_or(0, |c| c.live[index(*q)].load(Ordering::Acquire))))
+            .map(|q| {
+                (*q, counters.as_ref().map_or(0, |c| c.live[index(*q)].load(Ordering::Acquire)))
+            })
             .collect()
     }
 
@@ -233,12 +248,12 @@ impl QuotaLedger {
                     .iter()
                     .map(|q| {
                         let i = index(*q);
-                        (
-                            *q,
-                            c.live[i].load(Ordering::Acquire),
-                            c.admitted[i].load(Ordering::Relaxed),
-                            c.refused[i].load(Ordering::Relaxed),
-                        )
+                        QuotaCount {
+                            quota: *q,
+                            reserved: c.live[i].load(Ordering::Acquire),
+                            admitted: c.admitted[i].load(Ordering::Relaxed),
+                            refused: c.refused[i].load(Ordering::Relaxed),
+                        }
                     })
                     .collect(),
             })

@@ -145,9 +145,8 @@ impl Store {
     /// # Errors
     /// [`Error::Store`].
     pub async fn count_tenants(&self) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tenants")
-            .fetch_one(&self.pool)
-            .await?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM tenants").fetch_one(&self.pool).await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
@@ -245,8 +244,10 @@ impl Store {
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?;
-        let deleted =
-            sqlx::query("DELETE FROM tenants WHERE id = $1").bind(id.as_str()).execute(&mut *tx).await?;
+        let deleted = sqlx::query("DELETE FROM tenants WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         if deleted.rows_affected() == 0 {
             return Ok(None);
@@ -321,7 +322,10 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
-            Ok(TokenRecord { info: token_info_from(&r)?, secret_sha256: r.try_get("secret_sha256")? })
+            Ok(TokenRecord {
+                info: token_info_from(&r)?,
+                secret_sha256: r.try_get("secret_sha256")?,
+            })
         })
         .transpose()
     }
@@ -332,10 +336,11 @@ impl Store {
     /// [`Error::Store`].
     pub async fn delete_token(&self, id: &TokenId) -> Result<Option<TenantId>> {
         let mut tx = self.pool.begin().await?;
-        let tenant: Option<String> = sqlx::query_scalar("SELECT tenant_id FROM tokens WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
+        let tenant: Option<String> =
+            sqlx::query_scalar("SELECT tenant_id FROM tokens WHERE id = $1")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
         sqlx::query("DELETE FROM tokens WHERE id = $1").bind(id.as_str()).execute(&mut *tx).await?;
         tx.commit().await?;
         tenant.map(|t| TenantId::new(&t).map_err(corrupt)).transpose()
@@ -420,6 +425,12 @@ fn token_info_from(r: &AnyRow) -> Result<TokenInfo> {
         created_at: from_millis(r.try_get("created_at")?),
         expires_at: expires.map(from_millis),
     })
+}
+
+/// Now, truncated to the millisecond the store keeps, so what a call returns equals what a
+/// later read returns.
+pub(crate) fn now_millis() -> SystemTime {
+    from_millis(millis(SystemTime::now()))
 }
 
 /// Unix milliseconds of `t` (0 before the epoch, saturating).

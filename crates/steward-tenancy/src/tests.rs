@@ -209,10 +209,14 @@ async fn persistence_across_reopen(f: Fixture) {
     let id = f.tenancy.create_tenant(new_tenant("acme")).await.unwrap().tenant.id;
     let issued = f.tenancy.issue_token(&id, new_token("ci", None)).await.unwrap();
     f.tenancy.close().await;
-    let reopened =
-        Tenancy::open(&f.store_config, &tenancy_config(), f.registry.clone(), Duration::from_secs(1))
-            .await
-            .unwrap();
+    let reopened = Tenancy::open(
+        &f.store_config,
+        &tenancy_config(),
+        f.registry.clone(),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
     assert_eq!(reopened.authenticate(&issued.bearer).await.unwrap().tenant_id(), &id);
 }
 
@@ -327,8 +331,8 @@ async fn concurrent_admissions_admit_exactly_the_quota(f: Fixture) {
     assert_eq!((admitted.len(), refused), (50, 150));
     assert_eq!(t.usage(&id)[ResourceKind::Socket.index()].1, 50);
     let stats = t.ledger().stats();
-    let sockets = stats[0].quotas.iter().find(|q| q.0 == crate::QuotaKind::Sockets).unwrap();
-    assert_eq!((sockets.1, sockets.2, sockets.3), (50, 50, 150));
+    let sockets = stats[0].quotas.iter().find(|q| q.quota == crate::QuotaKind::Sockets).unwrap();
+    assert_eq!((sockets.reserved, sockets.admitted, sockets.refused), (50, 50, 150));
 
     for (rid, _) in &admitted {
         root.handle.terminate_child(*rid, steward_core::ExitReason::Normal).await.unwrap();
@@ -347,10 +351,9 @@ both!(zero_quota_and_rate_refusals_say_whether_to_retry);
 async fn zero_quota_and_rate_refusals_say_whether_to_retry(f: Fixture) {
     let t = &f.tenancy;
     let id = t.create_tenant(new_tenant("acme")).await.unwrap().tenant.id;
-    let patch: TenantPatch = serde_json::from_value(
-        serde_json::json!({"quotas": {"peers": 0, "session_rate": 2}}),
-    )
-    .unwrap();
+    let patch: TenantPatch =
+        serde_json::from_value(serde_json::json!({"quotas": {"peers": 0, "session_rate": 2}}))
+            .unwrap();
     let v = t.update_tenant(&id, patch).await.unwrap();
     match t.ledger().admit(&id, &v.quotas, ResourceKind::Peer) {
         Err(Error::QuotaExceeded { quota, limit: 0, retry_after: None, .. }) => {
@@ -393,7 +396,10 @@ async fn deleting_a_tenant_revokes_tokens_and_stops_its_resources(f: Fixture) {
     assert_eq!(f.registry.ids_of_tenant("acme").len(), 7);
 
     let deleted = t.delete_tenant(&acme).await.unwrap();
-    assert_eq!((deleted.tokens_revoked, deleted.resources_stopped, deleted.resources_left), (1, 7, 0));
+    assert_eq!(
+        (deleted.tokens_revoked, deleted.resources_stopped, deleted.resources_left),
+        (1, 7, 0)
+    );
     assert!(f.registry.ids_of_tenant("acme").is_empty(), "registry shows none left");
     assert!(t.usage(&acme).iter().all(|(_, n)| *n == 0));
     assert!(matches!(t.authenticate(&acme_token.bearer).await, Err(Error::Unauthenticated)));

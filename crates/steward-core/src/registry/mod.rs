@@ -67,6 +67,9 @@ struct KindCounters {
     restart_pending: AtomicU64,
 }
 
+/// A count per resource kind, in [`ResourceKind::ALL`] order.
+pub type KindCounts = [(ResourceKind, u64); 7];
+
 /// Per-kind counters, as read at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KindStats {
@@ -428,7 +431,7 @@ impl Registry {
 
     /// Live resources per kind of every tenant that owns at least one, sorted by tenant.
     #[must_use]
-    pub fn tenants_usage(&self) -> Vec<(Arc<str>, [(ResourceKind, u64); 7])> {
+    pub fn tenants_usage(&self) -> Vec<(Arc<str>, KindCounts)> {
         let mut all: Vec<_> = self
             .lock_tenants()
             .iter()

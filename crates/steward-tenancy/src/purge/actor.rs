@@ -37,7 +37,9 @@ impl TokenPurge {
                 match store.purge_expired(&id, now).await {
                     Ok(true) => purged.push(id),
                     Ok(false) => {}
-                    Err(e) => tracing::warn!(token_id = %id, error = %e, "cannot purge an expired token"),
+                    Err(e) => {
+                        tracing::warn!(token_id = %id, error = %e, "cannot purge an expired token");
+                    }
                 }
             }
             (purged, store.earliest_expiries(batch).await)
@@ -48,7 +50,10 @@ impl TokenPurge {
                 act.spec.cache.invalidate(id);
                 tracing::info!(token_id = %id, "expired token purged");
             }
-            act.spec.link.purged.fetch_add(purged.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            act.spec
+                .link
+                .purged
+                .fetch_add(purged.len() as u64, std::sync::atomic::Ordering::Relaxed);
             match head {
                 Ok(head) => act.queue.extend(head.into_iter().map(|(id, at)| (at, id))),
                 Err(e) => tracing::warn!(error = %e, "cannot read the token expiry index"),

@@ -1,0 +1,57 @@
+//! [`Tenant`]: the actix-web extractor that authenticates a tenant's API token.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+use steward_tenancy::{Tenancy, TenantContext};
+
+use crate::ApiError;
+
+/// The authenticated caller of a public endpoint: `Authorization: Bearer <token>`, or for a
+/// WebSocket upgrade only (browsers cannot set headers on one) `?token=<token>`. The token is
+/// resolved through [`Tenancy::authenticate`] (cached for at most 1 s; revocations on this node
+/// apply at once). Needs `web::Data<Tenancy>` in the app.
+///
+/// Refusals are 401 `unauthenticated` with the same message whatever was wrong, so a caller
+/// learns nothing about which tenants or tokens exist; 503 when the store cannot be asked.
+/// Query strings never reach the access log (see the listener), so `?token=` is not logged.
+#[derive(Debug, Clone)]
+pub struct Tenant(pub TenantContext);
+
+impl FromRequest for Tenant {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let tenancy = req.app_data::<web::Data<Tenancy>>().cloned();
+        let token = bearer(req);
+        Box::pin(async move {
+            let (Some(tenancy), Some(token)) = (tenancy, token) else {
+                return Err(ApiError::unauthenticated());
+            };
+            tenancy.authenticate(&token).await.map(Tenant).map_err(ApiError::from)
+        })
+    }
+}
+
+/// The presented token: the `Authorization: Bearer` header, else `token` from the query
+/// string of a WebSocket upgrade request.
+fn bearer(req: &HttpRequest) -> Option<String> {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        return value.to_str().ok()?.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
+    }
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !upgrade {
+        return None;
+    }
+    url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+}
