@@ -446,3 +446,30 @@ async fn the_grpc_admin_mirror_manages_tenants_and_tokens() {
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
 }
+
+#[tokio::test]
+async fn steward_whoami_checks_a_token_over_grpc() {
+    let s = Steward::start(&[]).await;
+    let (token_id, bearer) = s.tenant_with_token("acme", None).await;
+    let run = |token: String| {
+        let grpc = s.grpc.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                crate::support::command(&["whoami", "--grpc", &grpc], &[("STEWARD_TOKEN", &token)])
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let out = run(bearer.clone()).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("tenant:  acme"), "{stdout}");
+    assert!(stdout.contains(&token_id), "{stdout}");
+    s.request(Method::DELETE, &format!("/v1/tokens/{token_id}")).send().await.unwrap();
+    let out = run(bearer).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("refused: unauthenticated"));
+}

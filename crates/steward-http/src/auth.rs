@@ -41,7 +41,9 @@ impl FromRequest for Tenant {
 /// string of a WebSocket upgrade request.
 fn bearer(req: &HttpRequest) -> Option<String> {
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
-        return value.to_str().ok()?.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
+        // the scheme is case-insensitive (RFC 9110 §11.1), as on the gRPC door
+        let (scheme, token) = value.to_str().ok()?.trim().split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned());
     }
     let upgrade = req
         .headers()

@@ -1,12 +1,14 @@
 //! The `steward` binary: command line, configuration, telemetry, wiring and signals.
 //!
 //! `steward serve [--config PATH]` runs the server; `steward check-config [--config PATH]`
-//! validates a configuration and exits 0, or 2 naming the offending key.
+//! validates a configuration and exits 0, or 2 naming the offending key; `steward whoami`
+//! checks the tenant API token in `$STEWARD_TOKEN` against a running server over gRPC.
 #![forbid(unsafe_code)]
 
 mod app;
 mod signals;
 mod telemetry;
+mod whoami;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +34,13 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Check a tenant API token (read from $STEWARD_TOKEN) against a running Steward over gRPC
+    /// (steward.tenancy.v1.Tenancy/WhoAmI); exit 0 when it is accepted.
+    Whoami {
+        /// The gRPC address.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:50051")]
+        grpc: String,
+    },
     /// Validate the configuration (defaults + file + environment) and exit.
     CheckConfig {
         /// A TOML file layered over the defaults.
@@ -47,6 +56,10 @@ const EXIT_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Whoami { grpc } => whoami::run(&grpc).unwrap_or_else(|e| {
+            eprintln!("steward whoami: {e:#}");
+            ExitCode::FAILURE
+        }),
         Command::CheckConfig { config } => match Config::load(config.as_deref()) {
             Ok(_) => {
                 println!("configuration ok");

@@ -80,6 +80,12 @@ impl TokenCache {
         self.0.insert(id, cached);
     }
 
+    /// Entries now, after pending evictions ran.
+    pub(crate) fn len(&self) -> u64 {
+        self.0.run_pending_tasks();
+        self.0.entry_count()
+    }
+
     pub(crate) fn invalidate(&self, id: &TokenId) {
         self.0.invalidate(id);
     }

@@ -175,6 +175,12 @@ impl Tenancy {
         &self.inner.config.default_quotas
     }
 
+    /// Tokens in this node's authentication cache (after pending evictions ran).
+    #[must_use]
+    pub fn cached_tokens(&self) -> u64 {
+        self.inner.cache.len()
+    }
+
     /// Tokens the purge deleted since boot.
     #[must_use]
     pub fn purged_tokens(&self) -> u64 {

@@ -439,3 +439,42 @@ fn bearer_format_round_trips_and_rejects_lookalikes() {
         assert!(crate::token::parse(bad).is_err(), "{bad}");
     }
 }
+
+both!(tenant_churn_leaves_nothing_behind);
+/// Create a tenant, issue and use a token, admit and run a resource, delete the tenant — many
+/// times; then count what is left: store rows, ledger entries, registry entries and per-tenant
+/// counts, cached tokens.
+async fn tenant_churn_leaves_nothing_behind(f: Fixture) {
+    const ROUNDS: usize = 200;
+    let t = &f.tenancy;
+    let root = dynamic_root(&f.registry).await;
+    let baseline = f.registry.len();
+    for i in 0..ROUNDS {
+        let id = t.create_tenant(new_tenant(&format!("t{i}"))).await.unwrap().tenant.id;
+        let token = t.issue_token(&id, new_token("ci", Some("1h"))).await.unwrap();
+        let ctx = t.authenticate(&token.bearer).await.unwrap();
+        let spec = ChildSpec::new("probe", ResourceKind::Socket, |rcx| {
+            Ok::<_, std::convert::Infallible>(Probe { rcx })
+        })
+        .tenant(id.as_arc().clone())
+        .hold(t.admit(&ctx, ResourceKind::Socket).unwrap());
+        root.handle.start_child::<Probe>(spec).await.unwrap();
+        let deleted = t.delete_tenant(&id).await.unwrap();
+        assert_eq!((deleted.resources_stopped, deleted.resources_left), (1, 0));
+    }
+    let count = |table: &'static str| {
+        let pool = f.pool();
+        async move {
+            sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM {table}"))
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!((count("tenants").await, count("tokens").await), (0, 0));
+    assert!(t.ledger().stats().is_empty(), "ledger entries left: {:?}", t.ledger().stats());
+    assert!(f.registry.tenants_usage().is_empty());
+    assert_eq!(f.registry.len(), baseline, "registry back to its baseline");
+    assert_eq!(t.cached_tokens(), 0, "cached tokens left");
+    root.handle.stop(steward_core::ExitReason::Shutdown).await.unwrap();
+}

@@ -426,3 +426,33 @@ async fn churn_of_10k_resources_leaves_the_registry_tasks_and_fds_at_baseline() 
     );
     assert!(stopped.len() <= 1024, "stopped entries are bounded: {}", stopped.len());
 }
+
+#[actix_rt::test]
+async fn a_held_guard_lives_across_restarts_and_drops_with_the_slot() {
+    struct Guard(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let registry = Registry::with_defaults();
+    let log = Log::default();
+    let root =
+        Supervisor::start_root(&registry, fast_spec("root", Strategy::OneForOne)).await.unwrap();
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spec = TestResource::spec("a", &log, Behaviour::default()).hold(Guard(dropped.clone()));
+    let (id, _) = root.handle.start_child::<TestResource>(spec).await.unwrap();
+    log.addr("a").send(Crash).await.unwrap();
+    assert!(eventually(WITHIN, || log.count("start:a") == 2).await, "restarted");
+    assert!(!dropped.load(std::sync::atomic::Ordering::SeqCst), "a restart keeps the guard");
+    root.handle.terminate_child(id, ExitReason::Normal).await.unwrap();
+    assert!(eventually(WITHIN, || dropped.load(std::sync::atomic::Ordering::SeqCst)).await);
+    assert!(!registry.contains(id));
+
+    // a failed start releases it too
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spec = ChildSpec::new("bad", ResourceKind::Socket, |_rcx| Err::<TestResource, _>("no"))
+        .hold(Guard(failed.clone()));
+    assert!(root.handle.start_child::<TestResource>(spec).await.is_err());
+    assert!(failed.load(std::sync::atomic::Ordering::SeqCst));
+}
