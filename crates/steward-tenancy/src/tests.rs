@@ -62,9 +62,10 @@ fn new_token(name: &str, expires_in: Option<&str>) -> NewToken {
 
 async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
     while !f().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tick.tick().await;
     }
 }
 
