@@ -473,3 +473,28 @@ async fn steward_whoami_checks_a_token_over_grpc() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("refused: unauthenticated"));
 }
+
+#[tokio::test]
+async fn a_store_outage_is_a_503_that_tells_the_caller_nothing_and_harms_nothing_else() {
+    let store = Store::new(true).await;
+    let s = store.start().await;
+    let (_, used) = s.tenant_with_token("acme", None).await;
+    let (_, unused) = s.tenant_with_token("other", None).await;
+    assert_eq!(s.whoami(&used).await.status(), StatusCode::OK); // now cached on this node
+    let Store::Postgres(db) = &store else { unreachable!() };
+    db.drop_database().await;
+
+    // a token that must be looked up: 503 without the database's error text, on both doors
+    let (status, code, message) = error_of(s.whoami(&unused).await).await;
+    assert_eq!((status, code.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"));
+    assert_eq!(message, "the tenant store is unavailable; retry");
+    let err = s.grpc_whoami(&unused).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(!err.message().contains("database"), "{}", err.message());
+    // the admin API says what failed (it is the operator's)
+    let r = s.get("/v1/tenants").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // nothing else is disturbed: liveness, readiness, resources
+    assert!(s.wait_readyz(StatusCode::OK).await);
+    assert_eq!(s.resources("?kind=service").await.len(), 6);
+}

@@ -16,7 +16,8 @@ use crate::ApiError;
 /// apply at once). Needs `web::Data<Tenancy>` in the app.
 ///
 /// Refusals are 401 `unauthenticated` with the same message whatever was wrong, so a caller
-/// learns nothing about which tenants or tokens exist; 503 when the store cannot be asked.
+/// learns nothing about which tenants or tokens exist; 503 `store_unavailable` (details logged,
+/// not sent) when the store cannot be asked.
 /// Query strings never reach the access log (see the listener), so `?token=` is not logged.
 #[derive(Debug, Clone)]
 pub struct Tenant(pub TenantContext);
@@ -32,8 +33,32 @@ impl FromRequest for Tenant {
             let (Some(tenancy), Some(token)) = (tenancy, token) else {
                 return Err(ApiError::unauthenticated());
             };
-            tenancy.authenticate(&token).await.map(Tenant).map_err(ApiError::from)
+            tenancy.authenticate(&token).await.map(Tenant).map_err(refusal)
         })
+    }
+}
+
+/// What an unauthenticated caller is told: store details are logged, not sent (as on gRPC).
+fn refusal(e: steward_tenancy::Error) -> ApiError {
+    match e {
+        steward_tenancy::Error::Unauthenticated => ApiError::unauthenticated(),
+        steward_tenancy::Error::Store(_) | steward_tenancy::Error::Migrate(_) => {
+            tracing::warn!(error = %e, "tenant store unavailable while authenticating a token");
+            ApiError::new(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the tenant store is unavailable; retry",
+            )
+            .retry_after(1)
+        }
+        other => {
+            tracing::error!(error = %other, "authenticating a token failed");
+            ApiError::new(
+                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "authenticating the token failed",
+            )
+        }
     }
 }
 

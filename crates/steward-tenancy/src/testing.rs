@@ -50,6 +50,19 @@ impl PgTestDb {
         Self { server, name, url }
     }
 
+    /// Drops the database now, closing every connection to it (a store outage for the server
+    /// under test); dropping `self` later is then a no-op.
+    ///
+    /// # Panics
+    /// When the server cannot be reached.
+    pub async fn drop_database(&self) {
+        let mut conn = PgConnection::connect(&self.server).await.expect("reach the test server");
+        conn.execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
+            .await
+            .expect("drop the test database");
+        let _ = conn.close().await;
+    }
+
     /// Its URL (`postgres://…/steward_test_…`).
     #[must_use]
     pub fn url(&self) -> &str {
