@@ -177,7 +177,8 @@ impl TenancyService {
     }
 }
 
-fn quotas_to_pb(q: &steward_tenancy::Quotas) -> pb::Quotas {
+/// Effective quotas on the wire (`steward.tenancy.v1.Quotas`, which the admin package uses too).
+pub(crate) fn quotas_to_pb(q: &steward_tenancy::Quotas) -> pb::Quotas {
     pb::Quotas {
         sessions: q.sessions,
         pages_per_session: q.pages_per_session,

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use steward_proto::admin::v1 as pb;
 use steward_tenancy::{
-    Error, IssuedToken, NewTenant, NewToken, QuotaKind, QuotaOverrides, QuotaPatch, Quotas,
-    Tenancy, TenantDeleted, TenantId, TenantPatch, TenantView, TokenId, TokenInfo,
+    Error, IssuedToken, NewTenant, NewToken, QuotaKind, QuotaOverrides, QuotaPatch, Tenancy,
+    TenantDeleted, TenantId, TenantPatch, TenantView, TokenId, TokenInfo,
 };
 use tonic::Status;
 
@@ -54,18 +54,6 @@ fn token_id(field: &str, id: &str) -> Result<TokenId, Status> {
     TokenId::new(id).map_err(|e| status_renamed(e, "token_id", field))
 }
 
-fn quotas_to_pb(q: &Quotas) -> pb::Quotas {
-    pb::Quotas {
-        sessions: q.sessions,
-        pages_per_session: q.pages_per_session,
-        session_rate: q.session_rate,
-        producers: q.producers,
-        consumers: q.consumers,
-        sockets: q.sockets,
-        peers: q.peers,
-    }
-}
-
 fn overrides_to_pb(o: &QuotaOverrides) -> pb::QuotaOverrides {
     pb::QuotaOverrides {
         sessions: o.sessions,
@@ -98,7 +86,7 @@ fn tenant_to_pb(v: TenantView) -> pb::Tenant {
         display_name: tenant.display_name,
         created_at: Some(tenant.created_at.into()),
         updated_at: Some(tenant.updated_at.into()),
-        quotas: Some(quotas_to_pb(&quotas)),
+        quotas: Some(crate::tenancy::quotas_to_pb(&quotas)),
         quota_overrides: Some(overrides_to_pb(&tenant.quota_overrides)),
         browser_endpoint: tenant.browser_endpoint,
         labels: tenant.labels.into_iter().collect(),

@@ -189,7 +189,7 @@ impl Tenancy {
 
     fn view(&self, tenant: Tenant) -> TenantView {
         let quotas = Quotas::resolve(self.default_quotas(), &tenant.quota_overrides);
-        let usage = self.inner.registry.tenant_usage(tenant.id.as_str()).to_vec();
+        let usage = self.usage(&tenant.id);
         TenantView { tenant, quotas, usage }
     }
 
@@ -366,9 +366,7 @@ impl Tenancy {
     pub async fn issue_token(&self, tenant: &TenantId, new: NewToken) -> Result<IssuedToken> {
         validate_name("name", &new.name, MAX_TOKEN_NAME)?;
         let lifetime = new.expires_in.as_deref().map(|s| self.lifetime(s)).transpose()?;
-        if self.inner.store.tenant(tenant).await?.is_none() {
-            return Err(Error::NotFound(format!("tenant {tenant}")));
-        }
+        // an unknown tenant counts 0 tokens; the insert's foreign key then answers NotFound
         let max = self.inner.config.max_tokens_per_tenant;
         if self.inner.store.count_tokens(tenant).await? >= u64::from(max) {
             return Err(Error::LimitReached(format!(
@@ -452,10 +450,7 @@ impl Tenancy {
         let cached = match self.inner.cache.get(&id) {
             Some(c) => c,
             None => {
-                let Some(record) = self.inner.store.token(&id).await? else {
-                    return Err(Error::Unauthenticated);
-                };
-                let Some(tenant) = self.inner.store.tenant(&record.info.tenant).await? else {
+                let Some((record, tenant)) = self.inner.store.token_with_tenant(&id).await? else {
                     return Err(Error::Unauthenticated);
                 };
                 let quotas = Quotas::resolve(self.default_quotas(), &tenant.quota_overrides);

@@ -330,6 +330,36 @@ impl Store {
         .transpose()
     }
 
+    /// The token `id` with its hash and its tenant, in one round trip (authentication's cache
+    /// miss).
+    ///
+    /// # Errors
+    /// [`Error::Store`]; [`Error::Internal`] for a row that does not decode.
+    pub async fn token_with_tenant(&self, id: &TokenId) -> Result<Option<(TokenRecord, Tenant)>> {
+        let row = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS}, tokens.name AS token_name, \
+             tokens.created_at AS token_created_at, tokens.expires_at AS token_expires_at, \
+             tokens.secret_sha256 FROM tokens JOIN tenants ON tenants.id = tokens.tenant_id \
+             WHERE tokens.id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let tenant = tenant_from(&r)?;
+            let expires: Option<i64> = r.try_get("token_expires_at")?;
+            let info = TokenInfo {
+                id: id.clone(),
+                tenant: tenant.id.clone(),
+                name: r.try_get("token_name")?,
+                created_at: from_millis(r.try_get("token_created_at")?),
+                expires_at: expires.map(from_millis),
+            };
+            Ok((TokenRecord { info, secret_sha256: r.try_get("secret_sha256")? }, tenant))
+        })
+        .transpose()
+    }
+
     /// Deletes token `id`; returns its tenant, or `None` when there was no such token.
     ///
     /// # Errors
@@ -382,8 +412,10 @@ impl Store {
     }
 }
 
-const TENANT_COLUMNS: &str = "id, display_name, created_at, updated_at, quota_overrides, \
-                              browser_endpoint, labels, revision";
+/// Qualified, so they can be joined with `tokens`; rows name them without the table.
+const TENANT_COLUMNS: &str = "tenants.id, tenants.display_name, tenants.created_at, \
+     tenants.updated_at, tenants.quota_overrides, tenants.browser_endpoint, tenants.labels, \
+     tenants.revision";
 
 fn sqlite_url(path: &Path) -> String {
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());

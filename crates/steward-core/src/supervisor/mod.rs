@@ -112,13 +112,18 @@ impl ChildSpec {
                 supervisor: None,
             })
         };
+        Self::with_start(name.into(), kind, Arc::new(start))
+    }
+
+    /// A permanent child of `kind` started by `start`, with no tenant, guard or own deadline.
+    fn with_start(name: Arc<str>, kind: ResourceKind, start: Arc<StartFn>) -> Self {
         Self {
-            name: name.into(),
+            name,
             kind,
             tenant: None,
             restart: RestartType::Permanent,
             shutdown: None,
-            start: Arc::new(start),
+            start,
             hold: None,
         }
     }
@@ -142,15 +147,7 @@ impl ChildSpec {
                 addr: Box::new(addr),
             })
         };
-        Self {
-            name,
-            kind: ResourceKind::Service,
-            tenant: None,
-            restart: RestartType::Permanent,
-            shutdown: None,
-            start: Arc::new(start),
-            hold: None,
-        }
+        Self::with_start(name, ResourceKind::Service, Arc::new(start))
     }
 
     /// Sets the restart type.
