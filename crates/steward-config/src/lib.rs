@@ -165,9 +165,97 @@ impl Config {
         if t.max_tenants == 0 {
             return Err(Error::invalid("tenancy.max_tenants", "must be at least 1"));
         }
+        self.validate_socket()?;
+        self.validate_jobs()?;
         if self.log.level.trim().is_empty() {
             return Err(Error::invalid("log.level", "must not be empty"));
         }
         Ok(())
     }
+
+    fn validate_socket(&self) -> Result<()> {
+        let s = &self.socket;
+        for (field, zero) in [
+            ("socket.max_connections", s.max_connections == 0),
+            ("socket.max_per_ip", s.max_per_ip == 0),
+            ("socket.queue_messages", s.queue_messages == 0),
+            ("socket.rate_limit", s.rate_limit == 0),
+            ("socket.rate_burst", s.rate_burst == 0),
+            ("socket.max_subscriptions", s.max_subscriptions == 0),
+            ("socket.shutdown_batch", s.shutdown_batch == 0),
+            ("socket.monitor.baseline_samples", s.monitor.baseline_samples == 0),
+        ] {
+            if zero {
+                return Err(Error::invalid(field, "must be at least 1"));
+            }
+        }
+        for (field, d) in [
+            ("socket.ping_interval", s.ping_interval),
+            ("socket.pong_timeout", s.pong_timeout),
+            ("socket.write_timeout", s.write_timeout),
+            ("socket.close_timeout", s.close_timeout),
+            ("socket.abuse_window", s.abuse_window),
+            ("socket.monitor.interval", s.monitor.interval),
+        ] {
+            if d.is_zero() {
+                return Err(Error::invalid(field, "must be greater than 0s"));
+            }
+        }
+        if s.max_frame.as_u64() < 1024 || s.max_frame > s.max_message {
+            return Err(Error::invalid(
+                "socket.max_frame",
+                "must be at least 1KiB and not more than socket.max_message",
+            ));
+        }
+        if s.queue_bytes.as_u64() < 1024 {
+            return Err(Error::invalid("socket.queue_bytes", "must be at least 1KiB"));
+        }
+        for proxy in &s.trusted_proxies {
+            if parse_ip_range(proxy).is_none() {
+                return Err(Error::invalid(
+                    "socket.trusted_proxies",
+                    format!("`{proxy}` is neither an IP address nor a CIDR range"),
+                ));
+            }
+        }
+        let m = &s.monitor;
+        if !(m.max_growth > 0.0 && m.max_growth.is_finite()) {
+            return Err(Error::invalid("socket.monitor.max_growth", "must be a finite number > 0"));
+        }
+        if !(0.0..=1.0).contains(&m.max_inactive_ratio) {
+            return Err(Error::invalid(
+                "socket.monitor.max_inactive_ratio",
+                "must be between 0 and 1",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_jobs(&self) -> Result<()> {
+        let j = &self.jobs;
+        if j.max_jobs == 0 {
+            return Err(Error::invalid("jobs.max_jobs", "must be at least 1"));
+        }
+        if j.sweep_interval.is_zero() {
+            return Err(Error::invalid("jobs.sweep_interval", "must be greater than 0s"));
+        }
+        if j.max_data.as_u64() < 2 {
+            return Err(Error::invalid("jobs.max_data", "must be at least 2B (an empty object)"));
+        }
+        if j.max_kind_len == 0 || j.watch_buffer == 0 {
+            return Err(Error::invalid(
+                if j.max_kind_len == 0 { "jobs.max_kind_len" } else { "jobs.watch_buffer" },
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `"203.0.113.7"` (one address) or `"10.0.0.0/8"` (a CIDR range) with `ipnet`.
+/// `None` when it is neither.
+#[must_use]
+pub fn parse_ip_range(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>().ok().or_else(|| s.parse::<std::net::IpAddr>().ok().map(Into::into))
 }

@@ -34,6 +34,10 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[tenancy]`: token cache, quota defaults and expiry purge.
     pub tenancy: TenancyConfig,
+    /// `[socket]`: the WebSocket front door (`GET /v1/ws`) and its per-socket limits.
+    pub socket: SocketConfig,
+    /// `[jobs]`: the job hub (asynchronous jobs that sockets and `WatchJob` follow).
+    pub jobs: JobsConfig,
 }
 
 /// `[admin]`.
@@ -315,4 +319,132 @@ pub struct QuotaDefaults {
     pub sockets: u32,
     /// Live WebRTC peers. Default 50.
     pub peers: u32,
+}
+
+/// `[socket]`: admission, keepalive and limits of WebSocket sockets (seed 002; Centrifugo's
+/// client limits are the reference for the queue and the close codes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketConfig {
+    /// Most open sockets on this node; an upgrade beyond it gets 503 + `Retry-After`.
+    /// Default 10000.
+    pub max_connections: u32,
+    /// Most open sockets per client IP; beyond it 429 + `Retry-After` (seed 002:
+    /// `MAX_CONNECTIONS_PER_IP` 100). Default 100.
+    pub max_per_ip: u32,
+    /// Peers whose `X-Forwarded-For` is believed (exact addresses or CIDR ranges such as
+    /// `"10.0.0.0/8"`). The client IP is the right-most address of the header that is not a
+    /// trusted proxy. Empty (default): the header is ignored and the TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
+    /// `Retry-After` sent with a refused upgrade (per-IP cap, node cap, shutting down).
+    /// Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+    /// Interval of the protocol Ping (RFC 6455 §5.5.2), sent from a timer that keeps firing
+    /// while the client does not read. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// Grace after a ping interval: nothing received for `ping_interval + pong_timeout` closes
+    /// the socket with 4012 "no pong". Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub pong_timeout: Duration,
+    /// Largest inbound frame; a larger one closes with 1009 (RFC 6455 §7.4.1). Default 64 KiB.
+    pub max_frame: ByteSize,
+    /// Largest inbound message (continuations aggregated); larger closes with 1009. Default 1 MiB.
+    pub max_message: ByteSize,
+    /// Outbound queue bound in messages; exceeding it closes with 4008 "slow consumer" without
+    /// flushing the backlog. Default 256.
+    pub queue_messages: u32,
+    /// Outbound queue bound in bytes (4008 beyond it). Default 1 MiB.
+    pub queue_bytes: ByteSize,
+    /// Kernel send buffer (`SO_SNDBUF`) of connections to the public listener; Linux doubles it.
+    /// It bounds what a client that stopped reading holds in the kernel, so the slow-consumer
+    /// limits apply within about `write_timeout` rather than after megabytes of autotuned
+    /// buffer. "0B" keeps the kernel's autotuning. Default 64 KiB.
+    pub send_buffer: ByteSize,
+    /// Deadline of one write to the client (4008 when missed). Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Sustained client events per second (token bucket refill; seed 002:
+    /// `SOCKET_EVENT_RATE_LIMIT` 50). Beyond it an event gets `error` `rate_limited`. Default 50.
+    pub rate_limit: u32,
+    /// Token bucket size (events allowed in a burst). Default 50.
+    pub rate_burst: u32,
+    /// Rate-limited events tolerated within `abuse_window`; one more closes with 1008 "policy
+    /// violation". Default 100.
+    pub abuse_limit: u32,
+    /// Window over which rate-limited events are counted. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub abuse_window: Duration,
+    /// Most job subscriptions per socket (`error` `too_many_subscriptions` beyond). Default 128.
+    pub max_subscriptions: u32,
+    /// How long the close handshake may take (sending the Close frame) before the connection
+    /// is dropped. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub close_timeout: Duration,
+    /// Sockets told Close 1001 at a time during shutdown (the next batch starts when one is
+    /// gone). Default 256.
+    pub shutdown_batch: u32,
+    /// `[socket.monitor]`: the memory monitor.
+    pub monitor: SocketMonitorConfig,
+}
+
+impl SocketConfig {
+    /// `trusted_proxies` parsed (entries that do not parse are left out; validation refuses
+    /// them first).
+    #[must_use]
+    pub fn trusted_proxy_ranges(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies.iter().filter_map(|p| crate::parse_ip_range(p)).collect()
+    }
+}
+
+/// `[socket.monitor]`: the seed's memory monitor, as metrics and warnings from a supervised
+/// actor, with remediation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketMonitorConfig {
+    /// Sampling interval. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Samples averaged into the baseline. Default 3.
+    pub baseline_samples: u32,
+    /// Alarm: open sockets above this. Default 1000.
+    pub max_connections: u64,
+    /// Alarm: RSS grew more than this fraction over its baseline (0.5 = 50 %). Default 0.5.
+    pub max_growth: f64,
+    /// A socket is inactive when it sent no application message for this long. Default 2 h.
+    #[serde(with = "humantime_serde")]
+    pub inactive_after: Duration,
+    /// Alarm: more than this fraction of sockets inactive (0.4 = 40 %). Default 0.4.
+    pub max_inactive_ratio: f64,
+    /// Alarm: more than this many running jobs. Default 100.
+    pub max_running_jobs: u64,
+    /// Remediation: while any alarm is raised, close sockets inactive for longer than this with
+    /// a `notice` `idle_timeout` and Close 4000. "0s" disables remediation. Default 2 h.
+    #[serde(with = "humantime_serde")]
+    pub remediate_inactive_after: Duration,
+}
+
+/// `[jobs]`: the job table of the job hub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Hard cap on jobs held (live and finished-not-yet-evicted); `CreateJob` beyond it gets
+    /// `RESOURCE_EXHAUSTED`. Default 100000.
+    pub max_jobs: u32,
+    /// How long a finished job (completed, failed, cancelled) stays readable before it is
+    /// evicted (seed 002: 5 min). Default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub finished_ttl: Duration,
+    /// Interval of the sweep that evicts due jobs and drops subscribers that went away, a safety
+    /// net under the eviction timer (seed 002: 5 min). Default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// Largest `data` object of a job, as JSON text. Default 16 KiB.
+    pub max_data: ByteSize,
+    /// Longest `kind` string of a job, in bytes. Default 128.
+    pub max_kind_len: u32,
+    /// Updates buffered per `WatchJob` stream; a watcher that falls further behind is ended
+    /// with `RESOURCE_EXHAUSTED` (it never slows the hub). Default 64.
+    pub watch_buffer: u32,
 }

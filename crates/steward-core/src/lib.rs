@@ -30,5 +30,7 @@ pub use error::{Error, Result};
 pub use events::{EventKind, ResourceEvent};
 pub use registry::{Registry, ResourceFilter, ResourceInfo};
 pub use resource::{ExitReason, LifecycleState, ResourceId, ResourceKind};
-pub use supervisor::{ChildSpec, RestartType, Strategy, SupervisorHandle, SupervisorSpec};
+pub use supervisor::{
+    ChildSpec, RestartType, Strategy, SupervisorCell, SupervisorHandle, SupervisorSpec,
+};
 pub use tracker::Tracker;

@@ -624,6 +624,17 @@ impl Registry {
         }
     }
 
+    /// Counts a task that `id` owns but could not start through its [`crate::Tracker`] (it
+    /// runs on another thread, e.g. an edge's pump feeding a socket from an HTTP worker): it is
+    /// counted in `id`'s entry and the handle table until the returned guard drops. The task
+    /// must end when its owner goes; one that outlives it is counted as an orphan by the leak
+    /// watchdog. `None` when `id` is not live.
+    #[must_use]
+    pub fn count_task(&self, id: ResourceId) -> Option<crate::tracker::CountedTask> {
+        let shared = self.lock_live().get(&id).map(|e| e.shared.clone())?;
+        Some(crate::tracker::CountedTask::new(self, id, &shared))
+    }
+
     /// Turns restarts off for good: from now on supervisors let exited children go.
     pub fn begin_shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);

@@ -131,11 +131,19 @@ impl ChildSpec {
     /// A nested supervisor as a child (kind `service`, permanent).
     #[must_use]
     pub fn supervisor(spec: SupervisorSpec) -> Self {
+        Self::supervisor_in(spec, SupervisorCell::new())
+    }
+
+    /// A nested supervisor as a child whose current handle is published in `cell` each time it
+    /// (re)starts, so edges that start children under it never hold a stale address.
+    #[must_use]
+    pub fn supervisor_in(spec: SupervisorSpec, cell: SupervisorCell) -> Self {
         let name = spec.name.clone();
         let start = move |rcx: ResourceCtx| {
             let span = rcx.span();
             let ctx = Context::<Supervisor>::new();
             let addr = ctx.address();
+            cell.set(SupervisorHandle { id: rcx.id(), addr: addr.clone() });
             let actor = Supervisor::new(rcx, spec.clone(), None);
             #[allow(clippy::disallowed_methods)]
             // the supervisor spawns its children itself and keeps their abort handles
@@ -384,6 +392,46 @@ impl SupervisorHandle {
 impl fmt::Debug for SupervisorHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SupervisorHandle").field("id", &self.id).finish()
+    }
+}
+
+/// A late-bound [`SupervisorHandle`] of a supervisor started as a child
+/// ([`ChildSpec::supervisor_in`]): it holds the handle of the current incarnation, replaced on
+/// every restart. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct SupervisorCell(Arc<std::sync::Mutex<Option<SupervisorHandle>>>);
+
+impl SupervisorCell {
+    /// An empty cell; filled when the supervisor starts.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn set(&self, handle: SupervisorHandle) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handle);
+    }
+
+    /// The current incarnation's handle, if it has started.
+    #[must_use]
+    pub fn get(&self) -> Option<SupervisorHandle> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Starts a child under the current incarnation ([`SupervisorHandle::start_child`]).
+    ///
+    /// # Errors
+    /// [`Error::Gone`] when the supervisor has not started or has stopped, and every error of
+    /// [`SupervisorHandle::start_child`].
+    pub async fn start_child<A: Actor>(&self, spec: ChildSpec) -> Result<(ResourceId, Addr<A>)> {
+        let handle = self.get().ok_or(Error::Gone("supervisor"))?;
+        handle.start_child(spec).await
+    }
+}
+
+impl fmt::Debug for SupervisorCell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SupervisorCell").field(&self.get().map(|h| h.id)).finish()
     }
 }
 

@@ -213,6 +213,23 @@ impl std::fmt::Debug for Tracker {
     }
 }
 
+/// A task its owner could not spawn through its tracker (it runs on another thread, such as an
+/// HTTP worker's pump feeding a socket), counted as one of the owner's tasks while this guard
+/// lives. See [`Registry::count_task`].
+pub struct CountedTask(#[allow(dead_code)] HandleGuard);
+
+impl std::fmt::Debug for CountedTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CountedTask").field("key", &self.0.key).finish()
+    }
+}
+
+impl CountedTask {
+    pub(crate) fn new(registry: &Registry, owner: ResourceId, shared: &Arc<EntryShared>) -> Self {
+        Self(HandleGuard::new(registry, owner, shared, HandleKind::Task, None))
+    }
+}
+
 /// Counts one tracked handle while it lives: in the owner's registry entry, in the registry's
 /// handle table and in the owning tracker's map. Dropped with the task, timer or process waiter.
 pub(crate) struct HandleGuard {
