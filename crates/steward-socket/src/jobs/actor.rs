@@ -1,0 +1,94 @@
+//! The hub's lifecycle: publish, sweep, the eviction timer.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use actix::prelude::*;
+use steward_core::{Resource, ResourceCtx, StopResource, stop_resource};
+
+use super::{JobHub, lock};
+
+impl Actor for JobHub {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        *lock(&self.publish) = Some(ctx.address().downgrade());
+        let every = self.config.sweep_interval;
+        self.rcx.run_interval(ctx, every, |act: &mut Self, ctx| act.sweep(ctx));
+        tracing::info!(
+            max_jobs = self.config.max_jobs,
+            finished_ttl_s = self.config.finished_ttl.as_secs(),
+            "job hub started (jobs are kept in memory)"
+        );
+    }
+
+    /// The table goes with this incarnation; so do its watchers (their streams and sockets see
+    /// their subscriptions end rather than wait for updates that cannot come).
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.subscribers.clear();
+        self.metrics.jobs.store(0, Ordering::Relaxed);
+        self.metrics.running.store(0, Ordering::Relaxed);
+    }
+}
+
+impl Resource for JobHub {
+    fn resource_ctx(&self) -> &ResourceCtx {
+        &self.rcx
+    }
+
+    fn resource_ctx_mut(&mut self) -> &mut ResourceCtx {
+        &mut self.rcx
+    }
+}
+
+impl Handler<StopResource> for JobHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: StopResource, ctx: &mut Context<Self>) {
+        stop_resource(self, ctx, msg.reason);
+    }
+}
+
+impl JobHub {
+    /// Evicts the finished jobs that are due and drops their watchers; re-arms the timer.
+    pub(super) fn sweep(&mut self, ctx: &mut Context<Self>) {
+        let gone = self.table.evict_due(Instant::now());
+        for id in &gone {
+            self.subscribers.drop_job(id);
+        }
+        if !gone.is_empty() {
+            self.metrics.evicted.fetch_add(gone.len() as u64, Ordering::Relaxed);
+            tracing::debug!(evicted = gone.len(), jobs = self.table.len(), "finished jobs evicted");
+        }
+        self.subscribers.drop_closed();
+        self.publish_gauges();
+        if let Some((_, timer)) = self.eviction.take() {
+            ctx.cancel_future(timer);
+        }
+        self.arm_eviction(ctx);
+    }
+
+    /// Arms the one eviction timer at the earliest deadline, unless one is armed at or before it.
+    pub(super) fn arm_eviction(&mut self, ctx: &mut Context<Self>) {
+        let Some(next) = self.table.next_eviction() else { return };
+        if let Some((armed, _)) = &self.eviction
+            && *armed <= next
+        {
+            return;
+        }
+        if let Some((_, timer)) = self.eviction.take() {
+            ctx.cancel_future(timer);
+        }
+        let delay = next.saturating_duration_since(Instant::now());
+        let timer = self.rcx.run_later(ctx, delay, |act: &mut Self, ctx| {
+            act.eviction = None;
+            act.sweep(ctx);
+        });
+        self.eviction = Some((next, timer));
+    }
+
+    pub(super) fn publish_gauges(&self) {
+        self.metrics.jobs.store(self.table.len() as u64, Ordering::Relaxed);
+        self.metrics.running.store(self.table.running() as u64, Ordering::Relaxed);
+    }
+}

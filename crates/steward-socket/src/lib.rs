@@ -1,0 +1,23 @@
+//! Sockets and jobs: the WebSocket socket resource, the job hub, and the socket memory monitor.
+//!
+//! It owns the [`socket`] actor (one per WebSocket connection, kind `socket`, under the
+//! `sockets` dynamic supervisor), its JSON protocol, outbound queue and limits; the [`jobs`] hub
+//! (a supervised actor owning the job table, eviction and fan-out to watchers); the per-IP
+//! admission table and the client-IP rule behind trusted proxies ([`admission`]); the
+//! [`monitor`] (seed 002's memory alarms with remediation); and the counters behind the
+//! `steward_socket_*` and `steward_jobs_*` metrics ([`stats`]).
+//!
+//! It must not know gRPC, Chromium or WebRTC, and not actix-web either: the edge (steward-http)
+//! upgrades the connection with actix-ws and hands the actor a [`socket::Wire`] and a stream of
+//! [`socket::Inbound`] frames; steward-grpc serves the jobs API through [`jobs::JobHubHandle`].
+
+pub mod admission;
+mod error;
+pub mod jobs;
+pub mod monitor;
+mod service;
+pub mod socket;
+pub mod stats;
+
+pub use error::{Error, Result};
+pub use service::{INBOUND_BUFFER, OpenError, SocketService};

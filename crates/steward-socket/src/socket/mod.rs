@@ -1,0 +1,156 @@
+//! The socket resource: one actor per WebSocket connection (kind `socket`), started by the
+//! `sockets` dynamic supervisor once the edge has admitted the upgrade.
+//!
+//! The actor owns everything the connection needs: its inbound stream (fed by the edge's pump,
+//! which ends when the actor's receiver is dropped), its outbound queue and the writer task that
+//! drains it into the [`Wire`], the ping interval and pong deadline timers, its token bucket and
+//! its job [`Subscription`]s. They all go when the actor goes, whatever the reason: the actor's
+//! drop is the one place they are released.
+
+mod actor;
+mod close;
+mod handlers;
+mod outbound;
+mod protocol;
+#[cfg(test)]
+mod tests;
+
+pub use close::CloseCode;
+pub use outbound::{Outgoing, Wire, WireClosed};
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytestring::ByteString;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use steward_config::SocketConfig;
+use steward_core::ResourceCtx;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::jobs::{JobHubHandle, JobId, Subscription};
+use crate::stats::SocketStats;
+use close::CloseFrame;
+use outbound::{CloseCmd, Outbound, QueueRx, WriterExit};
+
+/// A frame received from the client, as the edge's pump hands it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// A text message (continuations aggregated).
+    Text(ByteString),
+    /// A binary message of this many bytes (not part of the protocol: answered `bad_request`).
+    Binary(usize),
+    /// A protocol Ping with its payload (answered with a Pong).
+    Ping(Vec<u8>),
+    /// A protocol Pong.
+    Pong,
+    /// The client's Close frame, with its code if it sent one.
+    Close(Option<u16>),
+    /// A frame over `max_frame` or a message over `max_message` (closes with 1009).
+    TooBig,
+    /// A malformed frame (closes with 1002).
+    Protocol(String),
+}
+
+/// Everything one socket actor needs, handed from the edge to the supervisor's factory.
+pub(crate) struct Connection {
+    pub(crate) tenant: Arc<str>,
+    pub(crate) ip: IpAddr,
+    pub(crate) inbound: mpsc::Receiver<Inbound>,
+    pub(crate) wire: Box<dyn Wire>,
+}
+
+/// The socket actor. Other crates reach sockets only through the registry and
+/// [`crate::SocketService`].
+pub struct Socket {
+    /// Identity, tracker (the writer task), lifeline.
+    rcx: ResourceCtx,
+    /// Owning tenant.
+    tenant: Arc<str>,
+    /// Client IP (after trusted-proxy resolution).
+    ip: IpAddr,
+    /// Limits and timers.
+    config: Arc<SocketConfig>,
+    /// Where subscriptions go.
+    jobs: JobHubHandle,
+    /// Shared counters.
+    stats: Arc<SocketStats>,
+    /// The sending side of the outbound queue (also this socket's job sink).
+    out: Arc<Outbound>,
+    /// Moved into the writer task and the inbound stream when the actor starts.
+    parts: Option<Parts>,
+    /// Tells the writer to close; taken by the one close.
+    close_tx: Option<oneshot::Sender<CloseCmd>>,
+    /// Resolves once the writer has ended, with why.
+    writer_done: watch::Receiver<Option<WriterExit>>,
+    /// Active subscriptions by job; dropping one ends it.
+    subs: HashMap<JobId, Subscription>,
+    /// Subscriptions asked of the hub and not answered yet.
+    pending: HashSet<JobId>,
+    /// Token bucket of client events (`rate_limit`/s, `rate_burst`).
+    bucket: DefaultDirectRateLimiter,
+    /// Rate-limited events in the current abuse window, and when the window began.
+    abuse: (Instant, u32),
+    /// When the last frame of any kind was received (the pong deadline counts from it).
+    last_received: Instant,
+    /// The close decided by the socket itself (sent by [`steward_core::Resource::cleanup`]).
+    close: Option<CloseFrame>,
+}
+
+/// What the actor moves out of itself when it starts.
+struct Parts {
+    inbound: mpsc::Receiver<Inbound>,
+    wire: Box<dyn Wire>,
+    rx: QueueRx,
+    close_rx: oneshot::Receiver<CloseCmd>,
+    done_tx: watch::Sender<Option<WriterExit>>,
+}
+
+impl Socket {
+    pub(crate) fn new(
+        rcx: ResourceCtx,
+        conn: Connection,
+        config: Arc<SocketConfig>,
+        jobs: JobHubHandle,
+        stats: Arc<SocketStats>,
+    ) -> Self {
+        let max_bytes = usize::try_from(config.queue_bytes.as_u64()).unwrap_or(usize::MAX);
+        let (out, rx) = outbound::queue(config.queue_messages as usize, max_bytes, stats.clone());
+        let (close_tx, close_rx) = oneshot::channel();
+        let (done_tx, writer_done) = watch::channel(None);
+        let bucket = RateLimiter::direct(rate_quota(&config));
+        Self {
+            rcx,
+            tenant: conn.tenant,
+            ip: conn.ip,
+            jobs,
+            stats,
+            out,
+            parts: Some(Parts { inbound: conn.inbound, wire: conn.wire, rx, close_rx, done_tx }),
+            close_tx: Some(close_tx),
+            writer_done,
+            subs: HashMap::new(),
+            pending: HashSet::new(),
+            bucket,
+            abuse: (Instant::now(), 0),
+            last_received: Instant::now(),
+            close: None,
+            config,
+        }
+    }
+
+    /// Client IP.
+    #[must_use]
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+}
+
+/// The token bucket's quota: `rate_limit` per second, bursts of `rate_burst`.
+fn rate_quota(config: &SocketConfig) -> Quota {
+    let per_second =
+        std::num::NonZeroU32::new(config.rate_limit).unwrap_or(std::num::NonZeroU32::MIN);
+    let burst = std::num::NonZeroU32::new(config.rate_burst).unwrap_or(per_second);
+    Quota::per_second(per_second).allow_burst(burst)
+}

@@ -1,0 +1,142 @@
+//! The JSON text protocol of `GET /v1/ws` (documented with examples in
+//! `docs/protocol/websocket.md`): what clients send, and the frames Steward answers with.
+
+use bytestring::ByteString;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::jobs::render;
+use crate::jobs::{Job, JobId};
+
+/// A client request, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Request {
+    /// `{"type":"subscribe","job":"<id>"}`.
+    Subscribe { job: JobId, id: Option<Value> },
+    /// `{"type":"unsubscribe","job":"<id>"}`.
+    Unsubscribe { job: JobId, id: Option<Value> },
+    /// `{"type":"ping"}` (an application-level ping, answered with `pong`).
+    Ping { id: Option<Value> },
+}
+
+/// A request that cannot be served: answered with `error` `bad_request`; the socket stays open.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct BadRequest {
+    pub(crate) message: String,
+    pub(crate) id: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    job: Option<std::borrow::Cow<'a, str>>,
+    id: Option<Value>,
+}
+
+/// Parses one text frame.
+pub(crate) fn parse(text: &str) -> Result<Request, BadRequest> {
+    let wire: Wire<'_> = serde_json::from_str(text)
+        .map_err(|e| BadRequest { message: format!("malformed request: {e}"), id: None })?;
+    let id = match wire.id {
+        None | Some(Value::Null) => None,
+        Some(v @ (Value::String(_) | Value::Number(_))) => Some(v),
+        Some(_) => {
+            return Err(BadRequest {
+                message: "`id` must be a string or a number".into(),
+                id: None,
+            });
+        }
+    };
+    let bad = |message: String, id: &Option<Value>| BadRequest { message, id: id.clone() };
+    let job = |id: &Option<Value>| -> Result<JobId, BadRequest> {
+        let text = wire.job.as_deref().ok_or_else(|| bad("`job` is required".into(), id))?;
+        text.parse::<JobId>().map_err(|e| bad(e.to_string(), id))
+    };
+    match wire.kind.as_deref() {
+        Some("subscribe") => Ok(Request::Subscribe { job: job(&id)?, id }),
+        Some("unsubscribe") => Ok(Request::Unsubscribe { job: job(&id)?, id }),
+        Some("ping") => Ok(Request::Ping { id }),
+        Some(other) => Err(bad(
+            format!("unknown type `{other}`: expected subscribe, unsubscribe or ping"),
+            &id,
+        )),
+        None => Err(bad("`type` is required".into(), &id)),
+    }
+}
+
+#[derive(Serialize)]
+struct Subscribed<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    job: &'a JobId,
+    snapshot: &'a Job,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a Value>,
+}
+
+/// `{"type":"subscribed","job":…,"snapshot":{…},"id":…}`.
+pub(crate) fn subscribed(job: &Job, id: Option<&Value>) -> ByteString {
+    render(&Subscribed { kind: "subscribed", job: &job.id, snapshot: job, id })
+}
+
+#[derive(Serialize)]
+struct Reply<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job: Option<&'a JobId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a Value>,
+}
+
+/// `{"type":"unsubscribed","job":…,"id":…}`.
+pub(crate) fn unsubscribed(job: &JobId, id: Option<&Value>) -> ByteString {
+    render(&Reply { kind: "unsubscribed", job: Some(job), code: None, message: None, id })
+}
+
+/// `{"type":"pong","id":…}`.
+pub(crate) fn pong(id: Option<&Value>) -> ByteString {
+    render(&Reply { kind: "pong", job: None, code: None, message: None, id })
+}
+
+/// `{"type":"error","code":…,"message":…,"job":…,"id":…}`.
+pub(crate) fn error(
+    code: &str,
+    message: &str,
+    job: Option<&JobId>,
+    id: Option<&Value>,
+) -> ByteString {
+    render(&Reply { kind: "error", job, code: Some(code), message: Some(message), id })
+}
+
+/// `{"type":"notice","code":…,"message":…}`.
+pub(crate) fn notice(code: &str, message: &str) -> ByteString {
+    render(&Reply { kind: "notice", job: None, code: Some(code), message: Some(message), id: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn requests_parse_and_bad_ones_say_why_and_keep_the_id() {
+        let job = "0123456789ABCDEF0123456789abcdef";
+        let r = parse(&json!({"type": "subscribe", "job": job, "id": 1}).to_string()).unwrap();
+        assert_eq!(r, Request::Subscribe { job: job.parse().unwrap(), id: Some(json!(1)) });
+        assert_eq!(parse(r#"{"type":"ping"}"#).unwrap(), Request::Ping { id: None });
+        let bad = parse(r#"{"type":"subscribe","id":"x"}"#).unwrap_err();
+        assert_eq!((bad.message.as_str(), bad.id), ("`job` is required", Some(json!("x"))));
+        assert!(parse("{").unwrap_err().message.starts_with("malformed request"));
+        assert!(parse(r#"{"type":"ping","id":{"a":1}}"#).is_err());
+        assert!(parse(r#"{"type":"nope"}"#).unwrap_err().message.contains("unknown type"));
+        assert!(parse(r#"{"job":"x"}"#).unwrap_err().message.contains("`type` is required"));
+    }
+}
