@@ -6,8 +6,11 @@ use std::error::Error;
 use std::path::PathBuf;
 
 const PROTO_ROOT: &str = "proto";
-const PROTOS: &[&str] =
-    &["proto/steward/admin/v1/admin.proto", "proto/steward/tenancy/v1/tenancy.proto"];
+const PROTOS: &[&str] = &[
+    "proto/steward/admin/v1/admin.proto",
+    "proto/steward/jobs/v1/jobs.proto",
+    "proto/steward/tenancy/v1/tenancy.proto",
+];
 
 fn main() -> Result<(), Box<dyn Error>> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or("OUT_DIR is not set")?);

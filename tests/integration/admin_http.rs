@@ -33,7 +33,20 @@ async fn lists_its_own_supervised_services() {
     let services = s.resources("?kind=service").await;
     let mut names: Vec<&str> = services.iter().map(|r| r["name"].as_str().unwrap()).collect();
     names.sort_unstable();
-    assert_eq!(names, ["grpc", "http-admin", "http-public", "steward", "token-purge", "watchdog"]);
+    assert_eq!(
+        names,
+        [
+            "grpc",
+            "http-admin",
+            "http-public",
+            "job-hub",
+            "socket-monitor",
+            "sockets",
+            "steward",
+            "token-purge",
+            "watchdog"
+        ]
+    );
     assert!(services.iter().all(|r| r["state"] == "running"));
     let root = services.iter().find(|r| r["name"] == "steward").unwrap();
     assert_eq!(root["is_supervisor"], true);
@@ -41,7 +54,9 @@ async fn lists_its_own_supervised_services() {
 
     let tree: Value = s.get("/v1/supervisors").send().await.unwrap().json().await.unwrap();
     assert_eq!(tree[0]["name"], "steward");
-    assert_eq!(tree[0]["members"].as_array().unwrap().len(), 5);
+    // the sockets supervisor is listed under `supervisors`, the other seven services as members
+    assert_eq!(tree[0]["members"].as_array().unwrap().len(), 7);
+    assert_eq!(tree[0]["supervisors"][0]["name"], "sockets");
 
     let one: Value = s
         .get(&format!("/v1/resources/{}", root["id"].as_str().unwrap()))
@@ -64,7 +79,7 @@ async fn lists_its_own_supervised_services() {
         .json()
         .await
         .unwrap();
-    assert_eq!(rest["resources"].as_array().unwrap().len(), 4);
+    assert_eq!(rest["resources"].as_array().unwrap().len(), 7, "9 resources, 2 on the first page");
     assert!(rest["next"].is_null());
 }
 
@@ -109,7 +124,7 @@ async fn bad_input_gets_a_typed_400_and_disturbs_nothing() {
         assert!(json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     // nothing else was disturbed
-    assert_eq!(s.resources("?kind=service").await.len(), 6);
+    assert_eq!(s.resources("?kind=service").await.len(), 9);
     let r = s.http.get(format!("{}/readyz", s.admin)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
@@ -141,7 +156,7 @@ async fn a_resource_stopped_through_the_api_disappears_from_the_registry() {
     assert_eq!(entry["last_exit_reason"], "shutdown");
     // it really stopped serving, and it was not restarted
     assert!(s.http.get(format!("{}/healthz", s.public)).send().await.is_err());
-    assert_eq!(s.resources("?kind=service").await.len(), 5);
+    assert_eq!(s.resources("?kind=service").await.len(), 8);
 }
 
 #[tokio::test]
@@ -169,8 +184,8 @@ async fn metrics_watchdog_and_openapi() {
     let text =
         s.http.get(format!("{}/metrics", s.admin)).send().await.unwrap().text().await.unwrap();
     for needle in [
-        "steward_resources_live{kind=\"service\"} 6",
-        "steward_resources_started_total{kind=\"service\"} 6",
+        "steward_resources_live{kind=\"service\"} 9",
+        "steward_resources_started_total{kind=\"service\"} 9",
         "steward_restart_backoff_pending{kind=\"session\"} 0",
         "steward_process_resident_memory_bytes",
         "steward_process_open_fds",

@@ -61,6 +61,22 @@ fn forbidden(krate: &str) -> &'static [&'static str] {
             "steward-proto",
             "steward-server",
         ],
+        // sockets know WebSocket frames but not the transport that carries them (decision 0006),
+        // nor gRPC, Chromium or WebRTC (brief §1)
+        "steward-socket" => &[
+            "actix-web",
+            "actix-ws",
+            "tonic",
+            "prost",
+            "hyper",
+            "chromiumoxide",
+            "webrtc",
+            "steward-http",
+            "steward-grpc",
+            "steward-proto",
+            "steward-tenancy",
+            "steward-server",
+        ],
         _ => &[],
     }
 }

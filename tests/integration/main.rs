@@ -6,6 +6,8 @@ mod admin_http;
 mod architecture;
 mod config;
 mod grpc;
+mod jobs;
 mod lifecycle;
+mod sockets;
 mod support;
 mod tenancy;

@@ -59,12 +59,16 @@ impl Store {
 
 impl Steward {
     /// `POST /v1/tenants` with `body`; the response.
-    async fn create_tenant(&self, body: Value) -> reqwest::Response {
+    pub(crate) async fn create_tenant(&self, body: Value) -> reqwest::Response {
         self.request(Method::POST, "/v1/tenants").json(&body).send().await.unwrap()
     }
 
     /// Creates tenant `id` and a token for it; returns the bearer string.
-    async fn tenant_with_token(&self, id: &str, expires_in: Option<&str>) -> (String, String) {
+    pub(crate) async fn tenant_with_token(
+        &self,
+        id: &str,
+        expires_in: Option<&str>,
+    ) -> (String, String) {
         let r = self.create_tenant(json!({"id": id})).await;
         assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
         let mut body = json!({"name": "ci"});
@@ -496,5 +500,5 @@ async fn a_store_outage_is_a_503_that_tells_the_caller_nothing_and_harms_nothing
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     // nothing else is disturbed: liveness, readiness, resources
     assert!(s.wait_readyz(StatusCode::OK).await);
-    assert_eq!(s.resources("?kind=service").await.len(), 6);
+    assert_eq!(s.resources("?kind=service").await.len(), 9);
 }

@@ -30,13 +30,21 @@ pub struct AdminService {
     registry: Registry,
     streams: CancellationToken,
     tenancy: Tenancy,
+    jobs: Option<steward_socket::jobs::JobHubHandle>,
 }
 
 impl AdminService {
     /// A service over `registry` and `tenancy`; `streams` ends every open stream when cancelled.
     #[must_use]
     pub fn new(registry: Registry, streams: CancellationToken, tenancy: Tenancy) -> Self {
-        Self { registry, streams, tenancy }
+        Self { registry, streams, tenancy, jobs: None }
+    }
+
+    /// Also removes a deleted tenant's jobs from `jobs`.
+    #[must_use]
+    pub fn with_jobs(mut self, jobs: steward_socket::jobs::JobHubHandle) -> Self {
+        self.jobs = Some(jobs);
+        self
     }
 }
 
@@ -219,7 +227,13 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::DeleteTenantRequest>,
     ) -> Result<Response<pb::DeleteTenantResponse>, Status> {
-        tenant_admin::delete_tenant(&self.tenancy, req.into_inner()).await.map(Response::new)
+        let deleted = tenant_admin::delete_tenant(&self.tenancy, req.into_inner()).await?;
+        if let Some(jobs) = &self.jobs
+            && let Err(e) = jobs.remove_tenant(deleted.id.as_str().into()).await
+        {
+            tracing::warn!(tenant = %deleted.id, error = %e, "cannot remove a deleted tenant's jobs");
+        }
+        Ok(Response::new(deleted))
     }
 
     async fn create_token(

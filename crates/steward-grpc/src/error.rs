@@ -68,6 +68,32 @@ pub fn status_from_tenancy(e: &steward_tenancy::Error) -> Status {
     }
 }
 
+/// The gRPC status for a job hub error; the message starts with a snake_case `code`, as the other
+/// mappings do:
+///
+/// | error | code | message |
+/// |---|---|---|
+/// | `InvalidArgument` | `INVALID_ARGUMENT` | ``bad_request: invalid `<field>`: <reason>`` |
+/// | `NotFound` | `NOT_FOUND` | `not_found: job <id> not found` |
+/// | `Finished` | `FAILED_PRECONDITION` | `finished: job <id> is completed: a finished job …` |
+/// | `Transition` | `FAILED_PRECONDITION` | `invalid_transition: job <id> cannot go from … to …` |
+/// | `LimitReached` | `RESOURCE_EXHAUSTED` | `limit_reached: jobs limit of 100000 reached` |
+/// | `Unavailable` | `UNAVAILABLE` | `unavailable: the job hub is unavailable: not running` |
+///
+/// Another tenant's job is `NOT_FOUND` like a job that never existed (the hub answers so).
+#[must_use]
+pub fn status_from_jobs(e: &steward_socket::Error) -> Status {
+    use steward_socket::Error as E;
+    match e {
+        E::InvalidArgument { .. } => Status::invalid_argument(format!("bad_request: {e}")),
+        E::NotFound(_) => Status::not_found(format!("not_found: {e}")),
+        E::Finished { .. } => Status::failed_precondition(format!("finished: {e}")),
+        E::Transition { .. } => Status::failed_precondition(format!("invalid_transition: {e}")),
+        E::LimitReached { .. } => Status::resource_exhausted(format!("limit_reached: {e}")),
+        E::Unavailable(_) => Status::unavailable(format!("unavailable: {e}")),
+    }
+}
+
 /// `after` in whole seconds, rounded up.
 pub(crate) fn retry_after_secs(after: Duration) -> u64 {
     after.as_secs() + u64::from(after.subsec_nanos() > 0)

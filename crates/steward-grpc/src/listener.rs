@@ -14,13 +14,19 @@ use steward_core::{
     stop_resource,
 };
 use steward_proto::admin::v1::admin_server::{AdminServer, SERVICE_NAME as ADMIN_SERVICE};
+use steward_proto::jobs::v1::jobs_server::{JobsServer, SERVICE_NAME as JOBS_SERVICE};
 use steward_proto::tenancy::v1::tenancy_server::{SERVICE_NAME as TENANCY_SERVICE, TenancyServer};
 use steward_tenancy::Tenancy;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
+use tower::Layer as _;
 
-use crate::{AdminService, BearerInterceptor, TenancyService, TenantAuth};
+use steward_socket::jobs::JobHubHandle;
+
+use crate::{
+    AdminService, BearerInterceptor, JobsService, TenancyService, TenantAuth, TenantAuthLayer,
+};
 
 /// How long a stopping listener waits for tonic's graceful stop (open streams were cancelled
 /// before, see tonic #1820) before its task is aborted.
@@ -44,6 +50,10 @@ pub struct GrpcSpec {
     /// Tenants and API tokens: the admin service's tenant calls and `steward.tenancy.v1`
     /// (whose calls [`TenantAuth`] authenticates with tenant tokens).
     pub tenancy: Tenancy,
+    /// The job hub, served as `steward.jobs.v1.Jobs`.
+    pub jobs: JobHubHandle,
+    /// Updates buffered per `WatchJob` stream (`[jobs] watch_buffer`).
+    pub watch_buffer: usize,
 }
 
 impl GrpcSpec {
@@ -71,13 +81,17 @@ impl GrpcSpec {
             .build_v1()
             .map_err(std::io::Error::other)?;
         let admin = AdminServer::with_interceptor(
-            AdminService::new(self.registry.clone(), self.streams.clone(), self.tenancy.clone()),
+            AdminService::new(self.registry.clone(), self.streams.clone(), self.tenancy.clone())
+                .with_jobs(self.jobs.clone()),
             BearerInterceptor::new(self.token.clone()),
         );
         let tenancy = TenantAuth::new(
             TenancyServer::new(TenancyService::new(self.tenancy.clone())),
             self.tenancy.clone(),
         );
+        let jobs = TenantAuthLayer::new(self.tenancy.clone()).layer(JobsServer::new(
+            JobsService::new(self.jobs.clone(), self.streams.clone(), self.watch_buffer),
+        ));
 
         // grpc.health.v1 follows readiness: SERVING only while ready
         let mut readiness = self.readiness.subscribe();
@@ -93,6 +107,7 @@ impl GrpcSpec {
                     health_reporter.set_service_status("", status).await;
                     health_reporter.set_service_status(ADMIN_SERVICE, status).await;
                     health_reporter.set_service_status(TENANCY_SERVICE, status).await;
+                    health_reporter.set_service_status(JOBS_SERVICE, status).await;
                     if readiness.changed().await.is_err() {
                         return;
                     }
@@ -106,12 +121,16 @@ impl GrpcSpec {
         let server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(c.http2_keepalive_interval))
             .http2_keepalive_timeout(Some(c.http2_keepalive_timeout))
-            .tcp_keepalive(Some(c.tcp_keepalive))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(admin)
-            .add_service(tenancy);
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            .add_service(tenancy)
+            .add_service(jobs);
+        // tonic applies its builder's TCP options only to listeners it binds itself: set them on
+        // ours (keepalive so dead stream clients are noticed; no Nagle delay on small replies)
+        let incoming = tonic::transport::server::TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(c.tcp_keepalive));
         rcx.tracker()
             .spawn_on(&self.runtime, async move {
                 let shutdown = async {

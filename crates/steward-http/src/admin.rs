@@ -46,6 +46,10 @@ pub struct AdminState {
     pub token: Arc<str>,
     /// Tenants, tokens and quotas.
     pub tenancy: Tenancy,
+    /// The socket front door and its job hub (for `/metrics`).
+    pub sockets: steward_socket::SocketService,
+    /// The socket memory monitor's report (for `/metrics`).
+    pub monitor: steward_socket::monitor::MonitorHandle,
 }
 
 /// Configures the admin routes with `state`.
@@ -136,6 +140,12 @@ async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
         &state.watchdog.report(),
         &state.coordinator.progress(),
         &state.tenancy.ledger().stats(),
+        &crate::SocketMetrics {
+            sockets: state.sockets.stats(),
+            tracked_ips: state.sockets.tracked_ips(),
+            jobs: state.sockets.jobs().stats(),
+            monitor: state.monitor.report(),
+        },
     );
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

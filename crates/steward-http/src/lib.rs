@@ -14,11 +14,12 @@ mod listener;
 mod metrics;
 mod public;
 mod tenants;
+mod ws;
 
 pub use admin::{AdminState, ApiDoc, admin_app_config};
 pub use auth::Tenant;
 pub use error::ApiError;
 pub use json::{MAX_JSON_BODY, ValidJson};
 pub use listener::{HttpListener, ListenerSpec};
-pub use metrics::render_metrics;
+pub use metrics::{SocketMetrics, render_metrics};
 pub use public::public_app_config;

@@ -30,6 +30,8 @@ pub struct ListenerSpec {
     pub shutdown_timeout: Duration,
     /// The running server's handle, for shutdown hooks (pause accepting).
     pub handle: Arc<Mutex<Option<ServerHandle>>>,
+    /// `SO_SNDBUF` of accepted connections; `None` leaves the kernel's autotuning.
+    pub send_buffer: Option<usize>,
 }
 
 impl ListenerSpec {
@@ -48,7 +50,17 @@ impl ListenerSpec {
             configure: Arc::new(configure),
             shutdown_timeout,
             handle: Arc::default(),
+            send_buffer: None,
         }
+    }
+
+    /// Sets `SO_SNDBUF` on every accepted connection (Linux doubles it for bookkeeping). A
+    /// bounded kernel buffer bounds what a client that stopped reading holds in the kernel, so
+    /// the writer's deadline notices it early instead of after megabytes of autotuned buffer.
+    #[must_use]
+    pub fn send_buffer(mut self, bytes: Option<usize>) -> Self {
+        self.send_buffer = bytes;
+        self
     }
 
     /// Pauses accepting new connections on the running server, if any (shutdown phase
@@ -79,6 +91,7 @@ impl ListenerSpec {
     fn start(&self, rcx: ResourceCtx) -> std::io::Result<HttpListener> {
         let configure = self.configure.clone();
         let name = self.name;
+        let send_buffer = self.send_buffer;
         let server = HttpServer::new(move || {
             let configure = configure.clone();
             App::new()
@@ -95,6 +108,14 @@ impl ListenerSpec {
                 .configure(|cfg| configure(cfg))
         })
         .workers(if self.workers == 0 { std::thread::available_parallelism().map_or(1, usize::from) } else { self.workers })
+        .on_connect(move |conn, _ext| {
+            if let (Some(bytes), Some(tcp)) =
+                (send_buffer, conn.downcast_ref::<actix_web::rt::net::TcpStream>())
+                && let Err(e) = socket2::SockRef::from(tcp).set_send_buffer_size(bytes)
+            {
+                tracing::warn!(listener = name, error = %e, "cannot set SO_SNDBUF");
+            }
+        })
         .disable_signals()
         .shutdown_timeout(self.shutdown_timeout.as_secs().max(1))
         .bind(self.listen)?;

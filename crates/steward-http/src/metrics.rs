@@ -11,7 +11,23 @@ use prometheus_client::registry::Registry as PromRegistry;
 use steward_core::Registry;
 use steward_core::shutdown::PhaseReport;
 use steward_core::watchdog::{WatchdogReport, open_fds, rss_bytes};
+use steward_socket::jobs::JobStats;
+use steward_socket::monitor::{Alarm, MonitorReport};
+use steward_socket::stats::SocketStatsSnapshot;
 use steward_tenancy::{QuotaCount, QuotaStats};
+
+/// The socket front door's and the job hub's readings, for [`render_metrics`].
+#[derive(Debug, Clone, Default)]
+pub struct SocketMetrics {
+    /// Socket counters.
+    pub sockets: SocketStatsSnapshot,
+    /// IPs holding a socket now.
+    pub tracked_ips: usize,
+    /// Job hub counters.
+    pub jobs: JobStats,
+    /// The memory monitor's latest report.
+    pub monitor: MonitorReport,
+}
 
 /// Renders every Steward metric in the Prometheus text exposition format:
 /// per kind `steward_resources_live`, `steward_resources_started_total`, `…_stopped_total`,
@@ -22,13 +38,24 @@ use steward_tenancy::{QuotaCount, QuotaStats};
 /// `steward_process_open_fds`; per tenant `steward_tenant_resources_live{tenant,kind}` (from the
 /// registry), `steward_tenant_quota_reserved{tenant,quota}`,
 /// `steward_tenant_admissions_total{tenant,quota}` and
-/// `steward_tenant_admissions_refused_total{tenant,quota}` (from the admission ledger).
+/// `steward_tenant_admissions_refused_total{tenant,quota}` (from the admission ledger); the socket
+/// front door's `steward_socket_accepted_total`, `steward_socket_rejected_total{reason}`,
+/// `steward_socket_closes_total{code}`, `steward_socket_messages_{in,out}_total`,
+/// `steward_socket_bytes_{in,out}_total`, `steward_socket_rate_limited_total`,
+/// `steward_socket_slow_consumer_total`, `steward_socket_queue_depth`,
+/// `steward_socket_queue_bytes`, `steward_socket_tracked_ips`,
+/// `steward_socket_monitor_alarm{alarm}`, `steward_socket_inactive`,
+/// `steward_socket_remediated_total`; and the job hub's `steward_jobs{state}`,
+/// `steward_jobs_subscriptions`, `steward_jobs_created_total`, `steward_jobs_updates_total`,
+/// `steward_jobs_evicted_total`, `steward_jobs_refused_total` and
+/// `steward_jobs_watcher_overflows_total`.
 #[must_use]
 pub fn render_metrics(
     registry: &Registry,
     watchdog: &WatchdogReport,
     phases: &[PhaseReport],
     quotas: &[QuotaStats],
+    sockets: &SocketMetrics,
 ) -> String {
     let mut prom = PromRegistry::default();
     prom.register_collector(Box::new(Snapshot {
@@ -36,6 +63,7 @@ pub fn render_metrics(
         watchdog: watchdog.clone(),
         phases: phases.to_vec(),
         quotas: quotas.to_vec(),
+        sockets: sockets.clone(),
     }));
     let mut out = String::new();
     // encoding into a String cannot fail
@@ -49,6 +77,7 @@ struct Snapshot {
     watchdog: WatchdogReport,
     phases: Vec<PhaseReport>,
     quotas: Vec<QuotaStats>,
+    sockets: SocketMetrics,
 }
 
 type Labels = Vec<(Cow<'static, str>, Cow<'static, str>)>;
@@ -251,6 +280,118 @@ impl Collector for Snapshot {
             "Open file descriptors.",
             vec![(Labels::new(), open_fds() as i64)],
         )?;
-        Ok(())
+        encode_sockets(&mut enc, &self.sockets)
     }
+}
+
+fn one<N>(v: N) -> Vec<(Labels, N)> {
+    vec![(Labels::new(), v)]
+}
+
+fn encode_sockets(
+    enc: &mut DescriptorEncoder<'_>,
+    m: &SocketMetrics,
+) -> Result<(), std::fmt::Error> {
+    let s = &m.sockets;
+    counter(enc, "steward_socket_accepted", "WebSocket upgrades accepted.", one(s.accepted))?;
+    counter(
+        enc,
+        "steward_socket_rejected",
+        "WebSocket upgrades refused, per reason.",
+        s.rejected.iter().map(|(r, n)| (label("reason", r.as_str()), *n)).collect(),
+    )?;
+    counter(
+        enc,
+        "steward_socket_closes",
+        "Sockets closed, per close code (1006: the connection vanished without a Close frame).",
+        s.closes.iter().map(|(c, n)| (label("code", c.as_u16().to_string()), *n)).collect(),
+    )?;
+    let slow = s
+        .closes
+        .iter()
+        .find(|(c, _)| *c == steward_socket::socket::CloseCode::SlowConsumer)
+        .map_or(0, |(_, n)| *n);
+    counter(enc, "steward_socket_slow_consumer", "Sockets closed 4008 slow consumer.", one(slow))?;
+    counter(enc, "steward_socket_messages_in", "Client messages received.", one(s.messages_in))?;
+    counter(enc, "steward_socket_bytes_in", "Bytes of client messages received.", one(s.bytes_in))?;
+    counter(enc, "steward_socket_messages_out", "Frames written to clients.", one(s.messages_out))?;
+    counter(
+        enc,
+        "steward_socket_bytes_out",
+        "Bytes of frames written to clients.",
+        one(s.bytes_out),
+    )?;
+    counter(
+        enc,
+        "steward_socket_rate_limited",
+        "Client events refused by a socket's token bucket.",
+        one(s.rate_limited),
+    )?;
+    counter(
+        enc,
+        "steward_socket_remediated",
+        "Inactive sockets closed by the memory monitor's remediation.",
+        one(s.remediated),
+    )?;
+    gauge(
+        enc,
+        "steward_socket_queue_depth",
+        "Frames waiting in outbound queues.",
+        one(s.queue_depth as i64),
+    )?;
+    gauge(
+        enc,
+        "steward_socket_queue_bytes",
+        "Bytes waiting in outbound queues.",
+        one(s.queue_bytes as i64),
+    )?;
+    gauge(
+        enc,
+        "steward_socket_tracked_ips",
+        "Client IPs holding a socket.",
+        one(m.tracked_ips as i64),
+    )?;
+    gauge(
+        enc,
+        "steward_socket_inactive",
+        "Sockets without an application message for socket.monitor.inactive_after (last sample).",
+        one(m.monitor.inactive as i64),
+    )?;
+    gauge(
+        enc,
+        "steward_socket_monitor_alarm",
+        "1 while a memory monitor alarm is raised.",
+        Alarm::ALL
+            .iter()
+            .map(|a| (label("alarm", a.as_str()), i64::from(m.monitor.alarms.contains(a))))
+            .collect(),
+    )?;
+    let j = &m.jobs;
+    gauge(
+        enc,
+        "steward_jobs",
+        "Jobs held by the job hub: running, and all (live and finished-not-yet-evicted).",
+        vec![(label("state", "running"), j.running as i64), (label("state", "all"), j.jobs as i64)],
+    )?;
+    gauge(
+        enc,
+        "steward_jobs_subscriptions",
+        "Live job subscriptions.",
+        one(j.subscriptions as i64),
+    )?;
+    counter(enc, "steward_jobs_created", "Jobs created.", one(j.created))?;
+    counter(enc, "steward_jobs_updates", "Job updates applied.", one(j.updates))?;
+    counter(enc, "steward_jobs_evicted", "Finished jobs evicted.", one(j.evicted))?;
+    counter(
+        enc,
+        "steward_jobs_refused",
+        "Job creations refused at the jobs.max_jobs cap.",
+        one(j.refused_cap),
+    )?;
+    counter(
+        enc,
+        "steward_jobs_watcher_overflows",
+        "Watchers dropped because their queue was full.",
+        one(j.watcher_overflows),
+    )
 }

@@ -1,18 +1,26 @@
 //! Routes of the public listener.
 
 use actix_web::{HttpResponse, web};
+use steward_core::Registry;
+use steward_socket::SocketService;
 use steward_tenancy::Tenancy;
 
 use crate::ApiError;
 
-/// Configures the public listener's routes: `GET /healthz`, and `GET /v1/whoami` (tenant token;
-/// the HTTP twin of gRPC `WhoAmI`). The WebSocket and WebRTC signaling endpoints come with their
-/// resource kinds. Unknown paths get a JSON 404.
+/// Configures the public listener's routes: `GET /healthz`, `GET /v1/whoami` (tenant token;
+/// the HTTP twin of gRPC `WhoAmI`) and `GET /v1/ws` (the WebSocket front door, served by
+/// `sockets`; see `docs/protocol/websocket.md`). The WebRTC signaling endpoint comes with its
+/// resource kind. Unknown paths get a JSON 404.
 pub fn public_app_config(
     tenancy: Tenancy,
+    sockets: SocketService,
+    registry: Registry,
 ) -> impl Fn(&mut web::ServiceConfig) + Send + Sync + Clone + 'static {
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(web::Data::new(tenancy.clone()))
+            .app_data(web::Data::new(sockets.clone()))
+            .app_data(web::Data::new(registry.clone()))
+            .route("/v1/ws", web::get().to(crate::ws::upgrade))
             .route(
                 "/healthz",
                 web::get()

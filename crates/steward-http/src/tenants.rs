@@ -158,6 +158,8 @@ struct TenantDeletedJson {
     resources_stopped: usize,
     /// Of those, still live when the stop deadline passed.
     resources_left: usize,
+    /// Its jobs removed from the job hub (their watchers get nothing more).
+    jobs_removed: usize,
 }
 
 /// Creates a tenant; 201 with `Location`. Of concurrent creations of one id exactly one wins;
@@ -234,16 +236,31 @@ async fn update_tenant(
     responses((status = 200, body = TenantDeletedJson), (status = 404, body = ErrorBody)))]
 async fn delete_tenant(
     tenancy: web::Data<Tenancy>,
+    state: web::Data<crate::AdminState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = tenant_id(&id)?;
     let d = tenancy.delete_tenant(&id).await?;
+    let jobs_removed = remove_jobs(state.sockets.jobs(), id.as_str()).await;
     Ok(HttpResponse::Ok().json(TenantDeletedJson {
         id: id.to_string(),
         tokens_revoked: d.tokens_revoked,
         resources_stopped: d.resources_stopped,
         resources_left: d.resources_left,
+        jobs_removed,
     }))
+}
+
+/// Removes a deleted tenant's jobs from the job hub; a hub that cannot answer is logged (its
+/// table is in memory: a restarted hub holds none of them anyway).
+async fn remove_jobs(jobs: &steward_socket::jobs::JobHubHandle, tenant: &str) -> usize {
+    match jobs.remove_tenant(tenant.into()).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(tenant, error = %e, "cannot remove a deleted tenant's jobs");
+            0
+        }
+    }
 }
 
 /// Issues an API token for a tenant; 201. The response carries the token itself, once.

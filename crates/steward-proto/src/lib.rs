@@ -1,8 +1,9 @@
 //! The .proto files of Steward's gRPC API and the code tonic generates from
 //! them; no logic. Servers implement the generated traits (for example
-//! [`admin::v1::admin_server::Admin`] and [`tenancy::v1::tenancy_server::Tenancy`])
-//! and clients use the generated clients (for example
-//! [`admin::v1::admin_client::AdminClient`] and
+//! [`admin::v1::admin_server::Admin`], [`jobs::v1::jobs_server::Jobs`] and
+//! [`tenancy::v1::tenancy_server::Tenancy`]) and clients use the generated
+//! clients (for example [`admin::v1::admin_client::AdminClient`],
+//! [`jobs::v1::jobs_client::JobsClient`] and
 //! [`tenancy::v1::tenancy_client::TenancyClient`]).
 //!
 //! The .proto files live in this crate's `proto/` directory;
@@ -16,6 +17,16 @@ pub mod admin {
     #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
     pub mod v1 {
         tonic::include_proto!("steward.admin.v1");
+    }
+}
+
+/// The `steward.jobs` protobuf packages.
+pub mod jobs {
+    /// The `steward.jobs.v1` protobuf package: the `Jobs` service, called with a tenant's API
+    /// token.
+    #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("steward.jobs.v1");
     }
 }
 

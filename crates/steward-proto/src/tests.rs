@@ -67,3 +67,21 @@ fn descriptor_set_has_the_tenancy_service() {
     assert_eq!(who.output_type(), ".steward.tenancy.v1.WhoAmIResponse");
     assert!(!who.server_streaming() && !who.client_streaming(), "WhoAmI is unary");
 }
+
+#[test]
+fn descriptor_set_has_the_jobs_service() {
+    let set = FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).expect("a valid FileDescriptorSet");
+    let service = service(&set, "steward.jobs.v1", "Jobs");
+
+    assert_eq!(
+        method_names(&service),
+        ["CancelJob", "CreateJob", "GetJob", "UpdateJob", "WatchJob"]
+    );
+    for method in &service.method {
+        let name = method.name();
+        assert_eq!(method.input_type(), format!(".steward.jobs.v1.{name}Request"));
+        assert_eq!(method.output_type(), ".steward.jobs.v1.Job", "{name} answers with jobs");
+        assert!(!method.client_streaming(), "{name} takes one request");
+        assert_eq!(method.server_streaming(), name == "WatchJob", "only WatchJob streams");
+    }
+}

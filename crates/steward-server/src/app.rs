@@ -13,6 +13,9 @@ use steward_core::watchdog::WatchdogHandle;
 use steward_core::{Registry, Strategy, SupervisorSpec};
 use steward_grpc::GrpcSpec;
 use steward_http::{AdminState, ListenerSpec, admin_app_config, public_app_config};
+use steward_socket::SocketService;
+use steward_socket::jobs::JobHubHandle;
+use steward_socket::monitor::MonitorHandle;
 use steward_tenancy::Tenancy;
 use tokio_util::sync::CancellationToken;
 
@@ -66,6 +69,9 @@ async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Re
     ));
     let watchdog = WatchdogHandle::new();
     let streams = CancellationToken::new();
+    let jobs = JobHubHandle::new();
+    let sockets = SocketService::new(config.socket.clone(), jobs.clone());
+    let monitor = MonitorHandle::new();
     let listener_grace = config.supervisor.child_shutdown;
 
     let admin = ListenerSpec::new(
@@ -81,6 +87,8 @@ async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Re
             coordinator: coordinator.clone(),
             token: token.clone(),
             tenancy: tenancy.clone(),
+            sockets: sockets.clone(),
+            monitor: monitor.clone(),
         }),
     );
     let public = ListenerSpec::new(
@@ -88,8 +96,12 @@ async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Re
         config.http.listen,
         config.http.workers,
         listener_grace,
-        public_app_config(tenancy.clone()),
-    );
+        public_app_config(tenancy.clone(), sockets.clone(), registry.clone()),
+    )
+    .send_buffer(match config.socket.send_buffer.as_u64() {
+        0 => None,
+        n => usize::try_from(n).ok(),
+    });
     let grpc = GrpcSpec {
         config: config.grpc.clone(),
         runtime: grpc_runtime,
@@ -98,10 +110,19 @@ async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Re
         token,
         streams: streams.clone(),
         tenancy: tenancy.clone(),
+        jobs: jobs.clone(),
+        watch_buffer: config.jobs.watch_buffer as usize,
     };
     let root_spec = SupervisorSpec::from_config("steward", Strategy::OneForOne, &config.supervisor)
         .child(watchdog.child_spec(config.watchdog.clone()))
         .child(tenancy.purge_spec())
+        .child(jobs.child_spec(config.jobs.clone()))
+        .child(sockets.supervisor_spec(&config.supervisor))
+        .child(monitor.child_spec(
+            config.socket.monitor.clone(),
+            jobs.clone(),
+            sockets.counters().clone(),
+        ))
         .child(admin.child_spec())
         .child(public.clone().child_spec())
         .child(grpc.child_spec());
@@ -112,6 +133,23 @@ async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Re
             Phase::StopAccepting,
             "pause public http",
             Arc::new(move || public.pause().boxed()),
+        );
+    }
+    {
+        let (sockets, registry) = (sockets.clone(), registry.clone());
+        let deadline = config.shutdown.deadlines.notify_clients;
+        coordinator.on(
+            Phase::NotifyClients,
+            "close sockets 1001",
+            Arc::new(move || {
+                let (sockets, registry) = (sockets.clone(), registry.clone());
+                async move {
+                    let asked =
+                        sockets.close_all(&registry, std::time::Instant::now() + deadline).await;
+                    tracing::info!(sockets = asked, "sockets told 1001 server shutting down");
+                }
+                .boxed()
+            }),
         );
     }
     coordinator.on(

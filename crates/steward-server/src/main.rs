@@ -2,10 +2,13 @@
 //!
 //! `steward serve [--config PATH]` runs the server; `steward check-config [--config PATH]`
 //! validates a configuration and exits 0, or 2 naming the offending key; `steward whoami`
-//! checks the tenant API token in `$STEWARD_TOKEN` against a running server over gRPC.
+//! checks the tenant API token in `$STEWARD_TOKEN` against a running server over gRPC, and
+//! `steward job …` creates, updates, reads, cancels and watches that tenant's jobs over gRPC.
 #![forbid(unsafe_code)]
 
 mod app;
+mod client;
+mod job;
 mod signals;
 mod telemetry;
 mod whoami;
@@ -41,6 +44,16 @@ enum Command {
         #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:50051")]
         grpc: String,
     },
+    /// Create, update, read, cancel or watch a job of the tenant whose API token is in
+    /// $STEWARD_TOKEN, over gRPC (steward.jobs.v1.Jobs); exit 1 when the call is refused.
+    Job {
+        /// The gRPC address.
+        #[arg(long, global = true, value_name = "URL", default_value = "http://127.0.0.1:50051")]
+        grpc: String,
+        /// What to do.
+        #[command(subcommand)]
+        command: job::JobCommand,
+    },
     /// Validate the configuration (defaults + file + environment) and exit.
     CheckConfig {
         /// A TOML file layered over the defaults.
@@ -58,6 +71,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Whoami { grpc } => whoami::run(&grpc).unwrap_or_else(|e| {
             eprintln!("steward whoami: {e:#}");
+            ExitCode::FAILURE
+        }),
+        Command::Job { grpc, command } => job::run(&grpc, command).unwrap_or_else(|e| {
+            eprintln!("steward job: {e:#}");
             ExitCode::FAILURE
         }),
         Command::CheckConfig { config } => match Config::load(config.as_deref()) {

@@ -1,0 +1,204 @@
+//! `GET /v1/ws`: the WebSocket front door (protocol: `docs/protocol/websocket.md`).
+//!
+//! Admission happens before the upgrade, in this order: not shutting down (else 503), a valid
+//! tenant token (401), a WebSocket handshake (400), the client IP's cap (429), the node's cap
+//! (503), the tenant's `sockets` quota (429). Then actix-ws answers the upgrade, and the
+//! connection is handed to a socket actor under the `sockets` supervisor: its outbound frames
+//! through [`ActixWire`], its inbound frames through a pump on this worker that ends as soon as
+//! the actor's receiver is gone (decision 0006: actix-ws, not actix-web-actors).
+
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseReason, ProtocolError, Session};
+use futures_util::StreamExt;
+use futures_util::future::LocalBoxFuture;
+use steward_core::tracker::CountedTask;
+use steward_core::{Registry, ResourceKind};
+use steward_socket::SocketService;
+use steward_socket::socket::{Inbound, Outgoing, Wire, WireClosed};
+use steward_socket::stats::Rejection;
+use steward_tenancy::Tenancy;
+use tokio::sync::mpsc;
+
+use crate::{ApiError, Tenant};
+
+/// The upgrade handler.
+pub(crate) async fn upgrade(
+    req: HttpRequest,
+    body: web::Payload,
+    sockets: web::Data<SocketService>,
+    tenancy: web::Data<Tenancy>,
+    registry: web::Data<Registry>,
+) -> Result<HttpResponse, ApiError> {
+    let stats = sockets.counters().clone();
+    let config = sockets.config();
+    let retry_after = config.retry_after.as_secs().max(1);
+    let refuse = |why: Rejection, e: ApiError| {
+        stats.rejected(why);
+        e
+    };
+    if registry.is_shutting_down() {
+        return Err(refuse(Rejection::ShuttingDown, shutting_down(retry_after)));
+    }
+    let Tenant(tenant) = Tenant::from_request(&req, &mut Payload::None)
+        .await
+        .map_err(|e| refuse(Rejection::Unauthenticated, e))?;
+    let (response, session, stream) = actix_ws::handle(&req, body).map_err(|e| {
+        refuse(
+            Rejection::BadRequest,
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("not a WebSocket upgrade: {e}"),
+            ),
+        )
+    })?;
+    let peer = req.peer_addr().map_or(std::net::Ipv4Addr::LOCALHOST.into(), |a| a.ip());
+    let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let ip = sockets.client_ip(peer, forwarded);
+    let Some(ip_slot) = sockets.admit_ip(ip) else {
+        return Err(refuse(
+            Rejection::PerIp,
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                format!("{ip} holds the maximum of {} sockets", config.max_per_ip),
+            )
+            .retry_after(retry_after),
+        ));
+    };
+    if registry.count_of(&[ResourceKind::Socket]) >= u64::from(config.max_connections) {
+        return Err(refuse(
+            Rejection::NodeCap,
+            node_full(config.max_connections as usize, retry_after),
+        ));
+    }
+    let reservation = tenancy
+        .admit(&tenant, ResourceKind::Socket)
+        .map_err(|e| refuse(Rejection::Quota, ApiError::from(e)))?;
+    let (tx, rx) = mpsc::channel(steward_socket::INBOUND_BUFFER);
+    let wire = Box::new(ActixWire(session));
+    let tenant_id: std::sync::Arc<str> = tenant.tenant_id().as_str().into();
+    let id = match sockets.open(tenant_id, ip, rx, wire, (ip_slot, reservation)).await {
+        Ok(id) => id,
+        Err(steward_socket::OpenError::NodeCap(max)) => {
+            return Err(refuse(Rejection::NodeCap, node_full(max, retry_after)));
+        }
+        Err(steward_socket::OpenError::ShuttingDown) => {
+            return Err(refuse(Rejection::ShuttingDown, shutting_down(retry_after)));
+        }
+        Err(e @ steward_socket::OpenError::Unavailable(_)) => {
+            tracing::error!(error = %e, "cannot open a socket");
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            )
+            .retry_after(retry_after));
+        }
+    };
+    let stream = stream
+        .max_frame_size(byte_limit(config.max_frame.as_u64()))
+        .aggregate_continuations()
+        .max_continuation_size(byte_limit(config.max_message.as_u64()));
+    let counted = registry.count_task(id);
+    #[allow(clippy::disallowed_methods)]
+    // the pump must run on this worker (the payload is !Send); it ends when the socket's
+    // receiver is dropped, and is counted as the socket's task while it runs
+    actix_web::rt::spawn(pump(stream, tx, counted));
+    Ok(response)
+}
+
+fn byte_limit(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+fn shutting_down(retry_after: u64) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down")
+        .retry_after(retry_after)
+}
+
+fn node_full(max: usize, retry_after: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "node_full",
+        format!("this node holds its maximum of {max} sockets"),
+    )
+    .retry_after(retry_after)
+}
+
+/// Reads the connection and hands each message to the socket actor; ends when the connection
+/// ends, after a terminal frame (Close, too big, protocol error), or as soon as the actor's
+/// receiver is dropped, whichever comes first.
+async fn pump(
+    mut stream: AggregatedMessageStream,
+    tx: mpsc::Sender<Inbound>,
+    _counted: Option<CountedTask>,
+) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = tx.closed() => return,
+            next = stream.next() => next,
+        };
+        let inbound = match next {
+            None => return,
+            Some(Ok(AggregatedMessage::Text(text))) => Inbound::Text(text),
+            Some(Ok(AggregatedMessage::Binary(bytes))) => Inbound::Binary(bytes.len()),
+            Some(Ok(AggregatedMessage::Ping(bytes))) => Inbound::Ping(bytes.to_vec()),
+            Some(Ok(AggregatedMessage::Pong(_))) => Inbound::Pong,
+            Some(Ok(AggregatedMessage::Close(reason))) => {
+                Inbound::Close(reason.map(|r| u16::from(r.code)))
+            }
+            Some(Err(e)) => match inbound_error(&e) {
+                Some(inbound) => inbound,
+                // the connection itself failed (reset, broken pipe): it vanished
+                None => return,
+            },
+        };
+        let terminal =
+            matches!(inbound, Inbound::Close(_) | Inbound::TooBig | Inbound::Protocol(_));
+        if tx.send(inbound).await.is_err() || terminal {
+            return;
+        }
+    }
+}
+
+/// A frame over `max_frame` is the codec's `Overflow`; a message over `max_message` is
+/// actix-ws's continuation size error (an I/O error with that text, actix-ws 0.4); any other
+/// I/O error means the connection is gone (`None`: the socket records 1006); the rest are
+/// malformed frames.
+fn inbound_error(e: &ProtocolError) -> Option<Inbound> {
+    match e {
+        ProtocolError::Overflow => Some(Inbound::TooBig),
+        ProtocolError::Io(io) if io.to_string().contains("maximum continuation size") => {
+            Some(Inbound::TooBig)
+        }
+        ProtocolError::Io(_) => None,
+        other => Some(Inbound::Protocol(other.to_string())),
+    }
+}
+
+/// The socket's [`Wire`] over an actix-ws [`Session`].
+struct ActixWire(Session);
+
+impl Wire for ActixWire {
+    fn send(&mut self, frame: Outgoing) -> LocalBoxFuture<'_, Result<(), WireClosed>> {
+        Box::pin(async move {
+            match frame {
+                Outgoing::Text(text) => self.0.text(text).await,
+                Outgoing::Ping => self.0.ping(b"").await,
+                Outgoing::Pong(payload) => self.0.pong(&payload).await,
+            }
+            .map_err(|_| WireClosed)
+        })
+    }
+
+    fn close(self: Box<Self>, code: u16, reason: &'static str) -> LocalBoxFuture<'static, ()> {
+        let reason = CloseReason { code: code.into(), description: Some(reason.to_owned()) };
+        Box::pin(async move {
+            let _ = self.0.close(Some(reason)).await;
+        })
+    }
+}
