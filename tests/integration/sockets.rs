@@ -735,3 +735,39 @@ async fn deleting_a_tenant_closes_its_sockets_and_removes_its_jobs() {
     assert_eq!(metric(&s, "steward_jobs_subscriptions").await, 1.0);
     assert_eq!(metric(&s, "steward_jobs{state=\"all\"}").await, 1.0);
 }
+
+#[tokio::test]
+async fn the_memory_monitor_raises_its_alarms_and_remediates_inactive_sockets() {
+    let s = Steward::start(&[
+        ("STEWARD__SOCKET__MONITOR__INTERVAL", "100ms"),
+        ("STEWARD__SOCKET__MONITOR__BASELINE_SAMPLES", "1"),
+        ("STEWARD__SOCKET__MONITOR__MAX_CONNECTIONS", "0"),
+        ("STEWARD__SOCKET__MONITOR__INACTIVE_AFTER", "200ms"),
+        ("STEWARD__SOCKET__MONITOR__REMEDIATE_INACTIVE_AFTER", "500ms"),
+    ])
+    .await;
+    let token = tenant(&s, "acme").await;
+    let mut ws = connect(&s, &token).await;
+    // more than max_connections (0) open: the alarm is raised and logged
+    assert!(
+        eventually(WITHIN, || async {
+            metric(&s, "steward_socket_monitor_alarm{alarm=\"high_connections\"}").await == 1.0
+        })
+        .await
+    );
+    assert!(s.find_message("socket monitor alarm raised").is_some());
+    // the socket sends nothing: once inactive beyond the remediation age it is closed like an
+    // idle one
+    let notice = next_json(&mut ws).await;
+    assert_eq!(notice["code"], "idle_timeout");
+    assert_eq!(close_code(&mut ws, WITHIN).await.map(|c| c.0), Some(4000));
+    assert!(eventually(WITHIN, || async { live_sockets(&s).await.is_empty() }).await);
+    assert_eq!(metric(&s, "steward_socket_remediated_total").await, 1.0);
+    assert!(
+        eventually(WITHIN, || async {
+            metric(&s, "steward_socket_monitor_alarm{alarm=\"high_connections\"}").await == 0.0
+        })
+        .await,
+        "the alarm clears when the sockets are gone"
+    );
+}

@@ -370,7 +370,13 @@ async fn tenants_are_read_patched_and_deleted_with_their_tokens() {
     let d: Value = r.json().await.unwrap();
     assert_eq!(
         d,
-        json!({"id": "acme", "tokens_revoked": 1, "resources_stopped": 0, "resources_left": 0})
+        json!({
+            "id": "acme",
+            "tokens_revoked": 1,
+            "resources_stopped": 0,
+            "resources_left": 0,
+            "jobs_removed": 0
+        })
     );
     assert_eq!(s.whoami(&bearer).await.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(s.get("/v1/tenants/acme").send().await.unwrap().status(), StatusCode::NOT_FOUND);
