@@ -49,8 +49,9 @@ use crate::model::{
 };
 use crate::purge::{PurgeLink, PurgeSpec};
 
-/// How many times an update retries after losing an optimistic-concurrency race.
-const UPDATE_RETRIES: usize = 8;
+/// How many times an update tries before giving up with `Conflict`: more than any realistic
+/// number of concurrent patches of one tenant (each lost race is another patch succeeding).
+const UPDATE_RETRIES: u64 = 32;
 
 /// A tenant with its effective quotas and live usage.
 #[derive(Debug, Clone)]
@@ -269,7 +270,12 @@ impl Tenancy {
         if let Some(Some(e)) = &patch.browser_endpoint {
             validate_endpoint(e)?;
         }
-        for _ in 0..UPDATE_RETRIES {
+        for attempt in 0..UPDATE_RETRIES {
+            if attempt > 0 {
+                // a lost race means another patch made progress; back off a little so N
+                // concurrent patches do not keep colliding (each one wins within N attempts)
+                tokio::time::sleep(std::time::Duration::from_millis(attempt)).await;
+            }
             let mut t = self
                 .inner
                 .store
