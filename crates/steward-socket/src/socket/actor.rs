@@ -50,11 +50,14 @@ impl Resource for Socket {
         &mut self.rcx
     }
 
-    /// Sends the Close frame this stop calls for and waits (bounded) for the writer to end. The
-    /// subscriptions, timers and the queue are released when the actor drops right after.
+    /// Sends the Close frame this stop calls for, after what is already queued (bounded by the
+    /// close timeout), and waits (bounded) for the writer to end. The subscriptions, timers and
+    /// the queue are released when the actor drops right after.
     fn cleanup(&mut self, reason: &ExitReason) -> LocalBoxFuture<'static, ()> {
         let (frame, flush) = match (self.close.take(), reason) {
-            (Some(frame), _) => (frame, false),
+            // replies already queued (the `rate_limited` errors before a 1008, say) go out
+            // first, bounded by the close timeout; only a slow consumer's backlog is dropped
+            (Some(frame), _) => (frame, frame.code != CloseCode::SlowConsumer),
             (None, ExitReason::Idle) => {
                 let notice = protocol::notice(
                     "idle_timeout",
