@@ -115,18 +115,26 @@ impl Socket {
         if self.rcx.is_stopping() {
             return;
         }
-        self.close_tx = None;
         match exit {
             Some(WriterExit::SlowConsumer) => {
                 // the writer already sent 4008 and counted it; stop without another frame
+                self.close_tx = None;
                 self.close = None;
                 stop_resource(self, ctx, ExitReason::error("close 4008 slow consumer"));
             }
-            Some(WriterExit::WireGone | WriterExit::Closed) | None => {
-                self.stats.closed(CloseCode::Abnormal);
-                stop_resource(self, ctx, ExitReason::Normal);
-            }
+            Some(WriterExit::WireGone | WriterExit::Closed) | None => self.connection_lost(ctx),
         }
+    }
+
+    /// The connection went away without a Close frame (1006, recorded, never sent): nothing is
+    /// left to write to, so the stop sends no frame.
+    pub(super) fn connection_lost(&mut self, ctx: &mut Context<Self>) {
+        if self.rcx.is_stopping() {
+            return;
+        }
+        self.close_tx = None;
+        self.stats.closed(CloseCode::Abnormal);
+        stop_resource(self, ctx, ExitReason::Normal);
     }
 
     /// The ping timer: a protocol Ping through the queue (a full queue makes this a slow

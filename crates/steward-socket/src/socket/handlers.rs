@@ -54,11 +54,7 @@ impl StreamHandler<Inbound> for Socket {
 
     /// The inbound stream ended without a Close frame: the connection is gone.
     fn finished(&mut self, ctx: &mut Context<Self>) {
-        if !self.rcx.is_stopping() {
-            self.stats.closed(CloseCode::Abnormal);
-            self.close_tx = None;
-            steward_core::stop_resource(self, ctx, steward_core::ExitReason::Normal);
-        }
+        self.connection_lost(ctx);
     }
 }
 

@@ -139,12 +139,6 @@ impl Socket {
             config,
         }
     }
-
-    /// Client IP.
-    #[must_use]
-    pub fn ip(&self) -> IpAddr {
-        self.ip
-    }
 }
 
 /// The token bucket's quota: `rate_limit` per second, bursts of `rate_burst`.
