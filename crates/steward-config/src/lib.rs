@@ -29,6 +29,25 @@ pub const DEFAULT_TOML: &str = include_str!("../../../config/steward.toml");
 /// (`STEWARD__ADMIN__LISTEN=127.0.0.1:19090`).
 pub const ENV_PREFIX: &str = "STEWARD__";
 
+/// Environment variables of the services Steward replaces that keep working as aliases of a
+/// config key (seed 001's proxy read these), weaker than `STEWARD__*`.
+pub const ENV_ALIASES: [(&str, &str); 2] = [
+    ("PRODUCER_CLEANUP_TIMEOUT", "messaging.producer_cleanup_timeout"),
+    ("CONSUMER_CLEANUP_TIMEOUT", "messaging.consumer_cleanup_timeout"),
+];
+
+/// The [`ENV_ALIASES`] as a figment provider.
+fn seed_aliases() -> Env {
+    Env::raw()
+        .filter(|key| ENV_ALIASES.iter().any(|(alias, _)| key.as_str().eq_ignore_ascii_case(alias)))
+        .map(|key| {
+            ENV_ALIASES
+                .iter()
+                .find(|(alias, _)| key.as_str().eq_ignore_ascii_case(alias))
+                .map_or_else(|| key.into(), |(_, target)| (*target).into())
+        })
+}
+
 impl Config {
     /// Loads the configuration: embedded defaults, then `path` if given, then the environment;
     /// then validates it.
@@ -45,7 +64,7 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        figment = figment.merge(seed_aliases()).merge(Env::prefixed(ENV_PREFIX).split("__"));
         Self::extract(&figment)
     }
 
@@ -167,6 +186,7 @@ impl Config {
         }
         self.validate_socket()?;
         self.validate_jobs()?;
+        self.validate_messaging()?;
         if self.log.level.trim().is_empty() {
             return Err(Error::invalid("log.level", "must not be empty"));
         }
@@ -227,6 +247,59 @@ impl Config {
                 "socket.monitor.max_inactive_ratio",
                 "must be between 0 and 1",
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_messaging(&self) -> Result<()> {
+        let m = &self.messaging;
+        for (field, zero) in [
+            ("messaging.max_producers", m.max_producers == 0),
+            ("messaging.max_consumers", m.max_consumers == 0),
+            ("messaging.max_batch", m.max_batch == 0),
+            ("messaging.max_outstanding_messages", m.max_outstanding_messages == 0),
+            ("messaging.max_delivery_attempts", m.max_delivery_attempts == 0),
+            ("messaging.topic_max_messages", m.topic_max_messages == 0),
+        ] {
+            if zero {
+                return Err(Error::invalid(field, "must be at least 1"));
+            }
+        }
+        for (field, d) in [
+            ("messaging.send_timeout", m.send_timeout),
+            ("messaging.producer_cleanup_timeout", m.producer_cleanup_timeout),
+            ("messaging.producer_sweep_interval", m.producer_sweep_interval),
+            ("messaging.invisible_duration", m.invisible_duration),
+            ("messaging.heartbeat_interval", m.heartbeat_interval),
+            ("messaging.write_stall_timeout", m.write_stall_timeout),
+            ("messaging.dedup_window", m.dedup_window),
+        ] {
+            if d.is_zero() {
+                return Err(Error::invalid(field, "must be greater than 0s"));
+            }
+        }
+        if m.invisible_duration > m.max_invisible_duration {
+            return Err(Error::invalid(
+                "messaging.invisible_duration",
+                "must not be greater than messaging.max_invisible_duration",
+            ));
+        }
+        if m.max_outstanding_messages > m.max_outstanding_messages_limit
+            || m.max_outstanding_bytes > m.max_outstanding_bytes_limit
+        {
+            return Err(Error::invalid(
+                "messaging.max_outstanding_messages",
+                "the defaults must not exceed their limits",
+            ));
+        }
+        if m.max_body > m.max_message {
+            return Err(Error::invalid(
+                "messaging.max_body",
+                "must not be greater than messaging.max_message",
+            ));
+        }
+        if m.backend == BrokerBackend::Nats && m.url.trim().is_empty() {
+            return Err(Error::invalid("messaging.url", "must name a NATS server"));
         }
         Ok(())
     }

@@ -38,6 +38,8 @@ pub struct Config {
     pub socket: SocketConfig,
     /// `[jobs]`: the job hub (asynchronous jobs that sockets and `WatchJob` follow).
     pub jobs: JobsConfig,
+    /// `[messaging]`: the producer/consumer proxy and its broker (embedded or NATS JetStream).
+    pub messaging: MessagingConfig,
 }
 
 /// `[admin]`.
@@ -128,7 +130,8 @@ pub struct IdleConfig {
     /// Browser sessions. Default 5 min.
     #[serde(with = "humantime_serde")]
     pub session: Duration,
-    /// Message producers (`PRODUCER_CLEANUP_TIMEOUT` of seed 001). Default 30 s.
+    /// Message producers. Default 0 s: the messaging sweep owns their idle timeout
+    /// (`[messaging] producer_cleanup_timeout`, seed 001's `PRODUCER_CLEANUP_TIMEOUT`).
     #[serde(with = "humantime_serde")]
     pub producer: Duration,
     /// Message consumers. Default 0 s (off: a consumer lives as long as its stream).
@@ -447,4 +450,95 @@ pub struct JobsConfig {
     /// Updates buffered per `WatchJob` stream; a watcher that falls further behind is ended
     /// with `RESOURCE_EXHAUSTED` (it never slows the hub). Default 64.
     pub watch_buffer: u32,
+}
+
+/// Which broker stores messages (`[messaging] backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerBackend {
+    /// In-process, in memory: nothing survives a restart. The default.
+    Embedded,
+    /// NATS JetStream at `[messaging] url` (one stream per tenant topic, one durable pull
+    /// consumer per group). Works with nats-server 2.9 and later.
+    Nats,
+}
+
+/// `[messaging]`: the gRPC producer/consumer proxy (`steward.messaging.v1.Messaging`).
+///
+/// Names follow the references: RocketMQ 5's gRPC proxy (invisible duration, receipt handles,
+/// `PRODUCER_CLEANUP_TIMEOUT`), Pub/Sub StreamingPull (max outstanding messages/bytes) and NATS
+/// JetStream (duplicate window, max deliveries).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessagingConfig {
+    /// `embedded` (default) or `nats`.
+    pub backend: BrokerBackend,
+    /// NATS server URL(s), comma-separated, used when `backend = "nats"`.
+    /// Default `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// How long `SendMessage` waits for the broker to store a batch before the undecided
+    /// messages answer `UNAVAILABLE`. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
+    /// A producer with no send in flight and no activity for this long is stopped by the sweep
+    /// (seed 001's `PRODUCER_CLEANUP_TIMEOUT`; that environment variable is an alias).
+    /// Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub producer_cleanup_timeout: Duration,
+    /// Interval of the idle-producer sweep (seed 001: 30 s). Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub producer_sweep_interval: Duration,
+    /// How long a consumer group's state (its position and backlog) outlives its last stream
+    /// (seed 001's `CONSUMER_CLEANUP_TIMEOUT`; that environment variable is an alias).
+    /// Default 1 h.
+    #[serde(with = "humantime_serde")]
+    pub consumer_cleanup_timeout: Duration,
+    /// Most live producers on this node. Default 100000.
+    pub max_producers: u32,
+    /// Most live consumers (receive streams) on this node. Default 10000.
+    pub max_consumers: u32,
+    /// Most messages in one `SendMessage` batch. Default 1000.
+    pub max_batch: u32,
+    /// Largest message body. Default 4 MiB (RocketMQ's default).
+    pub max_body: ByteSize,
+    /// Largest message in total (body, tag, keys and properties). Default 4 MiB + 64 KiB.
+    pub max_message: ByteSize,
+    /// Largest encoded gRPC request to the messaging service (tonic's
+    /// `max_decoding_message_size`; beyond it the call fails before Steward sees it).
+    /// Default 16 MiB.
+    pub max_request: ByteSize,
+    /// Default invisible duration of a delivery (JetStream's ack wait). Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub invisible_duration: Duration,
+    /// Longest invisible duration a client may ask for. Default 12 h (RocketMQ's limit).
+    #[serde(with = "humantime_serde")]
+    pub max_invisible_duration: Duration,
+    /// Default `max_outstanding_messages` of a stream (Pub/Sub's default). Default 1000.
+    pub max_outstanding_messages: u32,
+    /// Default `max_outstanding_bytes` of a stream. Default 16 MiB.
+    pub max_outstanding_bytes: ByteSize,
+    /// Ceilings a stream may ask for: messages, bytes. Defaults 10000 and 64 MiB.
+    pub max_outstanding_messages_limit: u32,
+    /// See `max_outstanding_messages_limit`.
+    pub max_outstanding_bytes_limit: ByteSize,
+    /// A stream with nothing to deliver sends a heartbeat this often. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A write to a client stalled this long returns its messages to the broker and counts a
+    /// `channel_full_event` (seed 001: 5 s). Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub write_stall_timeout: Duration,
+    /// Delivery attempts before a message moves to the dead-letter topic `<topic>.dlq`.
+    /// Default 16 (RocketMQ's default max reconsume times).
+    pub max_delivery_attempts: u32,
+    /// Window in which a repeated client message id is a duplicate (JetStream's
+    /// `duplicate_window`, 2 min). Default 2 min.
+    #[serde(with = "humantime_serde")]
+    pub dedup_window: Duration,
+    /// Embedded broker: most messages waiting (ready, delayed or leased) per group of a topic;
+    /// a full topic answers `RETRY_LATER`. Default 100000.
+    pub topic_max_messages: u32,
+    /// Embedded broker: most body bytes held per topic. Default 256 MiB. NATS: the stream's
+    /// `max_bytes` (discard new). Both answer `RETRY_LATER` beyond.
+    pub topic_max_bytes: ByteSize,
 }

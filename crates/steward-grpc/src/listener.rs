@@ -54,6 +54,8 @@ pub struct GrpcSpec {
     pub jobs: JobHubHandle,
     /// Updates buffered per `WatchJob` stream (`[jobs] watch_buffer`).
     pub watch_buffer: usize,
+    /// The messaging proxy, served as `steward.messaging.v1.Messaging`.
+    pub messaging: steward_messaging::Messaging,
 }
 
 impl GrpcSpec {

@@ -13,6 +13,7 @@ use steward_core::watchdog::WatchdogHandle;
 use steward_core::{Registry, Strategy, SupervisorSpec};
 use steward_grpc::GrpcSpec;
 use steward_http::{AdminState, ListenerSpec, admin_app_config, public_app_config};
+use steward_messaging::Messaging;
 use steward_socket::SocketService;
 use steward_socket::jobs::JobHubHandle;
 use steward_socket::monitor::MonitorHandle;
@@ -72,6 +73,7 @@ async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Re
     let jobs = JobHubHandle::new();
     let sockets = SocketService::new(config.socket.clone(), jobs.clone());
     let monitor = MonitorHandle::new();
+    let messaging = Messaging::new(config.messaging.clone(), registry.clone());
     let listener_grace = config.supervisor.child_shutdown;
 
     let admin = ListenerSpec::new(
@@ -112,6 +114,7 @@ async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Re
         tenancy: tenancy.clone(),
         jobs: jobs.clone(),
         watch_buffer: config.jobs.watch_buffer as usize,
+        messaging: messaging.clone(),
     };
     let root_spec = SupervisorSpec::from_config("steward", Strategy::OneForOne, &config.supervisor)
         .child(watchdog.child_spec(config.watchdog.clone()))
@@ -123,6 +126,7 @@ async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Re
             jobs.clone(),
             sockets.counters().clone(),
         ))
+        .children(messaging.child_specs(&config.supervisor))
         .child(admin.child_spec())
         .child(public.clone().child_spec())
         .child(grpc.child_spec());

@@ -251,6 +251,13 @@ impl SupervisorSpec {
         self
     }
 
+    /// Adds static children in start order (a resource crate's group of services).
+    #[must_use]
+    pub fn children(mut self, specs: impl IntoIterator<Item = ChildSpec>) -> Self {
+        self.children.extend(specs);
+        self
+    }
+
     /// Sets the admission cap.
     #[must_use]
     pub fn max_children(mut self, max: usize) -> Self {
