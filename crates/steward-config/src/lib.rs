@@ -298,6 +298,12 @@ impl Config {
                 "must not be greater than messaging.max_message",
             ));
         }
+        if m.max_request < m.max_message {
+            return Err(Error::invalid(
+                "messaging.max_request",
+                "must not be smaller than messaging.max_message (one delivery must fit a frame)",
+            ));
+        }
         if m.backend == BrokerBackend::Nats && m.url.trim().is_empty() {
             return Err(Error::invalid("messaging.url", "must name a NATS server"));
         }

@@ -19,11 +19,14 @@ pub mod broker;
 pub mod consumer;
 pub mod embedded;
 mod error;
+mod hub;
 pub mod names;
 pub mod nats;
 pub mod producer;
 pub mod service;
 pub mod stats;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use broker::{
     Broker, BrokerError, BrokerSettings, Delivery, GroupKey, Lease, Message, OutMessage, Pull,
@@ -31,7 +34,7 @@ pub use broker::{
 };
 pub use error::{EntryError, MessagingError};
 pub use service::{
-    Admit, AdmitGuard, CleanupReport, ConsumerEvent, Delivered, Messaging, ReceiveSpec,
-    SendEntry, SendResult,
+    Admit, AdmitGuard, CleanupReport, ConsumerEvent, Delivered, Messaging, ReceiveSpec, SendEntry,
+    SendResult,
 };
 pub use stats::{MessagingStats, MessagingStatsSnapshot};

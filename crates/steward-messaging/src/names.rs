@@ -88,10 +88,7 @@ pub fn check_id(field: &str, value: &str) -> Result<(), Invalid> {
 /// [`Invalid`] naming `field`.
 pub fn check_tag(field: &str, value: &str) -> Result<(), Invalid> {
     if value.is_empty() || value.len() > MAX_TAG_LEN || !value.chars().all(name_char) {
-        return Err(Invalid::new(
-            field,
-            format!("1 to {MAX_TAG_LEN} letters, digits, '-' or '_'"),
-        ));
+        return Err(Invalid::new(field, format!("1 to {MAX_TAG_LEN} letters, digits, '-' or '_'")));
     }
     Ok(())
 }
@@ -158,7 +155,9 @@ pub fn check_properties(field: &str, props: &BTreeMap<String, String>) -> Result
         if value.len() > MAX_PROPERTY_VALUE_LEN || value.chars().any(char::is_control) {
             return Err(Invalid::new(
                 format!("{field}.{name}"),
-                format!("values are at most {MAX_PROPERTY_VALUE_LEN} bytes without control characters"),
+                format!(
+                    "values are at most {MAX_PROPERTY_VALUE_LEN} bytes without control characters"
+                ),
             ));
         }
     }

@@ -2,14 +2,39 @@
 //! server wires into the supervision tree.
 
 use std::any::Any;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
-use steward_config::MessagingConfig;
+use futures_util::future::join_all;
+use steward_config::{BrokerBackend, MessagingConfig, SupervisorConfig};
+use steward_core::{
+    ChildSpec, ExitReason, Registry, ResourceKind, RestartType, Strategy, SupervisorCell,
+    SupervisorSpec,
+};
+use tokio::sync::mpsc;
 
-use crate::broker::{Message, OutMessage};
+use crate::broker::{
+    Broker, BrokerSettings, GroupKey, Message, OutMessage, SendOutcome, TagFilter, TopicKey,
+};
+use crate::consumer::{
+    Consumer, ConsumerParts, ConsumerStream, Directory, STREAM_BUFFER, StreamSettings,
+    parse_receipt,
+};
+use crate::embedded::EmbeddedBroker;
 use crate::error::{EntryError, MessagingError};
+use crate::hub::MessagingHub;
+use crate::names::{self, Invalid};
+use crate::producer::{InFlight, Producer, ProducerKey, ProducerTable};
 use crate::stats::MessagingStats;
+
+/// Shortest invisible duration a stream or a `ChangeInvisibleDuration` may ask for (except 0
+/// for "visible now" in `ChangeInvisibleDuration`).
+pub const MIN_INVISIBLE_DURATION: Duration = Duration::from_millis(100);
+
+/// How long `CleanupConsumer` waits for the streams it ends to be gone.
+const CLEANUP_WAIT: Duration = Duration::from_secs(5);
 
 /// What the edge's quota check returns for an admitted producer or consumer: a guard that
 /// holds the tenant's quota slot until dropped (it goes into the resource's child spec).
@@ -112,30 +137,68 @@ pub struct Messaging {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: MessagingConfig,
-    stats: Arc<MessagingStats>,
+pub(crate) struct Inner {
+    pub(crate) config: MessagingConfig,
+    pub(crate) stats: Arc<MessagingStats>,
+    pub(crate) registry: Registry,
+    /// The broker in use: set by the `messaging` service when it is up, cleared when it stops.
+    pub(crate) broker: RwLock<Option<Arc<dyn Broker>>>,
+    /// The embedded broker outlives restarts of the `messaging` service (its messages with it).
+    pub(crate) embedded: Option<Arc<EmbeddedBroker>>,
+    pub(crate) producers: Arc<ProducerTable>,
+    pub(crate) directory: Arc<Directory>,
+    producers_sup: SupervisorCell,
+    consumers_sup: SupervisorCell,
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> MessagingError {
+    MessagingError::Invalid(Invalid::new(field, reason))
 }
 
 impl Messaging {
     /// A front door over `config`'s broker; resources register in `registry`. Nothing runs
     /// until the specs of [`Messaging::child_specs`] are started by a supervisor.
     #[must_use]
-    pub fn new(config: MessagingConfig, registry: steward_core::Registry) -> Self {
-        let _ = registry;
-        Self { inner: Arc::new(Inner { config, stats: Arc::default() }) }
+    pub fn new(config: MessagingConfig, registry: Registry) -> Self {
+        let stats = Arc::new(MessagingStats::default());
+        let embedded = (config.backend == BrokerBackend::Embedded)
+            .then(|| EmbeddedBroker::new(BrokerSettings::from_config(&config), stats.clone()));
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                stats,
+                registry,
+                broker: RwLock::new(None),
+                embedded,
+                producers: Arc::default(),
+                directory: Arc::default(),
+                producers_sup: SupervisorCell::new(),
+                consumers_sup: SupervisorCell::new(),
+            }),
+        }
     }
 
     /// The children to start under the root supervisor, in order: the `messaging` service
-    /// (owns the broker and the idle-producer sweep), and the `producers` and `consumers`
-    /// dynamic supervisors.
+    /// (owns the broker connection, the idle-producer sweep and the consumer leak check), and
+    /// the `producers` and `consumers` dynamic supervisors (`max_producers`, `max_consumers`).
     #[must_use]
-    pub fn child_specs(
-        &self,
-        supervisor: &steward_config::SupervisorConfig,
-    ) -> Vec<steward_core::ChildSpec> {
-        let _ = supervisor;
-        Vec::new()
+    pub fn child_specs(&self, supervisor: &SupervisorConfig) -> Vec<ChildSpec> {
+        let me = self.clone();
+        let hub = ChildSpec::new("messaging", ResourceKind::Service, move |rcx| {
+            Ok::<_, &str>(MessagingHub::new(rcx, me.clone()))
+        });
+        let sup = |name: &str, max: u32, cell: &SupervisorCell| {
+            ChildSpec::supervisor_in(
+                SupervisorSpec::from_config(name, Strategy::Dynamic, supervisor)
+                    .max_children(max as usize),
+                cell.clone(),
+            )
+        };
+        vec![
+            hub,
+            sup("producers", self.inner.config.max_producers, &self.inner.producers_sup),
+            sup("consumers", self.inner.config.max_consumers, &self.inner.consumers_sup),
+        ]
     }
 
     /// The config.
@@ -149,10 +212,91 @@ impl Messaging {
     pub fn stats(&self) -> &Arc<MessagingStats> {
         &self.inner.stats
     }
-}
 
-#[allow(clippy::unused_async, unused_variables, clippy::needless_pass_by_value)]
-impl Messaging {
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    /// The broker, when it is up.
+    fn broker(&self) -> Result<Arc<dyn Broker>, MessagingError> {
+        if self.inner.registry.is_shutting_down() {
+            return Err(MessagingError::Unavailable("the server is shutting down".into()));
+        }
+        self.inner
+            .broker
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| MessagingError::Unavailable("the broker is not connected".into()))
+    }
+
+    fn check_batch(&self, field: &str, n: usize) -> Result<(), MessagingError> {
+        if n == 0 {
+            return Err(invalid(field, "must not be empty"));
+        }
+        let max = self.inner.config.max_batch as usize;
+        if n > max {
+            return Err(invalid(field, format!("more than {max} entries")));
+        }
+        Ok(())
+    }
+
+    fn check_entry(&self, i: usize, e: &SendEntry) -> Result<(), Invalid> {
+        let field = |f: &str| format!("messages[{i}].{f}");
+        names::check_name(&field("topic"), &e.topic)?;
+        let m = &e.message;
+        names::check_client_id(&field("client_message_id"), &m.client_id)?;
+        if let Some(tag) = &m.tag {
+            names::check_tag(&field("tag"), tag)?;
+        }
+        names::check_keys(&field("keys"), &m.keys)?;
+        names::check_properties(&field("properties"), &m.properties)?;
+        let max_body = self.inner.config.max_body.as_u64();
+        if m.body.len() as u64 > max_body {
+            return Err(Invalid::new(
+                field("body"),
+                format!("{} bytes, more than the {max_body} allowed", m.body.len()),
+            ));
+        }
+        let max = self.inner.config.max_message.as_u64();
+        if m.weight() as u64 > max {
+            return Err(Invalid::new(
+                format!("messages[{i}]"),
+                format!("{} bytes with keys and properties, more than {max}", m.weight()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A send on the producer `key`, starting it (admitted by `admit`) when there is none.
+    async fn producer(
+        &self,
+        key: ProducerKey,
+        admit: Admit<'_>,
+    ) -> Result<InFlight, MessagingError> {
+        let inner = &self.inner;
+        for _ in 0..3 {
+            if let Some(inflight) = inner.producers.acquire(&key) {
+                return Ok(inflight);
+            }
+            let hold = admit(ResourceKind::Producer)?;
+            let (table, spec_key) = (inner.producers.clone(), key.clone());
+            let spec = ChildSpec::new(key.1.clone(), ResourceKind::Producer, move |rcx| {
+                Producer::new(rcx, spec_key.clone(), table.clone())
+                    .ok_or("a producer with this id is live already")
+            })
+            .restart(RestartType::Temporary)
+            .tenant(key.0.clone())
+            .hold(hold);
+            match inner.producers_sup.start_child::<Producer>(spec).await {
+                // registered by its factory, or a concurrent send's producer won: use it
+                Ok(_) | Err(steward_core::Error::StartFailed { .. }) => {}
+                Err(e) => return Err(start_error(&e, "producers", inner.config.max_producers)),
+            }
+        }
+        Err(MessagingError::Unavailable(format!("producer {} keeps stopping", key.1)))
+    }
+
     /// `SendMessage`: validates each entry, finds or starts the producer (`producer_id`, else
     /// one per topic; `admit` is asked for each new one), stores the valid entries and answers
     /// one [`SendResult`] per entry, in order.
@@ -160,7 +304,8 @@ impl Messaging {
     /// # Errors
     /// [`MessagingError::Invalid`] for an empty batch, more than `max_batch` entries or a bad
     /// `producer_id`; [`MessagingError::Exhausted`] when a new producer is over quota or the
-    /// node cap; [`MessagingError::Unavailable`] while shutting down.
+    /// node cap; [`MessagingError::Unavailable`] while shutting down or while the broker is not
+    /// connected.
     pub async fn send(
         &self,
         tenant: &Arc<str>,
@@ -168,7 +313,113 @@ impl Messaging {
         entries: Vec<SendEntry>,
         admit: Admit<'_>,
     ) -> Result<Vec<SendResult>, MessagingError> {
-        unimplemented!("in progress")
+        self.check_batch("messages", entries.len())?;
+        if let Some(id) = producer_id {
+            names::check_id("producer_id", id)?;
+        }
+        let broker = self.broker()?;
+        let stats = &self.inner.stats;
+        let mut results: Vec<Option<SendResult>> = vec![None; entries.len()];
+        let mut by_topic: BTreeMap<String, (Vec<usize>, Vec<OutMessage>)> = BTreeMap::new();
+        for (i, e) in entries.into_iter().enumerate() {
+            if let Err(why) = self.check_entry(i, &e) {
+                MessagingStats::add(&stats.sent_invalid, 1);
+                results[i] = Some(SendResult::Invalid(why.to_string()));
+                continue;
+            }
+            let slot = by_topic.entry(e.topic).or_default();
+            slot.0.push(i);
+            slot.1.push(e.message);
+        }
+        let keys: Vec<Arc<str>> = match producer_id {
+            Some(id) => vec![id.into()],
+            None => by_topic.keys().map(|t| Arc::from(t.as_str())).collect(),
+        };
+        let mut inflight = Vec::with_capacity(keys.len());
+        for key in keys {
+            inflight.push(self.producer((tenant.clone(), key), admit).await?);
+        }
+        let timeout = self.inner.config.send_timeout;
+        let sends = by_topic.into_iter().map(|(topic, (idx, msgs))| {
+            let broker = broker.clone();
+            let key = TopicKey::new(tenant.clone(), topic);
+            async move {
+                let n = msgs.len();
+                let outcomes = tokio::time::timeout(timeout, broker.send(&key, msgs))
+                    .await
+                    .unwrap_or_else(|_| {
+                        let why = format!("the broker did not store the batch within {timeout:?}");
+                        vec![SendOutcome::Unavailable(why); n]
+                    });
+                idx.into_iter().zip(outcomes).collect::<Vec<_>>()
+            }
+        });
+        for (i, outcome) in join_all(sends).await.into_iter().flatten() {
+            let (counter, result) = match outcome {
+                SendOutcome::Stored { message_id, duplicate } => (
+                    if duplicate { &stats.sent_duplicate } else { &stats.sent_ok },
+                    SendResult::Ok { message_id, duplicate },
+                ),
+                SendOutcome::RetryLater(why) => {
+                    (&stats.sent_retry_later, SendResult::RetryLater(why))
+                }
+                SendOutcome::Unavailable(why) => {
+                    (&stats.sent_unavailable, SendResult::Unavailable(why))
+                }
+            };
+            MessagingStats::add(counter, 1);
+            results[i] = Some(result);
+        }
+        for f in &inflight {
+            self.inner.registry.touch(f.producer());
+        }
+        drop(inflight);
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| SendResult::Unavailable("not sent".into())))
+            .collect())
+    }
+
+    fn stream_settings(&self, spec: &ReceiveSpec) -> Result<StreamSettings, MessagingError> {
+        let c = &self.inner.config;
+        let msgs = match spec.max_outstanding_messages {
+            None | Some(0) => c.max_outstanding_messages,
+            Some(n) if n > c.max_outstanding_messages_limit => {
+                return Err(invalid(
+                    "max_outstanding_messages",
+                    format!("at most {}", c.max_outstanding_messages_limit),
+                ));
+            }
+            Some(n) => n,
+        };
+        let limit = c.max_outstanding_bytes_limit.as_u64();
+        let bytes = match spec.max_outstanding_bytes {
+            None | Some(0) => c.max_outstanding_bytes.as_u64(),
+            Some(n) if n > limit => {
+                return Err(invalid("max_outstanding_bytes", format!("at most {limit}")));
+            }
+            Some(n) => n,
+        };
+        let invisible = spec.invisible_duration.unwrap_or(c.invisible_duration);
+        self.check_invisible("invisible_duration", invisible, false)?;
+        Ok(StreamSettings {
+            max_outstanding_messages: msgs,
+            max_outstanding_bytes: bytes,
+            invisible_duration: invisible,
+            auto_renew: spec.auto_renew,
+        })
+    }
+
+    fn check_invisible(&self, field: &str, d: Duration, zero_ok: bool) -> Result<(), Invalid> {
+        let max = self.inner.config.max_invisible_duration;
+        if (d.is_zero() && zero_ok) || (MIN_INVISIBLE_DURATION..=max).contains(&d) {
+            Ok(())
+        } else {
+            Err(Invalid::new(
+                field,
+                format!("must be between {MIN_INVISIBLE_DURATION:?} and {max:?}"),
+            ))
+        }
     }
 
     /// `ReceiveMessages`: validates `spec`, admits and starts a consumer, and answers its event
@@ -183,23 +434,129 @@ impl Messaging {
         tenant: &Arc<str>,
         spec: ReceiveSpec,
         admit: Admit<'_>,
-    ) -> Result<crate::consumer::ConsumerStream, MessagingError> {
-        unimplemented!("in progress")
+    ) -> Result<ConsumerStream, MessagingError> {
+        names::check_name("group", &spec.group)?;
+        names::check_name("topic", &spec.topic)?;
+        let filter = match spec.tag.as_deref() {
+            None | Some("" | "*") => TagFilter::All,
+            Some(tag) => {
+                names::check_tag("tag", tag)?;
+                TagFilter::Tag(tag.into())
+            }
+        };
+        let consumer_id: Arc<str> = match spec.consumer_id.as_deref() {
+            None | Some("") => format!("c-{:016x}", fastrand::u64(..)).into(),
+            Some(id) => {
+                names::check_id("consumer_id", id)?;
+                id.into()
+            }
+        };
+        let settings = self.stream_settings(&spec)?;
+        let broker = self.broker()?;
+        let hold = admit(ResourceKind::Consumer)?;
+        let group = GroupKey {
+            topic: TopicKey::new(tenant.clone(), spec.topic.as_str()),
+            group: spec.group.as_str().into(),
+            filter,
+        };
+        let pull = broker.open(&group, settings.invisible_duration).await?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let inner = &self.inner;
+        let parts = Mutex::new(Some(ConsumerParts {
+            tenant: tenant.clone(),
+            group: group.group.clone(),
+            consumer_id: consumer_id.clone(),
+            settings,
+            pull,
+            out: tx,
+            broker,
+            directory: inner.directory.clone(),
+            stats: inner.stats.clone(),
+            heartbeat: inner.config.heartbeat_interval,
+            write_stall: inner.config.write_stall_timeout,
+        }));
+        let name = format!("{}/{}", spec.topic, spec.group);
+        let spec = ChildSpec::new(name, ResourceKind::Consumer, move |rcx| {
+            let parts = parts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+                .ok_or("a consumer cannot be restarted: its stream is gone")?;
+            Ok::<_, &str>(Consumer::new(rcx, parts))
+        })
+        .restart(RestartType::Temporary)
+        .tenant(tenant.clone())
+        .hold(hold);
+        inner
+            .consumers_sup
+            .start_child::<Consumer>(spec)
+            .await
+            .map_err(|e| start_error(&e, "consumers", inner.config.max_consumers))?;
+        Ok(ConsumerStream { rx, consumer_id, settings })
+    }
+
+    /// Finds the lease behind receipt `i`; the consumer must be live and the tenant's.
+    fn lookup(
+        &self,
+        tenant: &str,
+        field: impl FnOnce() -> String,
+        handle: &str,
+    ) -> Result<(Arc<crate::consumer::ConsumerEntry>, u64), EntryError> {
+        let Some((consumer, seq)) = parse_receipt(handle) else {
+            return Err(EntryError::Invalid(Invalid::new(field(), "not a receipt handle")));
+        };
+        match self.inner.directory.get(consumer) {
+            Some(entry) if &*entry.tenant == tenant => Ok((entry, seq)),
+            _ => Err(EntryError::NotFound(
+                "receipt not found: its stream has ended (the message was returned for redelivery)"
+                    .into(),
+            )),
+        }
+    }
+
+    fn spent() -> EntryError {
+        EntryError::NotFound(
+            "receipt not found: acked or nacked already, or its lease expired".into(),
+        )
     }
 
     /// `AckMessages`: one result per receipt, in order.
     ///
     /// # Errors
-    /// [`MessagingError::Invalid`] for an empty list or more than `max_batch` receipts.
+    /// [`MessagingError::Invalid`] for an empty list or more than `max_batch` receipts;
+    /// [`MessagingError::Unavailable`] while the broker is not connected.
     pub async fn ack(
         &self,
         tenant: &Arc<str>,
         receipts: Vec<String>,
     ) -> Result<Vec<Result<(), EntryError>>, MessagingError> {
-        unimplemented!("in progress")
+        self.check_batch("receipt_handles", receipts.len())?;
+        let broker = self.broker()?;
+        let mut results: Vec<Result<(), EntryError>> = Vec::with_capacity(receipts.len());
+        let (mut idx, mut leases) = (Vec::new(), Vec::new());
+        for (i, handle) in receipts.iter().enumerate() {
+            let taken = self
+                .lookup(tenant, || format!("receipt_handles[{i}]"), handle)
+                .and_then(|(entry, seq)| entry.leases.take(seq).ok_or_else(Self::spent));
+            match taken {
+                Ok(held) => {
+                    idx.push(i);
+                    leases.push(held.lease);
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        let acked = broker.ack(leases).await;
+        for (i, r) in idx.into_iter().zip(acked) {
+            results[i] = r.map_err(EntryError::from);
+        }
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        MessagingStats::add(&self.inner.stats.acks, ok as u64);
+        Ok(results)
     }
 
-    /// `NackMessages`: each delivery is returned for redelivery after its delay (capped at
+    /// `NackMessages`: each delivery is returned for redelivery after its delay (at most
     /// `max_invisible_duration`); the receipt is spent. One result per receipt, in order.
     ///
     /// # Errors
@@ -209,11 +566,43 @@ impl Messaging {
         tenant: &Arc<str>,
         receipts: Vec<(String, Duration)>,
     ) -> Result<Vec<Result<(), EntryError>>, MessagingError> {
-        unimplemented!("in progress")
+        self.check_batch("entries", receipts.len())?;
+        let broker = self.broker()?;
+        let max = self.inner.config.max_invisible_duration;
+        let mut results: Vec<Result<(), EntryError>> = Vec::with_capacity(receipts.len());
+        let (mut idx, mut leases) = (Vec::new(), Vec::new());
+        for (i, (handle, delay)) in receipts.iter().enumerate() {
+            if *delay > max {
+                results.push(Err(EntryError::Invalid(Invalid::new(
+                    format!("entries[{i}].delay"),
+                    format!("at most {max:?}"),
+                ))));
+                continue;
+            }
+            let taken = self
+                .lookup(tenant, || format!("entries[{i}].receipt_handle"), handle)
+                .and_then(|(entry, seq)| entry.leases.take(seq).ok_or_else(Self::spent));
+            match taken {
+                Ok(held) => {
+                    idx.push(i);
+                    leases.push((held.lease, *delay));
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        let done = broker.set_visibility(leases).await;
+        for (i, r) in idx.into_iter().zip(done) {
+            results[i] = r.map_err(EntryError::from);
+        }
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        MessagingStats::add(&self.inner.stats.nacks, ok as u64);
+        Ok(results)
     }
 
     /// `ChangeInvisibleDuration`: each delivery becomes visible again `duration` from now
-    /// unless acked; the receipt stays valid. Answers the new deadline per receipt.
+    /// unless acked (0: at once); the receipt stays valid until then. Answers the new deadline
+    /// per receipt.
     ///
     /// # Errors
     /// As [`Messaging::ack`]; a duration over `max_invisible_duration` is an entry error.
@@ -222,7 +611,41 @@ impl Messaging {
         tenant: &Arc<str>,
         receipts: Vec<(String, Duration)>,
     ) -> Result<Vec<Result<SystemTime, EntryError>>, MessagingError> {
-        unimplemented!("in progress")
+        self.check_batch("entries", receipts.len())?;
+        let broker = self.broker()?;
+        let mut results: Vec<Result<SystemTime, EntryError>> = Vec::with_capacity(receipts.len());
+        let mut todo = Vec::new();
+        for (i, (handle, d)) in receipts.iter().enumerate() {
+            let found = self
+                .check_invisible(&format!("entries[{i}].invisible_duration"), *d, true)
+                .map_err(EntryError::Invalid)
+                .and_then(|()| {
+                    self.lookup(tenant, || format!("entries[{i}].receipt_handle"), handle)
+                })
+                .and_then(|(entry, seq)| {
+                    entry.leases.lease(seq).map(|l| (entry, seq, l)).ok_or_else(Self::spent)
+                });
+            match found {
+                Ok((entry, seq, lease)) => {
+                    todo.push((i, entry, seq, lease, *d));
+                    results.push(Ok(SystemTime::now()));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        let batch = todo.iter().map(|(_, _, _, l, d)| (l.clone(), *d)).collect();
+        let done = broker.set_visibility(batch).await;
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        for ((i, entry, seq, _, d), r) in todo.into_iter().zip(done) {
+            results[i] = match r {
+                Ok(()) => {
+                    entry.leases.set_deadline(seq, now + d);
+                    Ok(wall + d)
+                }
+                Err(e) => Err(EntryError::from(e)),
+            };
+        }
+        Ok(results)
     }
 
     /// `CleanupProducer`: stops the tenant's producer `producer_id` (a topic name when the
@@ -235,11 +658,18 @@ impl Messaging {
         tenant: &Arc<str>,
         producer_id: &str,
     ) -> Result<bool, MessagingError> {
-        unimplemented!("in progress")
+        names::check_id("producer_id", producer_id)?;
+        let Some(id) = self.inner.producers.remove(&(tenant.clone(), producer_id.into())) else {
+            return Ok(false);
+        };
+        // already stopping (the sweep, the tenant's deletion) is as good
+        let _ = self.inner.registry.request_stop(id, ExitReason::Normal).await;
+        Ok(true)
     }
 
     /// `CleanupConsumer`: ends the streams of `group` (only those of `consumer_id` when given)
-    /// and returns their unacked deliveries to the broker at once.
+    /// and returns their unacked deliveries to the broker at once; answers when they are gone
+    /// (or after 5 s).
     ///
     /// # Errors
     /// [`MessagingError::Invalid`] for bad names.
@@ -249,26 +679,64 @@ impl Messaging {
         group: &str,
         consumer_id: Option<&str>,
     ) -> Result<CleanupReport, MessagingError> {
-        unimplemented!("in progress")
+        names::check_name("group", group)?;
+        if let Some(id) = consumer_id {
+            names::check_id("consumer_id", id)?;
+        }
+        let doomed: Vec<_> = self
+            .inner
+            .directory
+            .all()
+            .into_iter()
+            .filter(|e| {
+                e.tenant == *tenant
+                    && &*e.group == group
+                    && consumer_id.is_none_or(|id| &*e.consumer_id == id)
+            })
+            .collect();
+        let mut report = CleanupReport::default();
+        let deadline = Instant::now() + CLEANUP_WAIT;
+        for entry in &doomed {
+            entry.cleaned_up.store(true, Ordering::Release);
+            report.returned += entry.held() as u64;
+            let _ = self.inner.registry.request_stop(entry.resource, ExitReason::Normal).await;
+        }
+        for entry in &doomed {
+            if self.inner.registry.wait_gone(entry.resource, deadline).await {
+                report.streams += 1;
+            }
+        }
+        Ok(report)
     }
 
     /// `Heartbeat`: records activity of the tenant's producers `producer_ids` (so the idle sweep
     /// keeps them) and answers how many of them are live.
     ///
     /// # Errors
-    /// [`MessagingError::Invalid`] for a bad id.
+    /// [`MessagingError::Invalid`] for a bad id or more than `max_batch` ids.
     pub fn heartbeat(
         &self,
         tenant: &Arc<str>,
         producer_ids: &[String],
     ) -> Result<u32, MessagingError> {
-        unimplemented!("in progress")
+        if producer_ids.len() > self.inner.config.max_batch as usize {
+            return Err(invalid(
+                "producer_ids",
+                format!("more than {} ids", self.inner.config.max_batch),
+            ));
+        }
+        let mut keys = Vec::with_capacity(producer_ids.len());
+        for (i, id) in producer_ids.iter().enumerate() {
+            names::check_id(&format!("producer_ids[{i}]"), id)?;
+            keys.push((tenant.clone(), Arc::from(id.as_str())));
+        }
+        Ok(self.inner.producers.touch(&keys))
     }
 
     /// Live producers and consumers on this node.
     #[must_use]
     pub fn live(&self) -> (u64, u64) {
-        unimplemented!("in progress")
+        (self.inner.producers.len() as u64, self.inner.directory.len() as u64)
     }
 
     /// The tenant was deleted: drops its topics and groups from the broker (its producers and
@@ -278,6 +746,23 @@ impl Messaging {
     /// # Errors
     /// [`MessagingError::Unavailable`] when the broker cannot be reached.
     pub async fn remove_tenant(&self, tenant: &str) -> Result<u64, MessagingError> {
-        unimplemented!("in progress")
+        let broker = self.broker()?;
+        Ok(broker.remove_tenant(tenant).await?)
     }
 }
+
+fn start_error(e: &steward_core::Error, what: &str, max: u32) -> MessagingError {
+    match e {
+        steward_core::Error::MaxChildren { .. } => MessagingError::Exhausted {
+            message: format!("this node holds its maximum of {max} {what}"),
+            retry_after: Duration::from_secs(1),
+        },
+        steward_core::Error::ShuttingDown => {
+            MessagingError::Unavailable("the server is shutting down".into())
+        }
+        other => MessagingError::Unavailable(format!("{what} are unavailable: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

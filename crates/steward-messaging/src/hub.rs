@@ -1,0 +1,177 @@
+//! The `messaging` service: owns the broker connection (NATS) or puts the node's embedded
+//! broker in service, runs the idle-producer sweep and the consumer leak check, and at its stop
+//! closes the broker and reports what the embedded broker drops.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures_util::future::LocalBoxFuture;
+use steward_config::BrokerBackend;
+use steward_core::{ExitReason, Resource, ResourceCtx, ResourceId, StopResource, stop_resource};
+
+use crate::broker::{Broker, BrokerSettings};
+use crate::producer;
+use crate::service::Messaging;
+use crate::stats::MessagingStats;
+
+/// First pause between attempts to connect to NATS; doubles up to [`CONNECT_PAUSE_MAX`].
+const CONNECT_PAUSE: Duration = Duration::from_millis(500);
+const CONNECT_PAUSE_MAX: Duration = Duration::from_secs(10);
+
+/// The `messaging` service actor.
+pub(crate) struct MessagingHub {
+    rcx: ResourceCtx,
+    messaging: Messaging,
+    /// Consumers seen without a live stream at the last check.
+    suspects: HashSet<ResourceId>,
+}
+
+impl MessagingHub {
+    pub(crate) fn new(rcx: ResourceCtx, messaging: Messaging) -> Self {
+        Self { rcx, messaging, suspects: HashSet::new() }
+    }
+
+    fn install(&self, broker: Arc<dyn Broker>) {
+        *self.messaging.inner().broker.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(broker);
+    }
+
+    /// Stops idle producers; stops (and counts) consumers whose stream has been gone since the
+    /// last check — a consumer must stop with its stream, so each one is a leak found.
+    fn sweep(&mut self) {
+        let inner = self.messaging.inner();
+        let idle = inner.producers.sweep(inner.config.producer_cleanup_timeout);
+        if !idle.is_empty() {
+            MessagingStats::add(&inner.stats.producer_leak_detections, idle.len() as u64);
+            tracing::info!(producers = idle.len(), "idle producers stopped");
+        }
+        for id in idle {
+            inner.registry.stop_direct(id, producer::swept());
+        }
+        let mut gone = HashSet::new();
+        for entry in inner.directory.all() {
+            if entry.stream_gone() {
+                if self.suspects.contains(&entry.resource) {
+                    MessagingStats::add(&inner.stats.consumer_leak_detections, 1);
+                    tracing::error!(consumer = %entry.resource, "consumer outlived its stream; stopping it");
+                    inner.registry.stop_direct(entry.resource, ExitReason::error("stream gone"));
+                } else {
+                    gone.insert(entry.resource);
+                }
+            }
+        }
+        self.suspects = gone;
+    }
+
+    fn connect(&self, ctx: &mut Context<Self>) {
+        let config = self.messaging.config().clone();
+        let settings = BrokerSettings::from_config(&config);
+        let stats = self.messaging.stats().clone();
+        let tracker = self.rcx.tracker().clone();
+        let attempt = async move {
+            let mut pause = CONNECT_PAUSE;
+            loop {
+                match connect_nats(&config.url, settings.clone(), stats.clone(), &tracker).await {
+                    Ok(broker) => break broker,
+                    Err(e) => {
+                        tracing::warn!(url = %config.url, error = %e, retry_in_ms = pause.as_millis() as u64, "cannot reach NATS");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(CONNECT_PAUSE_MAX);
+                    }
+                }
+            }
+        };
+        // an actor future: owned by this service's context
+        ctx.spawn(attempt.into_actor(self).map(|broker, act, _| {
+            tracing::info!(url = %act.messaging.config().url, "messaging: NATS JetStream connected");
+            act.install(broker);
+        }));
+    }
+}
+
+impl Actor for MessagingHub {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let inner = self.messaging.inner();
+        match (&inner.embedded, inner.config.backend) {
+            (Some(embedded), _) => {
+                tracing::warn!(
+                    "messaging: the embedded broker keeps messages in memory only; they do not \
+                     survive a restart (set [messaging] backend = \"nats\" for a durable one)"
+                );
+                self.install(embedded.clone());
+            }
+            (None, BrokerBackend::Nats | BrokerBackend::Embedded) => self.connect(ctx),
+        }
+        let every = inner.config.producer_sweep_interval;
+        self.rcx.run_interval(ctx, every, |act, _| act.sweep());
+    }
+}
+
+impl Handler<StopResource> for MessagingHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: StopResource, ctx: &mut Self::Context) {
+        stop_resource(self, ctx, msg.reason);
+    }
+}
+
+impl Resource for MessagingHub {
+    fn resource_ctx(&self) -> &ResourceCtx {
+        &self.rcx
+    }
+
+    fn resource_ctx_mut(&mut self) -> &mut ResourceCtx {
+        &mut self.rcx
+    }
+
+    fn cleanup(&mut self, reason: &ExitReason) -> LocalBoxFuture<'static, ()> {
+        let broker = self
+            .messaging
+            .inner()
+            .broker
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let stopping = self.rcx.registry().is_shutting_down();
+        let _ = reason;
+        Box::pin(async move {
+            let Some(broker) = broker else { return };
+            if let Some(unacked) = broker.unacked() {
+                if stopping && unacked > 0 {
+                    tracing::warn!(
+                        unacked,
+                        "messaging: the embedded broker stops with {unacked} unacked deliveries; \
+                         they are lost with this process"
+                    );
+                } else {
+                    tracing::info!(unacked, "messaging: broker out of service");
+                }
+            }
+            // the embedded broker stays open for the next incarnation of this service
+            if broker.backend() == BrokerBackend::Nats || stopping {
+                broker.close().await;
+            }
+        })
+    }
+}
+
+/// Connects the NATS backend, its background work (the release task) owned by `tracker`.
+async fn connect_nats(
+    url: &str,
+    settings: BrokerSettings,
+    stats: Arc<MessagingStats>,
+    tracker: &steward_core::Tracker,
+) -> Result<Arc<dyn Broker>, crate::BrokerError> {
+    let tracker = tracker.clone();
+    let spawn: crate::nats::Spawner = Arc::new(move |task| {
+        if let Err(e) = tracker.spawn(task) {
+            tracing::warn!(error = %e, "messaging: the service is stopping; NATS task not started");
+        }
+    });
+    let broker = crate::nats::NatsBroker::connect(url, settings, stats, spawn).await?;
+    Ok(broker)
+}

@@ -1,0 +1,410 @@
+//! NATS-only behaviour against a throwaway nats-server ([`crate::testing::NatsServer`]); the
+//! shared contract is the conformance suite, run below.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use steward_config::BrokerBackend;
+
+use super::{NatsBroker, Spawner, naming};
+use crate::broker::conformance::{self, conformance_suite};
+use crate::broker::{
+    Broker, BrokerError, BrokerSettings, GroupKey, Lease, OutMessage, Pull, SendOutcome, TagFilter,
+    TopicKey,
+};
+use crate::stats::MessagingStats;
+use crate::testing::NatsServer;
+
+fn spawner() -> Spawner {
+    Arc::new(|task| {
+        #[allow(clippy::disallowed_methods)]
+        // test-only: no tracker here; the task ends with the broker
+        tokio::spawn(task);
+    })
+}
+
+/// A NATS broker that owns its server, so the server lives exactly as long as the broker.
+struct WithServer {
+    broker: Arc<NatsBroker>,
+    _server: NatsServer,
+}
+
+async fn nats_broker(settings: BrokerSettings, stats: Arc<MessagingStats>) -> Arc<dyn Broker> {
+    let server = NatsServer::start().expect("start nats-server");
+    let broker =
+        NatsBroker::connect(&server.url(), settings, stats, spawner()).await.expect("connect");
+    Arc::new(WithServer { broker, _server: server })
+}
+
+impl Broker for WithServer {
+    fn backend(&self) -> BrokerBackend {
+        self.broker.backend()
+    }
+    fn send<'a>(
+        &'a self,
+        topic: &'a TopicKey,
+        messages: Vec<OutMessage>,
+    ) -> BoxFuture<'a, Vec<SendOutcome>> {
+        self.broker.send(topic, messages)
+    }
+    fn open<'a>(
+        &'a self,
+        group: &'a GroupKey,
+        invisible: Duration,
+    ) -> BoxFuture<'a, Result<Box<dyn Pull>, BrokerError>> {
+        self.broker.open(group, invisible)
+    }
+    fn ack(&self, leases: Vec<Lease>) -> BoxFuture<'_, Vec<Result<(), BrokerError>>> {
+        self.broker.ack(leases)
+    }
+    fn set_visibility(
+        &self,
+        leases: Vec<(Lease, Duration)>,
+    ) -> BoxFuture<'_, Vec<Result<(), BrokerError>>> {
+        self.broker.set_visibility(leases)
+    }
+    fn release(&self, leases: Vec<Lease>) {
+        self.broker.release(leases);
+    }
+    fn remove_tenant<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<u64, BrokerError>> {
+        self.broker.remove_tenant(tenant)
+    }
+    fn unacked(&self) -> Option<u64> {
+        self.broker.unacked()
+    }
+    fn close(&self) -> BoxFuture<'_, ()> {
+        self.broker.close()
+    }
+}
+
+conformance_suite!(nats_conformance, nats_broker);
+
+fn settings(send_timeout: Duration) -> BrokerSettings {
+    BrokerSettings { send_timeout, ..conformance::settings() }
+}
+
+fn msg(id: &str) -> OutMessage {
+    OutMessage {
+        client_id: id.to_owned(),
+        body: Bytes::copy_from_slice(id.as_bytes()),
+        tag: None,
+        keys: Vec::new(),
+        properties: Default::default(),
+        deliver_at: None,
+    }
+}
+
+fn group(topic: &TopicKey) -> GroupKey {
+    GroupKey { topic: topic.clone(), group: "g".into(), filter: TagFilter::All }
+}
+
+/// Fetches until one delivery of `client_id` comes, tolerating `Unavailable` while NATS comes
+/// back; fails after `patience`.
+async fn fetch_id(
+    pull: &mut Box<dyn Pull>,
+    client_id: &str,
+    patience: Duration,
+) -> crate::Delivery {
+    let deadline = Instant::now() + patience;
+    loop {
+        assert!(Instant::now() < deadline, "{client_id} did not come within {patience:?}");
+        match pull.fetch(10, usize::MAX, Duration::from_millis(300)).await {
+            Ok(got) => {
+                if let Some(d) = got.into_iter().find(|d| d.message.client_id == client_id) {
+                    return d;
+                }
+            }
+            Err(BrokerError::Unavailable(_)) => {}
+            Err(err) => panic!("fetch: {err}"),
+        }
+    }
+}
+
+/// Sends until stored, tolerating `Unavailable` while NATS comes back.
+async fn send_until_stored(
+    broker: &NatsBroker,
+    topic: &TopicKey,
+    m: OutMessage,
+    patience: Duration,
+) {
+    let deadline = Instant::now() + patience;
+    loop {
+        match broker.send(topic, vec![m.clone()]).await.remove(0) {
+            SendOutcome::Stored { .. } => return,
+            SendOutcome::Unavailable(_) if Instant::now() < deadline => {}
+            other => panic!("send: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn names_are_valid_and_collision_free() {
+    let keys = [
+        ("a", "b.c"),
+        ("a", "b_c"),
+        ("a-b", "c"),
+        ("a", "b-c"),
+        ("a", "B.c"),
+        ("ab", "c"),
+        ("a", "bc"),
+    ];
+    let mut streams = HashSet::new();
+    let mut subjects = HashSet::new();
+    for (tenant, topic) in keys {
+        let key = TopicKey::new(tenant, topic);
+        let stream = naming::stream_name(&key);
+        assert!(!stream.contains(['.', '*', '>', ' ', '/', '\\']), "{stream}");
+        assert!(streams.insert(stream.clone()), "two topics share stream {stream}");
+        let subject = naming::subject(&key, None);
+        assert_eq!(subject.split('.').count(), 4, "{subject}");
+        assert!(subjects.insert(subject.clone()), "two topics share subject {subject}");
+        assert!(stream.starts_with(&naming::tenant_stream_prefix(tenant)));
+    }
+    let key = TopicKey::new("t", "orders.eu");
+    assert_eq!(naming::stream_name(&key), "steward_t_orders~eu");
+    assert_eq!(naming::subject(&key, Some("x")), "steward.t.orders~eu.x");
+    assert_eq!(naming::tag_of_subject(&naming::subject(&key, Some("x"))).as_deref(), Some("x"));
+    assert_eq!(naming::tag_of_subject(&naming::subject(&key, None)), None);
+    assert_eq!(naming::filter_subject(&key, &TagFilter::All), "steward.t.orders~eu.*");
+    assert_eq!(naming::consumer_name("billing.eu"), "billing~eu");
+    assert!(!naming::tenant_stream_prefix("a").starts_with(&naming::tenant_stream_prefix("a-b")));
+    assert!(
+        !naming::stream_name(&TopicKey::new("a-b", "c"))
+            .starts_with(&naming::tenant_stream_prefix("a"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_while_nats_is_down_and_serves_once_it_is_up() {
+    let mut server = NatsServer::start().expect("start nats-server");
+    server.stop();
+    let send_timeout = Duration::from_secs(2);
+    let started = Instant::now();
+    let broker = NatsBroker::connect(
+        &server.url(),
+        settings(send_timeout),
+        Arc::new(MessagingStats::default()),
+        spawner(),
+    )
+    .await
+    .expect("connect returns while NATS is down");
+    assert!(started.elapsed() < send_timeout, "connect waited for NATS");
+    assert!(!broker.is_connected());
+
+    let topic = TopicKey::new("t", "down");
+    let started = Instant::now();
+    let outcomes = broker.send(&topic, vec![msg("1")]).await;
+    assert!(matches!(outcomes[0], SendOutcome::Unavailable(_)), "{outcomes:?}");
+    assert!(
+        started.elapsed() < send_timeout + Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(matches!(
+        broker.open(&group(&topic), Duration::from_secs(30)).await,
+        Err(BrokerError::Unavailable(_))
+    ));
+
+    server.start_again().expect("start nats-server again");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut pull = loop {
+        match broker.open(&group(&topic), Duration::from_secs(30)).await {
+            Ok(pull) => break pull,
+            Err(BrokerError::Unavailable(_)) if Instant::now() < deadline => {}
+            Err(err) => panic!("open: {err}"),
+        }
+    };
+    assert!(broker.is_connected());
+    assert_eq!(broker.max_payload(), Some(1024 * 1024), "nats-server's default max_payload");
+    send_until_stored(&broker, &topic, msg("2"), Duration::from_secs(5)).await;
+    let got = fetch_id(&mut pull, "2", Duration::from_secs(5)).await;
+    broker.ack(vec![got.lease]).await.remove(0).expect("ack");
+    broker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_server_restart_and_keeps_what_was_stored() {
+    let mut server = NatsServer::start().expect("start nats-server");
+    let send_timeout = Duration::from_secs(2);
+    let broker = NatsBroker::connect(
+        &server.url(),
+        settings(send_timeout),
+        Arc::new(MessagingStats::default()),
+        spawner(),
+    )
+    .await
+    .expect("connect");
+    let topic = TopicKey::new("t", "restart");
+    let mut pull = broker.open(&group(&topic), Duration::from_secs(30)).await.expect("open");
+    send_until_stored(&broker, &topic, msg("a"), Duration::from_secs(5)).await;
+    let a = fetch_id(&mut pull, "a", Duration::from_secs(5)).await;
+    broker.ack(vec![a.lease]).await.remove(0).expect("ack");
+    send_until_stored(&broker, &topic, msg("b"), Duration::from_secs(5)).await;
+
+    server.stop();
+    let started = Instant::now();
+    let outcomes = broker.send(&topic, vec![msg("lost")]).await;
+    assert!(matches!(outcomes[0], SendOutcome::Unavailable(_)), "{outcomes:?}");
+    assert!(
+        started.elapsed() < send_timeout + Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    let fetched = pull.fetch(10, usize::MAX, Duration::from_secs(1)).await;
+    assert!(matches!(fetched, Err(BrokerError::Unavailable(_))), "{fetched:?}");
+
+    server.start_again().expect("start nats-server again");
+    let b = fetch_id(&mut pull, "b", Duration::from_secs(20)).await;
+    assert_eq!(b.attempt, 1);
+    broker.ack(vec![b.lease]).await.remove(0).expect("ack");
+    send_until_stored(&broker, &topic, msg("c"), Duration::from_secs(10)).await;
+    let c = fetch_id(&mut pull, "c", Duration::from_secs(10)).await;
+    broker.ack(vec![c.lease]).await.remove(0).expect("ack");
+    broker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_creates_a_consumer_or_stream_deleted_behind_its_back() {
+    let server = NatsServer::start().expect("start nats-server");
+    let broker = NatsBroker::connect(
+        &server.url(),
+        settings(Duration::from_secs(5)),
+        Arc::new(MessagingStats::default()),
+        spawner(),
+    )
+    .await
+    .expect("connect");
+    let topic = TopicKey::new("t", "gone");
+    let mut pull = broker.open(&group(&topic), Duration::from_secs(30)).await.expect("open");
+    let admin = async_nats::connect(server.url()).await.expect("admin client");
+    let js = async_nats::jetstream::new(admin);
+    let stream = naming::stream_name(&topic);
+
+    js.delete_consumer_from_stream("g", &stream).await.expect("delete consumer");
+    assert!(
+        pull.fetch(10, usize::MAX, Duration::from_millis(200)).await.expect("fetch").is_empty()
+    );
+    send_until_stored(&broker, &topic, msg("1"), Duration::from_secs(5)).await;
+    let one = fetch_id(&mut pull, "1", Duration::from_secs(5)).await;
+    broker.ack(vec![one.lease]).await.remove(0).expect("ack");
+
+    js.delete_stream(&stream).await.expect("delete stream");
+    send_until_stored(&broker, &topic, msg("2"), Duration::from_secs(5)).await;
+    // the stream came back without the group: the member re-creates it, later messages flow
+    assert!(
+        pull.fetch(10, usize::MAX, Duration::from_millis(200)).await.expect("fetch").is_empty()
+    );
+    send_until_stored(&broker, &topic, msg("3"), Duration::from_secs(5)).await;
+    let three = fetch_id(&mut pull, "3", Duration::from_secs(5)).await;
+    broker.ack(vec![three.lease]).await.remove(0).expect("ack");
+    broker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_with_another_invisible_duration_gets_its_own() {
+    let server = NatsServer::start().expect("start nats-server");
+    let broker = NatsBroker::connect(
+        &server.url(),
+        settings(Duration::from_secs(5)),
+        Arc::new(MessagingStats::default()),
+        spawner(),
+    )
+    .await
+    .expect("connect");
+    let topic = TopicKey::new("t", "mixed");
+    let _long = broker.open(&group(&topic), Duration::from_secs(60)).await.expect("open");
+    let mut short = broker.open(&group(&topic), Duration::from_secs(1)).await.expect("open");
+    send_until_stored(&broker, &topic, msg("m"), Duration::from_secs(5)).await;
+    let first = fetch_id(&mut short, "m", Duration::from_secs(5)).await;
+    let leased = Instant::now();
+    let again = fetch_id(&mut short, "m", Duration::from_secs(10)).await;
+    assert!(leased.elapsed() < Duration::from_secs(10), "the group's 60 s applied");
+    assert_eq!((first.attempt, again.attempt), (1, 2));
+    broker.ack(vec![again.lease]).await.remove(0).expect("ack");
+    broker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_servers_max_payload_is_refused() {
+    let server = NatsServer::start().expect("start nats-server");
+    let broker = NatsBroker::connect(
+        &server.url(),
+        settings(Duration::from_secs(5)),
+        Arc::new(MessagingStats::default()),
+        spawner(),
+    )
+    .await
+    .expect("connect");
+    let topic = TopicKey::new("t", "big");
+    let _pull = broker.open(&group(&topic), Duration::from_secs(30)).await.expect("open");
+    let big = OutMessage { body: Bytes::from(vec![0u8; 2 * 1024 * 1024]), ..msg("big") };
+    let outcomes = broker.send(&topic, vec![big, msg("small")]).await;
+    assert!(
+        matches!(&outcomes[0], SendOutcome::Unavailable(why) if why.contains("larger")),
+        "{outcomes:?}"
+    );
+    assert!(matches!(&outcomes[1], SendOutcome::Stored { .. }), "{outcomes:?}");
+    broker.close().await;
+}
+
+/// Whether `group`'s consumer exists on `topic`'s stream, asked with a client of its own.
+async fn consumer_exists(
+    js: &async_nats::jetstream::Context,
+    topic: &TopicKey,
+    group: &str,
+) -> bool {
+    let stream = naming::stream_name(topic);
+    js.get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+        naming::consumer_name(group),
+        stream,
+    )
+    .await
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_outlives_its_last_member_by_the_grace_only() {
+    let server = NatsServer::start().expect("start nats-server");
+    let grace = Duration::from_secs(1);
+    let broker = NatsBroker::connect(
+        &server.url(),
+        BrokerSettings { group_grace: grace, ..settings(Duration::from_secs(5)) },
+        Arc::new(MessagingStats::default()),
+        spawner(),
+    )
+    .await
+    .expect("connect");
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.expect("admin"));
+    let topic = TopicKey::new("t", "grace");
+    let mut pull = broker.open(&group(&topic), Duration::from_secs(30)).await.expect("open");
+
+    // a member that keeps fetching keeps the group, past several graces
+    let started = Instant::now();
+    while started.elapsed() < 3 * grace {
+        assert!(
+            pull.fetch(10, usize::MAX, Duration::from_millis(300)).await.expect("fetch").is_empty()
+        );
+    }
+    assert!(consumer_exists(&js, &topic, "g").await, "deleted while a member fetched");
+
+    send_until_stored(&broker, &topic, msg("kept-for-nobody"), Duration::from_secs(5)).await;
+    drop(pull);
+    let deadline = Instant::now() + 10 * grace;
+    while consumer_exists(&js, &topic, "g").await {
+        assert!(Instant::now() < deadline, "the group outlived its grace");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut pull = broker.open(&group(&topic), Duration::from_secs(30)).await.expect("open");
+    send_until_stored(&broker, &topic, msg("new"), Duration::from_secs(5)).await;
+    let got = pull.fetch(10, usize::MAX, Duration::from_secs(5)).await.expect("fetch");
+    let ids: Vec<&str> = got.iter().map(|d| d.message.client_id.as_str()).collect();
+    assert_eq!(ids, ["new"], "the old state went with the group");
+    broker.ack(got.into_iter().map(|d| d.lease).collect()).await.remove(0).expect("ack");
+    assert!(
+        pull.fetch(10, usize::MAX, Duration::from_millis(300)).await.expect("fetch").is_empty()
+    );
+    broker.close().await;
+}
