@@ -9,6 +9,7 @@ const PROTO_ROOT: &str = "proto";
 const PROTOS: &[&str] = &[
     "proto/steward/admin/v1/admin.proto",
     "proto/steward/jobs/v1/jobs.proto",
+    "proto/steward/messaging/v1/messaging.proto",
     "proto/steward/tenancy/v1/tenancy.proto",
 ];
 
@@ -30,6 +31,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         .build_client(true)
         .build_server(true)
         .build_transport(true)
+        // message bodies as `bytes::Bytes` (shared with the broker's messages, not copied) and
+        // properties as `BTreeMap` (the domain's type; deterministic encoding)
+        .bytes(".steward.messaging.v1")
+        .btree_map(".steward.messaging.v1")
         .file_descriptor_set_path(out_dir.join("steward_descriptor.bin"))
         .compile_with_config(config, &protos, &includes)?;
 

@@ -36,10 +36,13 @@ async fn lists_its_own_supervised_services() {
     assert_eq!(
         names,
         [
+            "consumers",
             "grpc",
             "http-admin",
             "http-public",
             "job-hub",
+            "messaging",
+            "producers",
             "socket-monitor",
             "sockets",
             "steward",
@@ -54,9 +57,16 @@ async fn lists_its_own_supervised_services() {
 
     let tree: Value = s.get("/v1/supervisors").send().await.unwrap().json().await.unwrap();
     assert_eq!(tree[0]["name"], "steward");
-    // the sockets supervisor is listed under `supervisors`, the other seven services as members
-    assert_eq!(tree[0]["members"].as_array().unwrap().len(), 7);
-    assert_eq!(tree[0]["supervisors"][0]["name"], "sockets");
+    // the three dynamic supervisors are listed under `supervisors`, the other eight services as
+    // members
+    assert_eq!(tree[0]["members"].as_array().unwrap().len(), 8);
+    let subs: Vec<&str> = tree[0]["supervisors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(subs, ["sockets", "producers", "consumers"]);
 
     let one: Value = s
         .get(&format!("/v1/resources/{}", root["id"].as_str().unwrap()))
@@ -124,7 +134,7 @@ async fn bad_input_gets_a_typed_400_and_disturbs_nothing() {
         assert!(json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     // nothing else was disturbed
-    assert_eq!(s.resources("?kind=service").await.len(), 9);
+    assert_eq!(s.resources("?kind=service").await.len(), 12);
     let r = s.http.get(format!("{}/readyz", s.admin)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }

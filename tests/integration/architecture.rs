@@ -77,6 +77,23 @@ fn forbidden(krate: &str) -> &'static [&'static str] {
             "steward-tenancy",
             "steward-server",
         ],
+        // messaging knows brokers (async-nats) but no front door: the edge hands it validated
+        // requests and renders its events; resource crates do not depend on each other
+        "steward-messaging" => &[
+            "actix-web",
+            "actix-ws",
+            "tonic",
+            "prost",
+            "hyper",
+            "chromiumoxide",
+            "webrtc",
+            "steward-http",
+            "steward-grpc",
+            "steward-proto",
+            "steward-tenancy",
+            "steward-socket",
+            "steward-server",
+        ],
         _ => &[],
     }
 }

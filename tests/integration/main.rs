@@ -8,6 +8,7 @@ mod config;
 mod grpc;
 mod jobs;
 mod lifecycle;
+mod messaging;
 mod sockets;
 mod support;
 mod tenancy;

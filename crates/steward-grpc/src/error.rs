@@ -94,6 +94,44 @@ pub fn status_from_jobs(e: &steward_socket::Error) -> Status {
     }
 }
 
+/// The gRPC status for a messaging error (a whole request failed); the message starts with a
+/// snake_case `code`, as the other mappings do:
+///
+/// | error | code | message |
+/// |---|---|---|
+/// | `Invalid` | `INVALID_ARGUMENT` | ``bad_request: invalid `<field>`: <reason>`` |
+/// | `Exhausted` | `RESOURCE_EXHAUSTED` | ``resource_exhausted: quota `producers` of tenant acme is exhausted (limit 10)`` |
+/// | `Conflict` | `FAILED_PRECONDITION` | `failed_precondition: <why>` (a group's other tag filter, a tenant being deleted) |
+/// | `Unavailable` | `UNAVAILABLE` | `unavailable: broker unavailable: …` |
+/// | `Internal` | `INTERNAL` | `internal: …` |
+///
+/// An `Exhausted` with a non-zero `retry_after` also carries the metadata entry `retry-after`:
+/// whole seconds, rounded up, as [`status_from_tenancy`] gives it for quotas. Errors of single
+/// entries of a batch are not statuses: they are result codes in the response
+/// (`steward.messaging.v1.ResultCode`).
+#[must_use]
+pub fn status_from_messaging(e: &steward_messaging::MessagingError) -> Status {
+    use steward_messaging::MessagingError as E;
+    match e {
+        E::Invalid(invalid) => Status::invalid_argument(format!(
+            "bad_request: invalid `{}`: {}",
+            invalid.field, invalid.reason
+        )),
+        E::Exhausted { message, retry_after } => {
+            let mut status = Status::resource_exhausted(format!("resource_exhausted: {message}"));
+            if !retry_after.is_zero() {
+                status
+                    .metadata_mut()
+                    .insert("retry-after", MetadataValue::from(retry_after_secs(*retry_after)));
+            }
+            status
+        }
+        E::Conflict(m) => Status::failed_precondition(format!("failed_precondition: {m}")),
+        E::Unavailable(m) => Status::unavailable(format!("unavailable: {m}")),
+        E::Internal(m) => Status::internal(format!("internal: {m}")),
+    }
+}
+
 /// `after` in whole seconds, rounded up.
 pub(crate) fn retry_after_secs(after: Duration) -> u64 {
     after.as_secs() + u64::from(after.subsec_nanos() > 0)

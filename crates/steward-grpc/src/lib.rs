@@ -1,12 +1,14 @@
 //! Steward's tonic edge: `grpc.health.v1`, server reflection, `steward.admin.v1.Admin` (behind
-//! the admin token), and `steward.tenancy.v1.Tenancy` and `steward.jobs.v1.Jobs` (behind tenant
-//! API tokens, checked by [`TenantAuth`]), served by a supervised [`GrpcListener`] service
-//! resource on tonic's own multi-thread tokio runtime. Services reach resources through the
-//! core's registry and handles (`Addr::send` works across runtimes), tenants through the
-//! [`steward_tenancy::Tenancy`] handle and jobs through the
-//! [`steward_socket::jobs::JobHubHandle`]; nothing here starts an actor.
+//! the admin token), and `steward.tenancy.v1.Tenancy`, `steward.jobs.v1.Jobs` and
+//! `steward.messaging.v1.Messaging` (behind tenant API tokens, checked by [`TenantAuth`]), served
+//! by a supervised [`GrpcListener`] service resource on tonic's own multi-thread tokio runtime.
+//! Services reach resources through the core's registry and handles (`Addr::send` works across
+//! runtimes), tenants through the [`steward_tenancy::Tenancy`] handle, jobs through the
+//! [`steward_socket::jobs::JobHubHandle`] and messaging through the
+//! [`steward_messaging::Messaging`] handle; nothing here starts an actor.
 //!
-//! It turns core, tenancy and job hub errors into gRPC status codes. It must not know actix-web.
+//! It turns core, tenancy, job hub and messaging errors into gRPC status codes. It must not know
+//! actix-web.
 #![forbid(unsafe_code)]
 
 mod admin;
@@ -14,6 +16,7 @@ mod auth;
 mod error;
 mod jobs;
 mod listener;
+mod messaging;
 mod tenancy;
 mod tenant_admin;
 #[cfg(test)]
@@ -21,7 +24,8 @@ mod tests;
 
 pub use admin::AdminService;
 pub use auth::BearerInterceptor;
-pub use error::{status_from, status_from_jobs, status_from_tenancy};
+pub use error::{status_from, status_from_jobs, status_from_messaging, status_from_tenancy};
 pub use jobs::JobsService;
 pub use listener::{GrpcListener, GrpcSpec};
+pub use messaging::{DELIVERIES_FRAME_BUDGET, MessagingService};
 pub use tenancy::{TenancyService, TenantAuth, TenantAuthLayer, tenant_of};

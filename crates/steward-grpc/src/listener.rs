@@ -15,6 +15,7 @@ use steward_core::{
 };
 use steward_proto::admin::v1::admin_server::{AdminServer, SERVICE_NAME as ADMIN_SERVICE};
 use steward_proto::jobs::v1::jobs_server::{JobsServer, SERVICE_NAME as JOBS_SERVICE};
+use steward_proto::messaging::v1::messaging_server::SERVICE_NAME as MESSAGING_SERVICE;
 use steward_proto::tenancy::v1::tenancy_server::{SERVICE_NAME as TENANCY_SERVICE, TenancyServer};
 use steward_tenancy::Tenancy;
 use tokio::sync::oneshot;
@@ -25,7 +26,8 @@ use tower::Layer as _;
 use steward_socket::jobs::JobHubHandle;
 
 use crate::{
-    AdminService, BearerInterceptor, JobsService, TenancyService, TenantAuth, TenantAuthLayer,
+    AdminService, BearerInterceptor, JobsService, MessagingService, TenancyService, TenantAuth,
+    TenantAuthLayer,
 };
 
 /// How long a stopping listener waits for tonic's graceful stop (open streams were cancelled
@@ -94,6 +96,15 @@ impl GrpcSpec {
         let jobs = TenantAuthLayer::new(self.tenancy.clone()).layer(JobsServer::new(
             JobsService::new(self.jobs.clone(), self.streams.clone(), self.watch_buffer),
         ));
+        // requests over `[messaging] max_request` fail OUT_OF_RANGE in tonic's decoder
+        let messaging = TenantAuthLayer::new(self.tenancy.clone()).layer(
+            MessagingService::new(
+                self.messaging.clone(),
+                self.tenancy.clone(),
+                self.streams.clone(),
+            )
+            .into_server(),
+        );
 
         // grpc.health.v1 follows readiness: SERVING only while ready
         let mut readiness = self.readiness.subscribe();
@@ -110,6 +121,7 @@ impl GrpcSpec {
                     health_reporter.set_service_status(ADMIN_SERVICE, status).await;
                     health_reporter.set_service_status(TENANCY_SERVICE, status).await;
                     health_reporter.set_service_status(JOBS_SERVICE, status).await;
+                    health_reporter.set_service_status(MESSAGING_SERVICE, status).await;
                     if readiness.changed().await.is_err() {
                         return;
                     }
@@ -127,7 +139,8 @@ impl GrpcSpec {
             .add_service(reflection)
             .add_service(admin)
             .add_service(tenancy)
-            .add_service(jobs);
+            .add_service(jobs)
+            .add_service(messaging);
         // tonic applies its builder's TCP options only to listeners it binds itself: set them on
         // ours (keepalive so dead stream clients are noticed; no Nagle delay on small replies)
         let incoming = tonic::transport::server::TcpIncoming::from(listener)

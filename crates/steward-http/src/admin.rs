@@ -50,6 +50,8 @@ pub struct AdminState {
     pub sockets: steward_socket::SocketService,
     /// The socket memory monitor's report (for `/metrics`).
     pub monitor: steward_socket::monitor::MonitorHandle,
+    /// The messaging proxy (for `/metrics` and tenant deletion).
+    pub messaging: steward_messaging::Messaging,
 }
 
 /// Configures the admin routes with `state`.
@@ -146,6 +148,7 @@ async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
             jobs: state.sockets.jobs().stats(),
             monitor: state.monitor.report(),
         },
+        &crate::MessagingMetrics::of(&state.messaging),
     );
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

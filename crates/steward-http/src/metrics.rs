@@ -29,6 +29,26 @@ pub struct SocketMetrics {
     pub monitor: MonitorReport,
 }
 
+/// The messaging proxy's readings, for [`render_metrics`].
+#[derive(Debug, Clone, Default)]
+pub struct MessagingMetrics {
+    /// Messaging counters.
+    pub stats: steward_messaging::MessagingStatsSnapshot,
+    /// Live producers.
+    pub producers: u64,
+    /// Live consumers.
+    pub consumers: u64,
+}
+
+impl MessagingMetrics {
+    /// The readings of `messaging` now.
+    #[must_use]
+    pub fn of(messaging: &steward_messaging::Messaging) -> Self {
+        let (producers, consumers) = messaging.live();
+        Self { stats: messaging.stats().snapshot(), producers, consumers }
+    }
+}
+
 /// Renders every Steward metric in the Prometheus text exposition format:
 /// per kind `steward_resources_live`, `steward_resources_started_total`, `…_stopped_total`,
 /// `…_restarted_total`, `…_failed_total`, `steward_restart_backoff_pending`; tracked handles
@@ -48,7 +68,14 @@ pub struct SocketMetrics {
 /// `steward_socket_remediated_total`; and the job hub's `steward_jobs{state}`,
 /// `steward_jobs_subscriptions`, `steward_jobs_created_total`, `steward_jobs_updates_total`,
 /// `steward_jobs_evicted_total`, `steward_jobs_refused_total` and
-/// `steward_jobs_watcher_overflows_total`.
+/// `steward_jobs_watcher_overflows_total`; the messaging proxy's `steward_messaging_producers`,
+/// `steward_messaging_consumers`, `steward_messaging_sent_total{result}`,
+/// `steward_messaging_deliveries_total`, `steward_messaging_redeliveries_total`,
+/// `steward_messaging_acks_total`, `steward_messaging_nacks_total`,
+/// `steward_messaging_dead_lettered_total`, `steward_messaging_leases_in_flight`,
+/// `steward_messaging_returned_total`, and seed 001's `steward_messaging_channel_full_events_total`,
+/// `steward_messaging_producer_leak_detections_total` and
+/// `steward_messaging_consumer_leak_detections_total` (must stay 0).
 #[must_use]
 pub fn render_metrics(
     registry: &Registry,
@@ -56,6 +83,7 @@ pub fn render_metrics(
     phases: &[PhaseReport],
     quotas: &[QuotaStats],
     sockets: &SocketMetrics,
+    messaging: &MessagingMetrics,
 ) -> String {
     let mut prom = PromRegistry::default();
     prom.register_collector(Box::new(Snapshot {
@@ -64,6 +92,7 @@ pub fn render_metrics(
         phases: phases.to_vec(),
         quotas: quotas.to_vec(),
         sockets: sockets.clone(),
+        messaging: messaging.clone(),
     }));
     let mut out = String::new();
     // encoding into a String cannot fail
@@ -78,6 +107,7 @@ struct Snapshot {
     phases: Vec<PhaseReport>,
     quotas: Vec<QuotaStats>,
     sockets: SocketMetrics,
+    messaging: MessagingMetrics,
 }
 
 type Labels = Vec<(Cow<'static, str>, Cow<'static, str>)>;
@@ -280,12 +310,92 @@ impl Collector for Snapshot {
             "Open file descriptors.",
             vec![(Labels::new(), open_fds() as i64)],
         )?;
-        encode_sockets(&mut enc, &self.sockets)
+        encode_sockets(&mut enc, &self.sockets)?;
+        encode_messaging(&mut enc, &self.messaging)
     }
 }
 
 fn one<N>(v: N) -> Vec<(Labels, N)> {
     vec![(Labels::new(), v)]
+}
+
+fn encode_messaging(
+    enc: &mut DescriptorEncoder<'_>,
+    m: &MessagingMetrics,
+) -> Result<(), std::fmt::Error> {
+    let s = &m.stats;
+    gauge(enc, "steward_messaging_producers", "Live producers.", one(m.producers as i64))?;
+    gauge(
+        enc,
+        "steward_messaging_consumers",
+        "Live consumers (receive streams).",
+        one(m.consumers as i64),
+    )?;
+    counter(
+        enc,
+        "steward_messaging_sent",
+        "Messages of SendMessage, per result.",
+        [
+            ("ok", s.sent_ok),
+            ("duplicate", s.sent_duplicate),
+            ("retry_later", s.sent_retry_later),
+            ("unavailable", s.sent_unavailable),
+            ("invalid_argument", s.sent_invalid),
+        ]
+        .into_iter()
+        .map(|(r, n)| (label("result", r), n))
+        .collect(),
+    )?;
+    counter(
+        enc,
+        "steward_messaging_deliveries",
+        "Deliveries handed to streams.",
+        one(s.deliveries),
+    )?;
+    counter(
+        enc,
+        "steward_messaging_redeliveries",
+        "Deliveries with attempt > 1.",
+        one(s.redeliveries),
+    )?;
+    counter(enc, "steward_messaging_acks", "Deliveries acked.", one(s.acks))?;
+    counter(enc, "steward_messaging_nacks", "Deliveries nacked by clients.", one(s.nacks))?;
+    counter(
+        enc,
+        "steward_messaging_dead_lettered",
+        "Messages moved to a dead-letter topic after their last attempt.",
+        one(s.dead_lettered),
+    )?;
+    gauge(
+        enc,
+        "steward_messaging_leases_in_flight",
+        "Deliveries held unacked by live consumers.",
+        one(s.leases_in_flight),
+    )?;
+    counter(
+        enc,
+        "steward_messaging_returned",
+        "Unacked deliveries returned to the broker because their stream ended or stalled.",
+        one(s.returned),
+    )?;
+    counter(
+        enc,
+        "steward_messaging_channel_full_events",
+        "Writes to a stream stalled past write_stall_timeout; their messages went back to the broker.",
+        one(s.channel_full_events),
+    )?;
+    counter(
+        enc,
+        "steward_messaging_producer_leak_detections",
+        "Producers stopped by the idle sweep.",
+        one(s.producer_leak_detections),
+    )?;
+    counter(
+        enc,
+        "steward_messaging_consumer_leak_detections",
+        "Consumers found alive without a stream (must stay 0).",
+        one(s.consumer_leak_detections),
+    )
 }
 
 fn encode_sockets(

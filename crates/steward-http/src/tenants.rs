@@ -160,6 +160,8 @@ struct TenantDeletedJson {
     resources_left: usize,
     /// Its jobs removed from the job hub (their watchers get nothing more).
     jobs_removed: usize,
+    /// Its message topics removed from the broker (with their groups and messages).
+    topics_removed: u64,
 }
 
 /// Creates a tenant; 201 with `Location`. Of concurrent creations of one id exactly one wins;
@@ -242,12 +244,17 @@ async fn delete_tenant(
     let id = tenant_id(&id)?;
     let d = tenancy.delete_tenant(&id).await?;
     let jobs_removed = remove_jobs(state.sockets.jobs(), id.as_str()).await;
+    let topics_removed = state.messaging.remove_tenant(id.as_str()).await.unwrap_or_else(|e| {
+        tracing::warn!(tenant = %id, error = %e, "cannot remove a deleted tenant's topics");
+        0
+    });
     Ok(HttpResponse::Ok().json(TenantDeletedJson {
         id: id.to_string(),
         tokens_revoked: d.tokens_revoked,
         resources_stopped: d.resources_stopped,
         resources_left: d.resources_left,
         jobs_removed,
+        topics_removed,
     }))
 }
 

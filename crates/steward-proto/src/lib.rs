@@ -1,9 +1,11 @@
 //! The .proto files of Steward's gRPC API and the code tonic generates from
 //! them; no logic. Servers implement the generated traits (for example
-//! [`admin::v1::admin_server::Admin`], [`jobs::v1::jobs_server::Jobs`] and
+//! [`admin::v1::admin_server::Admin`], [`jobs::v1::jobs_server::Jobs`],
+//! [`messaging::v1::messaging_server::Messaging`] and
 //! [`tenancy::v1::tenancy_server::Tenancy`]) and clients use the generated
 //! clients (for example [`admin::v1::admin_client::AdminClient`],
-//! [`jobs::v1::jobs_client::JobsClient`] and
+//! [`jobs::v1::jobs_client::JobsClient`],
+//! [`messaging::v1::messaging_client::MessagingClient`] and
 //! [`tenancy::v1::tenancy_client::TenancyClient`]).
 //!
 //! The .proto files live in this crate's `proto/` directory;
@@ -30,6 +32,17 @@ pub mod jobs {
     }
 }
 
+/// The `steward.messaging` protobuf packages.
+pub mod messaging {
+    /// The `steward.messaging.v1` protobuf package: the `Messaging` service (producers and
+    /// consumers over a broker), called with a tenant's API token. Its `bytes` fields are
+    /// `bytes::Bytes` and its maps `BTreeMap`s.
+    #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("steward.messaging.v1");
+    }
+}
+
 /// The `steward.tenancy` protobuf packages.
 pub mod tenancy {
     /// The `steward.tenancy.v1` protobuf package: the `Tenancy` service, called with a
@@ -39,6 +52,10 @@ pub mod tenancy {
         tonic::include_proto!("steward.tenancy.v1");
     }
 }
+
+/// The prost the generated types are built with, so users can name [`prost::Message`] (for
+/// `encoded_len`, `encode`, `decode`) without a dependency of their own that could drift.
+pub use prost;
 
 /// The encoded `google.protobuf.FileDescriptorSet` of all of Steward's .proto
 /// files (and the well-known types they import), for `tonic-reflection`.

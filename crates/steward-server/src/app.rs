@@ -91,6 +91,7 @@ async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Re
             tenancy: tenancy.clone(),
             sockets: sockets.clone(),
             monitor: monitor.clone(),
+            messaging: messaging.clone(),
         }),
     );
     let public = ListenerSpec::new(
