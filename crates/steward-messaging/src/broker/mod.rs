@@ -104,6 +104,20 @@ pub struct GroupKey {
     pub filter: TagFilter,
 }
 
+/// Body, tag, keys and properties, in bytes: what a message weighs against size limits and
+/// flow control.
+fn weight(
+    body: &Bytes,
+    tag: Option<&str>,
+    keys: &[String],
+    props: &BTreeMap<String, String>,
+) -> usize {
+    body.len()
+        + tag.map_or(0, str::len)
+        + keys.iter().map(String::len).sum::<usize>()
+        + props.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+}
+
 /// A message as a producer sends it (validated by [`crate::names`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutMessage {
@@ -127,10 +141,7 @@ impl OutMessage {
     /// properties.
     #[must_use]
     pub fn weight(&self) -> usize {
-        self.body.len()
-            + self.tag.as_ref().map_or(0, String::len)
-            + self.keys.iter().map(String::len).sum::<usize>()
-            + self.properties.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        weight(&self.body, self.tag.as_deref(), &self.keys, &self.properties)
     }
 }
 
@@ -162,10 +173,7 @@ impl Message {
     /// Bytes it weighs against flow control: as [`OutMessage::weight`].
     #[must_use]
     pub fn weight(&self) -> usize {
-        self.body.len()
-            + self.tag.as_ref().map_or(0, String::len)
-            + self.keys.iter().map(String::len).sum::<usize>()
-            + self.properties.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        weight(&self.body, self.tag.as_deref(), &self.keys, &self.properties)
     }
 }
 
