@@ -254,7 +254,9 @@ impl Shared {
             message_id: message_id.clone(),
             client_id: msg.client_id.clone(),
             topic: topic.topic.clone(),
-            body: msg.body.clone(),
+            // a copy: the request's body is a slice of the transport's receive buffer, which a
+            // stored message would otherwise keep alive whole (8 KiB for a small message)
+            body: bytes::Bytes::copy_from_slice(&msg.body),
             tag: msg.tag.clone(),
             keys: msg.keys.clone(),
             properties: msg.properties.clone(),

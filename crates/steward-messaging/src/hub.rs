@@ -70,10 +70,14 @@ impl MessagingHub {
         let settings = BrokerSettings::from_config(&config);
         let stats = self.messaging.stats().clone();
         let tracker = self.rcx.tracker().clone();
+        let io = self.messaging.inner().io.clone();
         let attempt = async move {
             let mut pause = CONNECT_PAUSE;
             loop {
-                match connect_nats(&config.url, settings.clone(), stats.clone(), &tracker).await {
+                let url = config.url.clone();
+                match connect_nats(url, settings.clone(), stats.clone(), &tracker, io.as_ref())
+                    .await
+                {
                     Ok(broker) => break broker,
                     Err(e) => {
                         tracing::warn!(url = %config.url, error = %e, retry_in_ms = pause.as_millis() as u64, "cannot reach NATS");
@@ -159,19 +163,42 @@ impl Resource for MessagingHub {
     }
 }
 
-/// Connects the NATS backend, its background work (the release task) owned by `tracker`.
+/// Connects the NATS backend. Its background work (async-nats's connection tasks and the
+/// release task) runs on `io` when given, else on this arbiter; the release task is owned by
+/// `tracker` either way.
 async fn connect_nats(
-    url: &str,
+    url: String,
     settings: BrokerSettings,
     stats: Arc<MessagingStats>,
     tracker: &steward_core::Tracker,
+    io: Option<&tokio::runtime::Handle>,
 ) -> Result<Arc<dyn Broker>, crate::BrokerError> {
-    let tracker = tracker.clone();
+    let unavailable = |e: steward_core::Error| crate::BrokerError::Unavailable(e.to_string());
+    let Some(io) = io else {
+        let owner = tracker.clone();
+        let spawn: crate::nats::Spawner = Arc::new(move |task| {
+            if let Err(e) = owner.spawn(task) {
+                tracing::warn!(error = %e, "messaging: the service is stopping; NATS task not started");
+            }
+        });
+        let broker = crate::nats::NatsBroker::connect(&url, settings, stats, spawn).await?;
+        return Ok(broker);
+    };
+    let (owner, rt) = (tracker.clone(), io.clone());
     let spawn: crate::nats::Spawner = Arc::new(move |task| {
-        if let Err(e) = tracker.spawn(task) {
+        if let Err(e) = owner.spawn_on(&rt, task) {
             tracing::warn!(error = %e, "messaging: the service is stopping; NATS task not started");
         }
     });
-    let broker = crate::nats::NatsBroker::connect(url, settings, stats, spawn).await?;
+    // connect there, so async-nats starts its connection tasks on that runtime
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tracker
+        .spawn_on(io, async move {
+            let _ = tx.send(crate::nats::NatsBroker::connect(&url, settings, stats, spawn).await);
+        })
+        .map_err(unavailable)?;
+    let broker = rx
+        .await
+        .map_err(|_| crate::BrokerError::Unavailable("the connect task ended".into()))??;
     Ok(broker)
 }

@@ -146,7 +146,13 @@ pub(crate) struct Inner {
     /// The embedded broker outlives restarts of the `messaging` service (its messages with it).
     pub(crate) embedded: Option<Arc<EmbeddedBroker>>,
     pub(crate) producers: Arc<ProducerTable>,
+    /// Held while a producer is being started, so concurrent first sends on one key start
+    /// one producer (and take one quota slot), not one each.
+    starting: tokio::sync::Mutex<()>,
     pub(crate) directory: Arc<Directory>,
+    /// Where the NATS client's connection tasks run (a multi-thread runtime, e.g. tonic's);
+    /// `None`: the `messaging` service's own arbiter.
+    pub(crate) io: Option<tokio::runtime::Handle>,
     producers_sup: SupervisorCell,
     consumers_sup: SupervisorCell,
 }
@@ -160,6 +166,27 @@ impl Messaging {
     /// until the specs of [`Messaging::child_specs`] are started by a supervisor.
     #[must_use]
     pub fn new(config: MessagingConfig, registry: Registry) -> Self {
+        Self::build(config, registry, None)
+    }
+
+    /// As [`Messaging::new`], with the NATS client's connection and release tasks on `io` (a
+    /// multi-thread runtime) instead of the actix arbiter that runs every actor: its socket
+    /// I/O then never waits behind actor messages. The tasks are still owned (tracked) by the
+    /// `messaging` service.
+    #[must_use]
+    pub fn with_io_runtime(
+        config: MessagingConfig,
+        registry: Registry,
+        io: tokio::runtime::Handle,
+    ) -> Self {
+        Self::build(config, registry, Some(io))
+    }
+
+    fn build(
+        config: MessagingConfig,
+        registry: Registry,
+        io: Option<tokio::runtime::Handle>,
+    ) -> Self {
         let stats = Arc::new(MessagingStats::default());
         let embedded = (config.backend == BrokerBackend::Embedded)
             .then(|| EmbeddedBroker::new(BrokerSettings::from_config(&config), stats.clone()));
@@ -171,7 +198,9 @@ impl Messaging {
                 broker: RwLock::new(None),
                 embedded,
                 producers: Arc::default(),
+                starting: tokio::sync::Mutex::new(()),
                 directory: Arc::default(),
+                io,
                 producers_sup: SupervisorCell::new(),
                 consumers_sup: SupervisorCell::new(),
             }),
@@ -275,6 +304,10 @@ impl Messaging {
         admit: Admit<'_>,
     ) -> Result<InFlight, MessagingError> {
         let inner = &self.inner;
+        if let Some(inflight) = inner.producers.acquire(&key) {
+            return Ok(inflight);
+        }
+        let _starting = inner.starting.lock().await;
         for _ in 0..3 {
             if let Some(inflight) = inner.producers.acquire(&key) {
                 return Ok(inflight);

@@ -73,7 +73,12 @@ async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Re
     let jobs = JobHubHandle::new();
     let sockets = SocketService::new(config.socket.clone(), jobs.clone());
     let monitor = MonitorHandle::new();
-    let messaging = Messaging::new(config.messaging.clone(), registry.clone());
+    // the NATS client's socket I/O runs on tonic's multi-thread runtime, not the actors' arbiter
+    let messaging = Messaging::with_io_runtime(
+        config.messaging.clone(),
+        registry.clone(),
+        grpc_runtime.clone(),
+    );
     let listener_grace = config.supervisor.child_shutdown;
 
     let admin = ListenerSpec::new(
