@@ -82,14 +82,14 @@ async fn lists_its_own_supervised_services() {
     assert_eq!(page["resources"].as_array().unwrap().len(), 2);
     let next = page["next"].as_str().expect("a next page");
     let rest: Value = s
-        .get(&format!("/v1/resources?limit=10&after={next}"))
+        .get(&format!("/v1/resources?limit=20&after={next}"))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!(rest["resources"].as_array().unwrap().len(), 7, "9 resources, 2 on the first page");
+    assert_eq!(rest["resources"].as_array().unwrap().len(), 10, "12 resources, 2 on the first page");
     assert!(rest["next"].is_null());
 }
 
@@ -166,7 +166,7 @@ async fn a_resource_stopped_through_the_api_disappears_from_the_registry() {
     assert_eq!(entry["last_exit_reason"], "shutdown");
     // it really stopped serving, and it was not restarted
     assert!(s.http.get(format!("{}/healthz", s.public)).send().await.is_err());
-    assert_eq!(s.resources("?kind=service").await.len(), 8);
+    assert_eq!(s.resources("?kind=service").await.len(), 11);
 }
 
 #[tokio::test]
@@ -194,8 +194,8 @@ async fn metrics_watchdog_and_openapi() {
     let text =
         s.http.get(format!("{}/metrics", s.admin)).send().await.unwrap().text().await.unwrap();
     for needle in [
-        "steward_resources_live{kind=\"service\"} 9",
-        "steward_resources_started_total{kind=\"service\"} 9",
+        "steward_resources_live{kind=\"service\"} 12",
+        "steward_resources_started_total{kind=\"service\"} 12",
         "steward_restart_backoff_pending{kind=\"session\"} 0",
         "steward_process_resident_memory_bytes",
         "steward_process_open_fds",

@@ -375,7 +375,8 @@ async fn tenants_are_read_patched_and_deleted_with_their_tokens() {
             "tokens_revoked": 1,
             "resources_stopped": 0,
             "resources_left": 0,
-            "jobs_removed": 0
+            "jobs_removed": 0,
+            "topics_removed": 0
         })
     );
     assert_eq!(s.whoami(&bearer).await.status(), StatusCode::UNAUTHORIZED);
