@@ -498,6 +498,8 @@ struct Pump {
 
 impl Pump {
     async fn run(mut self) {
+        // the broker being down is logged once per outage, not once per retry
+        let mut failing = false;
         loop {
             let (msgs, bytes) = self.leases.credit(&self.settings);
             if msgs == 0 || bytes == 0 {
@@ -513,6 +515,10 @@ impl Pump {
                 r = self.pull.fetch(msgs, bytes, self.heartbeat) => r,
                 () = self.out.closed() => return,
             };
+            if failing && fetched.is_ok() {
+                failing = false;
+                tracing::info!("consumer: the broker answers again");
+            }
             match fetched {
                 Ok(batch) if batch.is_empty() => self.heartbeat(),
                 Ok(batch) => {
@@ -521,7 +527,14 @@ impl Pump {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "consumer: fetch failed; retrying");
+                    if failing {
+                        tracing::debug!(error = %e, "consumer: fetch failed again; retrying");
+                    } else {
+                        failing = true;
+                        tracing::warn!(error = %e, "consumer: fetch failed; retrying every second");
+                    }
+                    // the server is alive even when the broker is not
+                    self.heartbeat();
                     tokio::select! {
                         () = tokio::time::sleep(RETRY_PAUSE) => {}
                         () = self.out.closed() => return,
