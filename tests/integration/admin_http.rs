@@ -89,7 +89,11 @@ async fn lists_its_own_supervised_services() {
         .json()
         .await
         .unwrap();
-    assert_eq!(rest["resources"].as_array().unwrap().len(), 10, "12 resources, 2 on the first page");
+    assert_eq!(
+        rest["resources"].as_array().unwrap().len(),
+        10,
+        "12 resources, 2 on the first page"
+    );
     assert!(rest["next"].is_null());
 }
 
