@@ -12,7 +12,6 @@ use steward_config::BrokerBackend;
 use steward_core::{ExitReason, Resource, ResourceCtx, ResourceId, StopResource, stop_resource};
 
 use crate::broker::{Broker, BrokerSettings};
-use crate::producer;
 use crate::service::Messaging;
 use crate::stats::MessagingStats;
 
@@ -48,7 +47,7 @@ impl MessagingHub {
             tracing::info!(producers = idle.len(), "idle producers stopped");
         }
         for id in idle {
-            inner.registry.stop_direct(id, producer::swept());
+            inner.registry.stop_direct(id, ExitReason::Idle);
         }
         let mut gone = HashSet::new();
         for entry in inner.directory.all() {
@@ -100,15 +99,15 @@ impl Actor for MessagingHub {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let inner = self.messaging.inner();
-        match (&inner.embedded, inner.config.backend) {
-            (Some(embedded), _) => {
+        match &inner.embedded {
+            Some(embedded) => {
                 tracing::warn!(
                     "messaging: the embedded broker keeps messages in memory only; they do not \
                      survive a restart (set [messaging] backend = \"nats\" for a durable one)"
                 );
                 self.install(embedded.clone());
             }
-            (None, BrokerBackend::Nats | BrokerBackend::Embedded) => self.connect(ctx),
+            None => self.connect(ctx),
         }
         let every = inner.config.producer_sweep_interval;
         self.rcx.run_interval(ctx, every, |act, _| act.sweep());
@@ -132,7 +131,7 @@ impl Resource for MessagingHub {
         &mut self.rcx
     }
 
-    fn cleanup(&mut self, reason: &ExitReason) -> LocalBoxFuture<'static, ()> {
+    fn cleanup(&mut self, _reason: &ExitReason) -> LocalBoxFuture<'static, ()> {
         let broker = self
             .messaging
             .inner()
@@ -141,7 +140,6 @@ impl Resource for MessagingHub {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         let stopping = self.rcx.registry().is_shutting_down();
-        let _ = reason;
         Box::pin(async move {
             let Some(broker) = broker else { return };
             if let Some(unacked) = broker.unacked() {

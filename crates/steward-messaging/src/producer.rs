@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use steward_core::{ExitReason, Resource, ResourceCtx, ResourceId, StopResource, stop_resource};
+use steward_core::{Resource, ResourceCtx, ResourceId, StopResource, stop_resource};
 
 /// (tenant, producer id or topic).
 pub(crate) type ProducerKey = (Arc<str>, Arc<str>);
@@ -59,7 +59,7 @@ impl ProducerTable {
         Some(InFlight { shared, table: self.clone() })
     }
 
-    /// Registers a new producer under `key` (its factory calls this). Answers `false` when a
+    /// Registers a new producer under `key` (its factory calls this). Answers `None` when a
     /// live one is there already (a concurrent send won the race).
     pub(crate) fn register(&self, key: ProducerKey, id: ResourceId) -> Option<Arc<ProducerShared>> {
         let mut map = self.lock();
@@ -190,11 +190,6 @@ impl Drop for Producer {
     fn drop(&mut self) {
         self.table.forget(&self.key, self.rcx.id());
     }
-}
-
-/// The reason the sweep stops a producer with.
-pub(crate) fn swept() -> ExitReason {
-    ExitReason::Idle
 }
 
 #[cfg(test)]
