@@ -187,6 +187,7 @@ impl Config {
         self.validate_socket()?;
         self.validate_jobs()?;
         self.validate_messaging()?;
+        self.validate_browser()?;
         if self.log.level.trim().is_empty() {
             return Err(Error::invalid("log.level", "must not be empty"));
         }
@@ -306,6 +307,58 @@ impl Config {
         }
         if m.backend == BrokerBackend::Nats && m.url.trim().is_empty() {
             return Err(Error::invalid("messaging.url", "must name a NATS server"));
+        }
+        Ok(())
+    }
+
+    fn validate_browser(&self) -> Result<()> {
+        let b = &self.browser;
+        if b.executable.trim().is_empty() {
+            return Err(Error::invalid("browser.executable", "must name a Chromium executable"));
+        }
+        for (field, zero) in [
+            ("browser.max_sessions", b.max_sessions == 0),
+            ("browser.max_viewport_width", b.max_viewport_width == 0),
+            ("browser.max_viewport_height", b.max_viewport_height == 0),
+            ("browser.max_screenshot_height", b.max_screenshot_height == 0),
+            ("browser.max_result", b.max_result.as_u64() == 0),
+            ("browser.max_request", b.max_request.as_u64() < 1024),
+        ] {
+            if zero {
+                let what = if field == "browser.max_request" { "1KiB" } else { "1" };
+                return Err(Error::invalid(field, format!("must be at least {what}")));
+            }
+        }
+        for (field, d) in [
+            ("browser.launch_timeout", b.launch_timeout),
+            ("browser.connect_timeout", b.connect_timeout),
+            ("browser.heartbeat_interval", b.heartbeat_interval),
+            ("browser.heartbeat_timeout", b.heartbeat_timeout),
+            ("browser.command_timeout", b.command_timeout),
+            ("browser.close_timeout", b.close_timeout),
+            ("browser.reconcile_interval", b.reconcile_interval),
+            ("browser.session_idle_ttl", b.session_idle_ttl),
+            ("browser.session_max_lifetime", b.session_max_lifetime),
+            ("browser.queue_timeout", b.queue_timeout),
+            ("browser.navigate_timeout", b.navigate_timeout),
+            ("browser.evaluate_timeout", b.evaluate_timeout),
+            ("browser.screenshot_timeout", b.screenshot_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(Error::invalid(field, "must be greater than 0s"));
+            }
+        }
+        if b.session_idle_ttl > b.session_max_lifetime {
+            return Err(Error::invalid(
+                "browser.session_idle_ttl",
+                "must not be greater than browser.session_max_lifetime",
+            ));
+        }
+        if b.heartbeat_timeout > b.heartbeat_interval {
+            return Err(Error::invalid(
+                "browser.heartbeat_timeout",
+                "must not be greater than browser.heartbeat_interval",
+            ));
         }
         Ok(())
     }

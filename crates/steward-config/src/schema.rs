@@ -40,6 +40,8 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// `[messaging]`: the producer/consumer proxy and its broker (embedded or NATS JetStream).
     pub messaging: MessagingConfig,
+    /// `[browser]`: the Chromium pool and browser sessions (`steward.browser.v1.Browser`).
+    pub browser: BrowserConfig,
 }
 
 /// `[admin]`.
@@ -541,4 +543,94 @@ pub struct MessagingConfig {
     /// Embedded broker: most body bytes held per topic. Default 256 MiB. NATS: the stream's
     /// `max_bytes` (discard new). Both answer `RETRY_LATER` beyond.
     pub topic_max_bytes: ByteSize,
+}
+
+/// `[browser]`: the Chromium processes Steward runs and the browser sessions tenants hold on
+/// them (`steward.browser.v1.Browser`, `docs/protocol/browser.md`).
+///
+/// Names and defaults follow browserless (session timeout, queue length, concurrency) and the
+/// Chrome DevTools Protocol (browser context, target); per-tenant session limits are the
+/// tenant's quotas (`sessions`, `pages_per_session`, `session_rate`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrowserConfig {
+    /// The Chromium executable: a path, or a name looked up on `PATH`. Default `chromium`
+    /// (Debian's package `chromium`, `/usr/bin/chromium`).
+    pub executable: String,
+    /// Local Chromium processes to run. 0 = max(1, cores / 2). Default 0.
+    pub browsers: u32,
+    /// Extra command-line flags for every local Chromium, after Steward's own. Default none.
+    pub extra_args: Vec<String>,
+    /// How long a local Chromium has to print its DevTools URL after it is spawned. Default 20 s.
+    #[serde(with = "humantime_serde")]
+    pub launch_timeout: Duration,
+    /// Deadline of the CDP connect (WebSocket handshake to a local or remote browser); the
+    /// timer is the browser's own and goes with it (chromiumoxide has none: #333). Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Interval of the `Browser.getVersion` heartbeat of every browser. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Deadline of one heartbeat; a missed one is a disconnect. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_timeout: Duration,
+    /// Deadline of the other CDP calls (create or dispose a context, open or close a page,
+    /// emulation, `Content`). Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// How long a stopping browser waits for `Browser.close` before its process group is
+    /// killed. Default 3 s.
+    #[serde(with = "humantime_serde")]
+    pub close_timeout: Duration,
+    /// A browser that has created this many contexts stops taking sessions and is replaced
+    /// once its sessions are gone. 0 = never. Default 1000.
+    pub recycle_after_contexts: u32,
+    /// Likewise after this long. "0s" = never. Default 6 h.
+    #[serde(with = "humantime_serde")]
+    pub recycle_after: Duration,
+    /// Interval of the reconciler that disposes contexts and pages no live session owns.
+    /// Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
+    /// Most live sessions on this node (the `sessions` supervisor's `max_children`).
+    /// Default 200.
+    pub max_sessions: u32,
+    /// Idle TTL of a session when `CreateSession` sets none: no call and no `KeepAlive` for
+    /// this long closes it with reason `idle` (browserless-style, seed 000). Default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub session_idle_ttl: Duration,
+    /// Longest life of a session, and the most `CreateSession` may ask for as either TTL; it
+    /// closes with reason `max_lifetime` then. Default 30 min.
+    #[serde(with = "humantime_serde")]
+    pub session_max_lifetime: Duration,
+    /// `CreateSession` calls of one tenant that may wait for a free slot (its `sessions` quota
+    /// or the node's `max_sessions`); beyond: `RESOURCE_EXHAUSTED` at once. 0 = no queue.
+    /// Default 10 (browserless's `QUEUE_LENGTH`).
+    pub queue_length: u32,
+    /// How long a queued `CreateSession` waits for a slot before `RESOURCE_EXHAUSTED` with
+    /// retry advice. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// Deadline of `Navigate` (the request may ask for less). Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub navigate_timeout: Duration,
+    /// Deadline of `Evaluate` (the request may ask for less). Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub evaluate_timeout: Duration,
+    /// Deadline of `Screenshot` and `Pdf`. Default 15 s.
+    #[serde(with = "humantime_serde")]
+    pub screenshot_timeout: Duration,
+    /// Largest viewport a session may ask for, in CSS pixels: width. Default 3840.
+    pub max_viewport_width: u32,
+    /// Largest viewport height, in CSS pixels. Default 2160.
+    pub max_viewport_height: u32,
+    /// Tallest screenshot (full page or clip), in CSS pixels. Default 16384 (Chromium's own
+    /// texture limit).
+    pub max_screenshot_height: u32,
+    /// Largest result (screenshot, PDF, HTML content, evaluate JSON); beyond: `OUT_OF_RANGE`.
+    /// Default 16 MiB.
+    pub max_result: ByteSize,
+    /// Largest encoded gRPC request to the browser service (tonic's
+    /// `max_decoding_message_size`). Default 1 MiB.
+    pub max_request: ByteSize,
 }

@@ -1,0 +1,133 @@
+//! What a browser answers.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use chromiumoxide::Browser as Cdp;
+use chromiumoxide::cdp::browser_protocol::target::{
+    CreateBrowserContextParams, DisposeBrowserContextParams, GetBrowserContextsParams,
+};
+
+use super::messages::{AwaitReady, CreateContext, Disconnected, DisposeContext};
+use super::{BrowserActor, Owned};
+use crate::cdp::timed;
+use crate::stats::{BrowserState, Op};
+use crate::{Error, Result};
+
+impl Handler<AwaitReady> for BrowserActor {
+    type Result = ResponseFuture<Result<Arc<Cdp>>>;
+
+    fn handle(&mut self, _: AwaitReady, _: &mut Context<Self>) -> Self::Result {
+        match (&self.cdp, self.state) {
+            (Some(cdp), BrowserState::Ready | BrowserState::Draining) => {
+                let cdp = cdp.clone();
+                Box::pin(async move { Ok(cdp) })
+            }
+            (_, BrowserState::Launching) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                self.ready_waiters.push(tx);
+                Box::pin(async move {
+                    rx.await.unwrap_or(Err(Error::BrowserUnavailable("browser stopped".into())))
+                })
+            }
+            _ => Box::pin(async { Err(Error::BrowserUnavailable("browser is down".into())) }),
+        }
+    }
+}
+
+impl Handler<CreateContext> for BrowserActor {
+    type Result = ResponseActFuture<Self, Result<(String, Arc<Cdp>)>>;
+
+    /// Verifies the browser is live (ready, watch not fired, not stopping) and creates the
+    /// context; the creation's answer is itself the proof that the connection works. A failed
+    /// creation is followed by a heartbeat, which turns a dead browser into a disconnect.
+    fn handle(&mut self, msg: CreateContext, _: &mut Context<Self>) -> Self::Result {
+        let live = self.state == BrowserState::Ready && !self.lost && !self.rcx.is_stopping();
+        let Some(cdp) = self.cdp.clone().filter(|_| live) else {
+            let why = format!("browser is {}", self.state.as_str());
+            return Box::pin(fut::ready(Err(Error::BrowserUnavailable(why))));
+        };
+        self.creating += 1;
+        self.creation_epoch += 1;
+        let shared = self.shared.clone();
+        let fut = async move {
+            let params = CreateBrowserContextParams::default();
+            let t = shared.config.command_timeout;
+            let created = timed(&shared.stats, Op::CreateContext, t, cdp.execute(params)).await;
+            created.map(|r| (r.result.browser_context_id.inner().clone(), cdp))
+        };
+        Box::pin(fut.into_actor(self).map(move |res, act, ctx| {
+            act.creating -= 1;
+            match res {
+                Ok((id, cdp)) => {
+                    if act.lost || act.rcx.is_stopping() {
+                        return Err(Error::BrowserUnavailable("browser stopped".into()));
+                    }
+                    act.contexts_created += 1;
+                    act.contexts.insert(
+                        id.clone(),
+                        Owned { session: msg.session, lost: msg.lost, pages: msg.pages },
+                    );
+                    let limit = act.shared.config.recycle_after_contexts;
+                    if limit > 0 && act.contexts_created >= u64::from(limit) {
+                        act.drain(ctx, "contexts");
+                    }
+                    act.publish(ctx.address());
+                    Ok((id, cdp))
+                }
+                Err(e) => {
+                    act.heartbeat(ctx);
+                    act.stop_if_drained(ctx);
+                    Err(e)
+                }
+            }
+        }))
+    }
+}
+
+impl Handler<DisposeContext> for BrowserActor {
+    type Result = ResponseActFuture<Self, Result<()>>;
+
+    /// Disposes the context and checks `Target.getBrowserContexts` no longer lists it.
+    fn handle(&mut self, msg: DisposeContext, ctx: &mut Context<Self>) -> Self::Result {
+        let owner = self.contexts.remove(&msg.context).map(|o| o.session);
+        self.publish(ctx.address());
+        self.stop_if_drained(ctx);
+        let Some(cdp) = self.cdp.clone().filter(|_| !self.lost) else {
+            // the browser is gone or going: so is the context
+            return Box::pin(fut::ready(Ok(())));
+        };
+        tracing::debug!(context = %msg.context, session = ?owner, "disposing context");
+        let shared = self.shared.clone();
+        let fut = async move {
+            let t = shared.config.command_timeout;
+            let dispose = DisposeBrowserContextParams::new(msg.context.clone());
+            timed(&shared.stats, Op::DisposeContext, t, cdp.execute(dispose)).await?;
+            let left = timed(
+                &shared.stats,
+                Op::DisposeContext,
+                t,
+                cdp.execute(GetBrowserContextsParams {}),
+            )
+            .await?
+            .result
+            .browser_context_ids;
+            if left.iter().any(|c| *c.inner() == msg.context) {
+                return Err(Error::Protocol(format!(
+                    "context {} still listed after disposal",
+                    msg.context
+                )));
+            }
+            Ok(())
+        };
+        Box::pin(fut.into_actor(self))
+    }
+}
+
+impl Handler<Disconnected> for BrowserActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disconnected, ctx: &mut Context<Self>) {
+        self.disconnected(ctx, &msg.why);
+    }
+}

@@ -1,0 +1,186 @@
+//! Spawning a local Chromium: its own temp directory (profile and `TMPDIR`), its own process
+//! group with SIGKILL as parent-death signal (both from the owner's [`Tracker`]), the flags of
+//! `field-notes.md`, and the `DevTools listening on ws://…` line read from its stderr.
+//!
+//! chromiumoxide's own `launch()` is not used: it shares one profile directory between browsers
+//! and leaves Chromium in Steward's process group (mattsse/chromiumoxide #251).
+
+use std::path::Path;
+use std::process::Stdio;
+
+use steward_config::BrowserConfig;
+use steward_core::Tracker;
+use steward_core::tracker::TrackedProcess;
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{ChildStderr, Command};
+
+use crate::{Error, Result};
+
+/// The prefix of the line Chromium prints on stderr once its DevTools endpoint listens.
+const DEVTOOLS_LINE: &str = "DevTools listening on ";
+
+/// Longest stderr line kept for an error message, in bytes.
+const MAX_LOGGED_LINE: usize = 512;
+
+/// A spawned Chromium that printed its DevTools URL.
+pub(crate) struct Launched {
+    /// The process (its pid is its process group id); reaped by the tracker.
+    pub(crate) process: TrackedProcess,
+    /// `ws://127.0.0.1:<port>/devtools/browser/<id>`.
+    pub(crate) ws_url: String,
+}
+
+/// Creates the browser's own directory: `profile/` (`--user-data-dir`) and `tmp/` (`TMPDIR`).
+///
+/// # Errors
+/// [`Error::BrowserUnavailable`] when the directory cannot be created.
+pub(crate) fn make_dir() -> Result<TempDir> {
+    let dir = tempfile::Builder::new().prefix("steward-chromium-").tempdir().map_err(|e| {
+        Error::BrowserUnavailable(format!("cannot create a profile directory: {e}"))
+    })?;
+    for sub in ["profile", "tmp"] {
+        std::fs::create_dir(dir.path().join(sub)).map_err(|e| {
+            Error::BrowserUnavailable(format!("cannot create a profile directory: {e}"))
+        })?;
+    }
+    Ok(dir)
+}
+
+/// Steward's Chromium flags (`field-notes.md`): new headless mode, DevTools on a free loopback
+/// port, the browser's own profile, and nothing that phones home or runs in the background.
+/// `--no-sandbox` only as root, where Chromium refuses to start with its sandbox.
+pub(crate) fn args(config: &BrowserConfig, dir: &Path) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--headless=new",
+        "--remote-debugging-address=127.0.0.1",
+        "--remote-debugging-port=0",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--disable-default-apps",
+        "--disable-crash-reporter",
+        "--disable-breakpad",
+        "--disable-dev-shm-usage",
+        "--mute-audio",
+        "--password-store=basic",
+        "--use-mock-keychain",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    if nix::unistd::geteuid().is_root() {
+        args.push("--no-sandbox".into());
+    }
+    args.push(format!("--user-data-dir={}", dir.join("profile").display()));
+    args.extend(config.extra_args.iter().cloned());
+    args.push("about:blank".into());
+    args
+}
+
+/// Spawns Chromium as `tracker`'s child process and waits (at most `launch_timeout`) for its
+/// DevTools URL. Its stderr keeps being drained by a task of `tracker`, so Chromium never
+/// blocks on a full pipe.
+///
+/// # Errors
+/// [`Error::BrowserUnavailable`] when it cannot be spawned or exits before printing the URL
+/// (with its last stderr line); [`Error::DeadlineExceeded`] (`launch`).
+pub(crate) async fn spawn(
+    tracker: &Tracker,
+    config: &BrowserConfig,
+    dir: &Path,
+) -> Result<Launched> {
+    let mut cmd = Command::new(&config.executable);
+    cmd.args(args(config, dir))
+        .env("TMPDIR", dir.join("tmp"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut process = tracker.spawn_process(&mut cmd).map_err(|e| {
+        Error::BrowserUnavailable(format!("cannot start {}: {e}", config.executable))
+    })?;
+    let stderr = process
+        .stderr
+        .take()
+        .ok_or_else(|| Error::BrowserUnavailable("chromium's stderr is not piped".into()))?;
+    let mut lines = BufReader::new(stderr).lines();
+    let read = async {
+        let mut last = String::new();
+        loop {
+            match lines.next_line().await {
+                Ok(Some(line)) => {
+                    if let Some(url) = line.trim().strip_prefix(DEVTOOLS_LINE) {
+                        return Ok(url.trim().to_owned());
+                    }
+                    last = truncate(&line);
+                }
+                Ok(None) | Err(_) => {
+                    return Err(Error::BrowserUnavailable(format!(
+                        "chromium exited before its DevTools endpoint was up: {last}"
+                    )));
+                }
+            }
+        }
+    };
+    let ws_url = match tokio::time::timeout(config.launch_timeout, read).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(Error::DeadlineExceeded { stage: "launch", after: config.launch_timeout });
+        }
+    };
+    drain(tracker, lines.into_inner().into_inner());
+    Ok(Launched { process, ws_url })
+}
+
+/// Reads and drops the rest of Chromium's stderr (logged at `trace`) until it closes.
+fn drain(tracker: &Tracker, stderr: ChildStderr) {
+    let mut lines = BufReader::new(stderr).lines();
+    let _ = tracker.spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::trace!(line = %truncate(&line), "chromium stderr");
+        }
+    });
+}
+
+fn truncate(line: &str) -> String {
+    let mut end = line.len().min(MAX_LOGGED_LINE);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    line[..end].to_owned()
+}
+
+/// The processes of process group `pgid` now (from `/proc/<pid>/stat`) and their resident
+/// memory in bytes (`/proc/<pid>/statm`).
+pub(crate) fn group_usage(pgid: u32) -> (Vec<u32>, u64) {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|p| u64::try_from(p).ok())
+        .unwrap_or(4096);
+    let mut pids = Vec::new();
+    let mut rss = 0;
+    let Ok(dir) = std::fs::read_dir("/proc") else { return (pids, rss) };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // fields after the parenthesised command: state ppid pgrp …
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
+        if rest.split_whitespace().nth(2).and_then(|g| g.parse::<u32>().ok()) != Some(pgid) {
+            continue;
+        }
+        pids.push(pid);
+        rss += std::fs::read_to_string(format!("/proc/{pid}/statm"))
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+            .map_or(0, |pages| pages * page);
+    }
+    (pids, rss)
+}

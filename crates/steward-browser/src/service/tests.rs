@@ -1,0 +1,335 @@
+//! The pool under a real supervisor, with a real Chromium (Debian's `chromium`): sessions open,
+//! work and close, and nothing is left behind.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use steward_config::Config;
+use steward_core::supervisor::{RootSupervisor, Supervisor};
+use steward_core::{Registry, ResourceKind, Strategy, SupervisorSpec};
+
+use super::*;
+use crate::CloseReason;
+use crate::policy::UrlPolicy;
+
+struct Harness {
+    registry: Registry,
+    browsers: Browsers,
+    _root: RootSupervisor,
+}
+
+async fn harness(tweak: impl FnOnce(&mut BrowserConfig)) -> Harness {
+    let c = Config::defaults();
+    let mut config = c.browser.clone();
+    config.browsers = 1;
+    tweak(&mut config);
+    let registry = Registry::with_defaults();
+    let browsers = Browsers::new(config, registry.clone());
+    let spec = SupervisorSpec::from_config("test", Strategy::OneForOne, &c.supervisor)
+        .children(browsers.child_specs(&c.supervisor));
+    let root = Supervisor::start_root(&registry, spec).await.unwrap();
+    Harness { registry, browsers, _root: root }
+}
+
+fn scope(tenant: &str) -> TenantScope {
+    TenantScope {
+        tenant: tenant.into(),
+        endpoint: None,
+        pages_per_session: 5,
+        policy: Arc::new(UrlPolicy::default()),
+    }
+}
+
+fn admit_all() -> Result<AdmitGuard> {
+    Ok(Box::new(()))
+}
+
+const PAGE: &str = "data:text/html,<title>hello</title><body style='height:3000px'>hi</body>";
+
+#[actix_rt::test]
+async fn a_session_opens_works_and_closes_leaving_nothing() {
+    let h = harness(|_| {}).await;
+    let s = scope("acme");
+    let info = h
+        .browsers
+        .create_session(
+            &s,
+            SessionOptions { width: 640, height: 480, ..SessionOptions::default() },
+            &admit_all,
+        )
+        .await
+        .unwrap();
+    assert_eq!(info.pages.len(), 1);
+    let nav = h
+        .browsers
+        .navigate(&s, &info.id, NavigateRequest { url: PAGE.into(), ..NavigateRequest::default() })
+        .await
+        .unwrap();
+    assert_eq!(nav.title, "hello");
+    let png = h.browsers.screenshot("acme", &info.id, ScreenshotRequest::default()).await.unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let json = h
+        .browsers
+        .evaluate(
+            "acme",
+            &info.id,
+            EvaluateRequest {
+                expression: "({a: 1 + 1, w: innerWidth})".into(),
+                ..EvaluateRequest::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(json, r#"{"a":2,"w":640}"#);
+    assert!(matches!(h.browsers.session("other", &info.id).await, Err(Error::NotFound(_))));
+    h.browsers.close_session("acme", &info.id).await.unwrap();
+    assert_eq!(h.browsers.live_sessions(), 0);
+    let b = h.browsers.browsers();
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].contexts, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    assert!(h.registry.wait_none_of(&[ResourceKind::Session], deadline).await);
+}
+
+/// Contexts Chromium itself lists, asked over a second CDP connection.
+async fn chromium_contexts(endpoint: &str) -> usize {
+    use chromiumoxide::cdp::browser_protocol::target::GetBrowserContextsParams;
+    use futures_util::StreamExt as _;
+    let (cdp, mut handler) = chromiumoxide::Browser::connect(endpoint.to_owned()).await.unwrap();
+    #[allow(clippy::disallowed_methods)] // a test's own CDP client, aborted below
+    let poll = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    let n =
+        cdp.execute(GetBrowserContextsParams {}).await.unwrap().result.browser_context_ids.len();
+    poll.abort();
+    n
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn closed(h: &Harness, reason: CloseReason) -> u64 {
+    let i = CloseReason::ALL.iter().position(|r| *r == reason).unwrap();
+    BrowserStats::get(&h.browsers.stats().sessions_closed[i])
+}
+
+#[actix_rt::test]
+async fn a_browser_killed_from_outside_fails_its_sessions_and_is_relaunched() {
+    let h = harness(|_| {}).await;
+    let s = scope("acme");
+    let info = h.browsers.create_session(&s, SessionOptions::default(), &admit_all).await.unwrap();
+    let before = h.browsers.browsers()[0].clone();
+    let pid = before.pid.unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    until("the session to fail", || h.browsers.live_sessions() == 0).await;
+    assert_eq!(closed(&h, CloseReason::BrowserUnavailable), 1);
+    assert!(matches!(h.browsers.session("acme", &info.id).await, Err(Error::NotFound(_))));
+    until("a relaunched browser", || {
+        h.browsers.browsers().iter().any(|b| b.state == BrowserState::Ready && b.pid != Some(pid))
+    })
+    .await;
+    assert_eq!(BrowserStats::get(&h.browsers.stats().relaunched), 1);
+    let again = h.browsers.create_session(&s, SessionOptions::default(), &admit_all).await.unwrap();
+    h.browsers.close_session("acme", &again.id).await.unwrap();
+    // the killed Chromium was reaped: no zombie child of ours
+    let me = std::process::id();
+    let zombies = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            let mut f = rest.split_whitespace();
+            f.next() == Some("Z") && f.next() == Some(&me.to_string())
+        })
+        .count();
+    assert_eq!(zombies, 0);
+}
+
+#[actix_rt::test]
+async fn an_operator_stop_is_not_relaunched_and_removes_the_profile() {
+    let h = harness(|_| {}).await;
+    let s = scope("acme");
+    let info = h.browsers.create_session(&s, SessionOptions::default(), &admit_all).await.unwrap();
+    let b = h.browsers.browsers()[0].clone();
+    let id: steward_core::ResourceId = b.id.parse().unwrap();
+    h.registry.request_stop(id, steward_core::ExitReason::Shutdown).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    assert!(h.registry.wait_gone(id, deadline).await);
+    assert!(h.browsers.browsers().is_empty());
+    assert_eq!(h.browsers.live_sessions(), 0);
+    assert!(matches!(h.browsers.session("acme", &info.id).await, Err(Error::NotFound(_))));
+    let (pids, _) = crate::launch::group_usage(b.pid.unwrap());
+    assert!(pids.is_empty(), "chromium processes left: {pids:?}");
+    // not relaunched: nothing comes back by itself
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(h.browsers.browsers().is_empty());
+    assert_eq!(h.registry.count_of(&[ResourceKind::Browser]), 0);
+    assert_eq!(BrowserStats::get(&h.browsers.stats().relaunched), 0);
+}
+
+#[actix_rt::test]
+async fn a_connect_that_never_answers_fails_within_its_deadline_and_leaves_nothing() {
+    let h = harness(|c| c.connect_timeout = Duration::from_millis(500)).await;
+    // accepts, never answers the WebSocket handshake
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+    let handles = h.registry.handle_counts();
+    let mut s = scope("acme");
+    s.endpoint = Some(format!("ws://127.0.0.1:{port}/devtools/browser/x"));
+    let started = std::time::Instant::now();
+    let err =
+        h.browsers.create_session(&s, SessionOptions::default(), &admit_all).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, Error::DeadlineExceeded { stage: "connect", .. }), "{err:?}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    assert!(h.registry.wait_none_of(&[ResourceKind::Browser], deadline).await);
+    assert_eq!(h.registry.handle_counts(), handles);
+    drop(held);
+}
+
+#[actix_rt::test]
+async fn sessions_expire_idle_and_at_max_lifetime() {
+    let h = harness(|_| {}).await;
+    let s = scope("acme");
+    let life = SessionOptions {
+        idle_ttl: Some(Duration::from_secs(60)),
+        max_lifetime: Some(Duration::from_millis(1500)),
+        ..SessionOptions::default()
+    };
+    let b = h.browsers.create_session(&s, life, &admit_all).await.unwrap();
+    let idle =
+        SessionOptions { idle_ttl: Some(Duration::from_secs(1)), ..SessionOptions::default() };
+    let a = h.browsers.create_session(&s, idle, &admit_all).await.unwrap();
+    // keep-alives hold the idle one open past its TTL, not the other past its lifetime
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        h.browsers.keep_alive("acme", &a.id).await.unwrap();
+    }
+    until("max lifetime", || h.browsers.live_sessions() == 1).await;
+    assert!(h.browsers.session("acme", &b.id).await.is_err());
+    until("idle ttl", || h.browsers.live_sessions() == 0).await;
+    assert_eq!(closed(&h, CloseReason::Idle), 1);
+    assert_eq!(closed(&h, CloseReason::MaxLifetime), 1);
+}
+
+#[actix_rt::test]
+async fn the_reconciler_disposes_a_context_whose_session_was_killed() {
+    let h = harness(|c| c.reconcile_interval = Duration::from_millis(200)).await;
+    let s = scope("acme");
+    let info = h.browsers.create_session(&s, SessionOptions::default(), &admit_all).await.unwrap();
+    let endpoint = h.browsers.browsers()[0].endpoint.clone().unwrap();
+    assert_eq!(chromium_contexts(&endpoint).await, 1);
+    // killed: no cleanup ran, the context stays in Chromium
+    assert!(h.registry.kill(info.id.parse().unwrap()));
+    until("the session to go", || h.browsers.live_sessions() == 0).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if chromium_contexts(&endpoint).await == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the orphaned context was not disposed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(BrowserStats::get(&h.browsers.stats().reconciled) >= 1);
+}
+
+#[actix_rt::test]
+async fn a_full_tenant_queues_then_times_out_with_retry_advice() {
+    let h = harness(|c| {
+        c.queue_length = 1;
+        c.queue_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let s = scope("acme");
+    let slots = Arc::new(std::sync::atomic::AtomicU32::new(1));
+    let admit = {
+        let slots = slots.clone();
+        move || -> Result<AdmitGuard> {
+            let taken =
+                slots.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+            if taken.is_err() {
+                return Err(Error::ResourceExhausted { quota: "sessions", retry_after: None });
+            }
+            struct Give(Arc<std::sync::atomic::AtomicU32>);
+            impl Drop for Give {
+                fn drop(&mut self) {
+                    self.0.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+            Ok(Box::new(Give(slots.clone())))
+        }
+    };
+    let first = h.browsers.create_session(&s, SessionOptions::default(), &admit).await.unwrap();
+    // the second waits, and gets the slot when the first closes
+    let (second, ()) =
+        tokio::join!(h.browsers.create_session(&s, SessionOptions::default(), &admit), async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            h.browsers.close_session("acme", &first.id).await.unwrap();
+        });
+    let second = second.unwrap();
+    // the third times out; a fourth finds the queue full
+    let (third, fourth) =
+        tokio::join!(h.browsers.create_session(&s, SessionOptions::default(), &admit), async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            h.browsers.create_session(&s, SessionOptions::default(), &admit).await
+        });
+    assert!(
+        matches!(
+            third,
+            Err(Error::ResourceExhausted { quota: "queue_timeout", retry_after: Some(_) })
+        ),
+        "{third:?}"
+    );
+    assert!(
+        matches!(
+            fourth,
+            Err(Error::ResourceExhausted { quota: "queue_full", retry_after: Some(_) })
+        ),
+        "{fourth:?}"
+    );
+    assert!(h.browsers.queued().is_empty());
+    h.browsers.close_session("acme", &second.id).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_crashed_page_closes_its_session_with_page_crashed() {
+    let h = harness(|_| {}).await;
+    let s = scope("acme");
+    let info = h.browsers.create_session(&s, SessionOptions::default(), &admit_all).await.unwrap();
+    h.browsers
+        .navigate(&s, &info.id, NavigateRequest { url: PAGE.into(), ..NavigateRequest::default() })
+        .await
+        .unwrap();
+    let pid = h.browsers.browsers()[0].pid.unwrap();
+    let renderers: Vec<u32> = crate::launch::group_usage(pid)
+        .0
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("--type=renderer"))
+        })
+        .collect();
+    assert!(!renderers.is_empty(), "no renderer process found");
+    for r in renderers {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(r as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    until("the session to close", || h.browsers.live_sessions() == 0).await;
+    assert_eq!(closed(&h, CloseReason::PageCrashed), 1);
+    // the browser itself survives and takes new sessions
+    let again = h.browsers.create_session(&s, SessionOptions::default(), &admit_all).await.unwrap();
+    h.browsers.close_session("acme", &again.id).await.unwrap();
+}
