@@ -89,6 +89,7 @@ fn tenant_to_pb(v: TenantView) -> pb::Tenant {
         quotas: Some(crate::tenancy::quotas_to_pb(&quotas)),
         quota_overrides: Some(overrides_to_pb(&tenant.quota_overrides)),
         browser_endpoint: tenant.browser_endpoint,
+        browser_allow: tenant.browser_allow,
         labels: tenant.labels.into_iter().collect(),
         usage: usage.into_iter().map(|(kind, n)| (kind.to_string(), n)).collect(),
     }
@@ -118,6 +119,7 @@ pub(crate) async fn create_tenant(
         display_name: r.display_name,
         quotas: overrides_from_pb(r.quotas),
         browser_endpoint: r.browser_endpoint,
+        browser_allow: r.browser_allow,
         labels: r.labels.into_iter().collect(),
     };
     tenancy.create_tenant(new).await.map(tenant_to_pb).map_err(|e| status(&e))
@@ -245,6 +247,24 @@ fn label_patch(
     Ok((!patch.is_empty()).then_some(patch))
 }
 
+/// `browser_allow` and `clear_browser_allow` as a merge patch of the list: a non-empty list
+/// replaces it (`Some(Some(list))`), `clear_browser_allow` empties it (`Some(None)`), neither
+/// leaves it (`None`); both at once is refused.
+#[allow(clippy::option_option)] // absent, clear and a value mean three different things
+fn browser_allow_patch(
+    allow: Vec<String>,
+    clear: bool,
+) -> Result<Option<Option<Vec<String>>>, Status> {
+    match (allow.is_empty(), clear) {
+        (false, true) => {
+            Err(invalid("clear_browser_allow", "must not be true when `browser_allow` is set"))
+        }
+        (false, false) => Ok(Some(Some(allow))),
+        (true, true) => Ok(Some(None)),
+        (true, false) => Ok(None),
+    }
+}
+
 /// `Admin.UpdateTenant`: the request's set fields as a merge patch.
 pub(crate) async fn update_tenant(
     tenancy: &Tenancy,
@@ -262,10 +282,12 @@ pub(crate) async fn update_tenant(
         (None, true) => Some(None),
         (None, false) => None,
     };
+    let browser_allow = browser_allow_patch(r.browser_allow, r.clear_browser_allow)?;
     let patch = TenantPatch {
         display_name: r.display_name,
         quotas: quota_patch(r.set_quotas, &r.reset_quotas)?,
         browser_endpoint,
+        browser_allow,
         labels: label_patch(r.set_labels, r.remove_labels)?,
     };
     tenancy.update_tenant(&id, patch).await.map(tenant_to_pb).map_err(|e| match e {

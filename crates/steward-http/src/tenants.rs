@@ -68,6 +68,10 @@ pub(crate) struct TenantJson {
     quota_overrides: QuotaOverrides,
     /// CDP endpoint its browser sessions use instead of a local Chromium.
     browser_endpoint: Option<String>,
+    /// What its browser sessions may reach beyond the public internet: CIDRs (`10.0.0.0/8`),
+    /// IP addresses (`127.0.0.1`), host names (`intranet.example`) and `*.` wildcards
+    /// (`*.corp.example`); empty when they reach only public addresses.
+    browser_allow: Vec<String>,
     labels: BTreeMap<String, String>,
     /// Live resources per kind on this node.
     usage: BTreeMap<String, u64>,
@@ -83,6 +87,7 @@ impl From<TenantView> for TenantJson {
             quotas: v.quotas,
             quota_overrides: v.tenant.quota_overrides,
             browser_endpoint: v.tenant.browser_endpoint,
+            browser_allow: v.tenant.browser_allow,
             labels: v.tenant.labels,
             usage: usage_json(&v.usage),
         }
@@ -218,8 +223,9 @@ async fn get_tenant(
 }
 
 /// Changes a tenant: a JSON merge patch (RFC 7396) of `display_name`, `quotas` (a number sets
-/// an override, `null` returns to the default), `browser_endpoint` (`null` removes it) and
-/// `labels` (`null` removes one). New quotas apply to the next admission.
+/// an override, `null` returns to the default), `browser_endpoint` (`null` removes it),
+/// `browser_allow` (an array replaces the list, `null` empties it) and `labels` (`null` removes
+/// one). New quotas apply to the next admission.
 #[utoipa::path(patch, path = "/v1/tenants/{id}", params(("id" = String, Path)), request_body = TenantPatch,
     security(("admin_token" = [])), responses((status = 200, body = TenantJson),
     (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]

@@ -69,6 +69,7 @@ fn fixture(rt: &Runtime, config: &TenancyConfig) -> Fixture {
                     display_name: None,
                     quotas: QuotaOverrides::default(),
                     browser_endpoint: None,
+                    browser_allow: Vec::new(),
                     labels: Labels::default(),
                 })
                 .await

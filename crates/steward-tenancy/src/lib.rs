@@ -5,7 +5,8 @@
 //! - the [`Store`] (sqlx: embedded SQLite by default, PostgreSQL to share tenants between nodes)
 //!   with compiled-in migrations;
 //! - tenants ([`Tenant`]: slug id, display name, quota overrides, remote browser endpoint,
-//!   labels), created exactly once per id (the primary key decides concurrent registrations);
+//!   browser allow-list, labels), created exactly once per id (the primary key decides
+//!   concurrent registrations);
 //! - API tokens: `stw_<id>_<secret>`, 256-bit secrets shown once and stored only as SHA-256,
 //!   resolved through a cache of at most 1 s into a [`TenantContext`]; expired tokens are
 //!   refused at once and purged by a deadline-queue timer (`token-purge` service);
@@ -45,7 +46,8 @@ use steward_core::{ChildSpec, ExitReason, Registry, ResourceKind};
 
 use crate::auth::{Cached, TokenCache};
 use crate::model::{
-    MAX_DISPLAY_NAME, MAX_TOKEN_NAME, validate_endpoint, validate_labels, validate_name,
+    MAX_DISPLAY_NAME, MAX_TOKEN_NAME, validate_browser_allow, validate_endpoint, validate_labels,
+    validate_name,
 };
 use crate::purge::{PurgeLink, PurgeSpec};
 
@@ -209,6 +211,7 @@ impl Tenancy {
         if let Some(e) = &new.browser_endpoint {
             validate_endpoint(e)?;
         }
+        validate_browser_allow(&new.browser_allow)?;
         validate_labels(&new.labels)?;
         let max = self.inner.config.max_tenants;
         if self.inner.store.count_tenants().await? >= u64::from(max) {
@@ -224,6 +227,7 @@ impl Tenancy {
             updated_at: now,
             quota_overrides,
             browser_endpoint: new.browser_endpoint,
+            browser_allow: new.browser_allow,
             labels: new.labels,
             revision: 1,
         };
@@ -270,6 +274,9 @@ impl Tenancy {
         if let Some(Some(e)) = &patch.browser_endpoint {
             validate_endpoint(e)?;
         }
+        if let Some(Some(allow)) = &patch.browser_allow {
+            validate_browser_allow(allow)?;
+        }
         for attempt in 0..UPDATE_RETRIES {
             if attempt > 0 {
                 // a lost race means another patch made progress; back off a little so N
@@ -290,6 +297,9 @@ impl Tenancy {
             }
             if let Some(e) = &patch.browser_endpoint {
                 t.browser_endpoint.clone_from(e);
+            }
+            if let Some(allow) = &patch.browser_allow {
+                t.browser_allow = allow.clone().unwrap_or_default();
             }
             if let Some(labels) = &patch.labels {
                 for (k, v) in labels {

@@ -29,6 +29,10 @@ pub const MAX_LABEL_VALUE: usize = 255;
 pub const MAX_ENDPOINT: usize = 2048;
 /// Largest single quota value.
 pub const MAX_QUOTA: u32 = 1_000_000;
+/// Most entries in a tenant's `browser_allow` list.
+pub const MAX_BROWSER_ALLOW: usize = 64;
+/// Longest `browser_allow` entry, in bytes (the longest DNS name, RFC 1035 §2.3.4).
+pub const MAX_BROWSER_ALLOW_ENTRY: usize = 253;
 
 /// A tenant id: a slug of 1..=63 characters `[a-z0-9-]`, starting and ending with a letter or
 /// digit (an RFC 1123 DNS label, lowercase). Cheap to clone.
@@ -404,6 +408,63 @@ pub fn validate_endpoint(endpoint: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks a tenant's browser allow-list: at most [`MAX_BROWSER_ALLOW`] entries, each at most
+/// [`MAX_BROWSER_ALLOW_ENTRY`] bytes and one of a CIDR (`10.0.0.0/8`, `fd00::/8`), an IP address
+/// (`127.0.0.1`, `::1`), a host name (`intranet.example`: dot-separated labels of 1..=63
+/// characters `[A-Za-z0-9-]`, the last not all digits) or `*.` and a host name
+/// (`*.corp.example`: its sub-domains). The same grammar as the browser's URL policy, which
+/// gives the entries their meaning (steward-browser `policy`).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming `browser_allow` (too many entries) or the entry
+/// (`browser_allow[2]`).
+pub fn validate_browser_allow(list: &[String]) -> Result<()> {
+    if list.len() > MAX_BROWSER_ALLOW {
+        return Err(Error::invalid(
+            "browser_allow",
+            &format!("at most {MAX_BROWSER_ALLOW} entries"),
+        ));
+    }
+    for (i, entry) in list.iter().enumerate() {
+        let invalid = |reason: &str| Error::invalid(&format!("browser_allow[{i}]"), reason);
+        if entry.is_empty() {
+            return Err(invalid("must not be empty"));
+        }
+        if entry.len() > MAX_BROWSER_ALLOW_ENTRY {
+            return Err(invalid(&format!("must be at most {MAX_BROWSER_ALLOW_ENTRY} bytes")));
+        }
+        if entry.contains('/') {
+            if entry.parse::<ipnet::IpNet>().is_err() {
+                return Err(invalid(&format!(
+                    "{entry:?} is not a CIDR (such as 10.0.0.0/8 or fd00::/8)"
+                )));
+            }
+            continue;
+        }
+        if entry.parse::<std::net::IpAddr>().is_ok() {
+            continue;
+        }
+        let name = entry.strip_prefix("*.").unwrap_or(entry);
+        if !is_host_name(name) {
+            return Err(invalid(&format!(
+                "{entry:?} is not a CIDR, an IP address, a host name (dot-separated labels of \
+                 A-Z a-z 0-9 -, the last not all digits) or `*.` and a host name"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Dot-separated labels of 1..=63 bytes of `[A-Za-z0-9-]`, the last not all digits (the URL
+/// Standard reads such a host as an IPv4 address, so the entry could never match a name).
+fn is_host_name(name: &str) -> bool {
+    let label_ok = |l: &str| {
+        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    name.split('.').all(label_ok)
+        && name.rsplit('.').next().is_some_and(|last| !last.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// A tenant as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant {
@@ -419,6 +480,9 @@ pub struct Tenant {
     pub quota_overrides: QuotaOverrides,
     /// CDP endpoint its browser sessions use instead of a local Chromium.
     pub browser_endpoint: Option<String>,
+    /// What its browser sessions may reach beyond the public internet: CIDRs, addresses, host
+    /// names and `*.` wildcards ([`validate_browser_allow`]); empty = nothing.
+    pub browser_allow: Vec<String>,
     /// Labels.
     pub labels: Labels,
     /// Optimistic-concurrency revision, +1 per update.
@@ -441,6 +505,10 @@ pub struct NewTenant {
     /// Remote CDP endpoint.
     #[serde(default)]
     pub browser_endpoint: Option<String>,
+    /// Private addresses and names its browser sessions may reach (at most 64 CIDRs, IP
+    /// addresses, host names or `*.` host names); empty when absent.
+    #[serde(default)]
+    pub browser_allow: Vec<String>,
     /// Labels.
     #[serde(default)]
     pub labels: Labels,
@@ -461,6 +529,9 @@ pub struct TenantPatch {
     /// New endpoint, or `null` to remove it.
     #[serde(default, deserialize_with = "patch_field")]
     pub browser_endpoint: Option<Option<String>>,
+    /// A new browser allow-list replacing the old one, or `null` to empty it.
+    #[serde(default, deserialize_with = "patch_field")]
+    pub browser_allow: Option<Option<Vec<String>>>,
     /// Labels to set (`"v"`) or remove (`null`).
     #[serde(default)]
     pub labels: Option<BTreeMap<String, Option<String>>>,

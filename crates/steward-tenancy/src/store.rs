@@ -18,8 +18,10 @@ use crate::model::{Labels, QuotaOverrides, Tenant, TenantId, TokenId, TokenInfo}
 use crate::{Error, Result};
 
 /// The embedded migrations, in order: (version, description, SQL).
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "tenants and tokens", include_str!("../migrations/0001_tenants_and_tokens.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "tenants and tokens", include_str!("../migrations/0001_tenants_and_tokens.sql")),
+    (2, "tenant browser allow-list", include_str!("../migrations/0002_tenant_browser_allow.sql")),
+];
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +160,8 @@ impl Store {
     pub async fn insert_tenant(&self, t: &Tenant) -> Result<()> {
         let res = sqlx::query(
             "INSERT INTO tenants (id, display_name, created_at, updated_at, quota_overrides, \
-             browser_endpoint, labels, revision) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             browser_endpoint, browser_allow, labels, revision) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(t.id.as_str())
         .bind(&t.display_name)
@@ -166,6 +169,7 @@ impl Store {
         .bind(millis(t.updated_at))
         .bind(json(&t.quota_overrides)?)
         .bind(t.browser_endpoint.as_deref())
+        .bind(json(&t.browser_allow)?)
         .bind(json(&t.labels)?)
         .bind(t.revision)
         .execute(&self.pool)
@@ -214,12 +218,14 @@ impl Store {
     pub async fn update_tenant(&self, t: &Tenant) -> Result<bool> {
         let res = sqlx::query(
             "UPDATE tenants SET display_name = $1, updated_at = $2, quota_overrides = $3, \
-             browser_endpoint = $4, labels = $5, revision = $6 WHERE id = $7 AND revision = $8",
+             browser_endpoint = $4, browser_allow = $5, labels = $6, revision = $7 \
+             WHERE id = $8 AND revision = $9",
         )
         .bind(&t.display_name)
         .bind(millis(t.updated_at))
         .bind(json(&t.quota_overrides)?)
         .bind(t.browser_endpoint.as_deref())
+        .bind(json(&t.browser_allow)?)
         .bind(json(&t.labels)?)
         .bind(t.revision)
         .bind(t.id.as_str())
@@ -414,8 +420,8 @@ impl Store {
 
 /// Qualified, so they can be joined with `tokens`; rows name them without the table.
 const TENANT_COLUMNS: &str = "tenants.id, tenants.display_name, tenants.created_at, \
-     tenants.updated_at, tenants.quota_overrides, tenants.browser_endpoint, tenants.labels, \
-     tenants.revision";
+     tenants.updated_at, tenants.quota_overrides, tenants.browser_endpoint, \
+     tenants.browser_allow, tenants.labels, tenants.revision";
 
 fn sqlite_url(path: &Path) -> String {
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
@@ -434,6 +440,7 @@ fn tenant_from(r: &AnyRow) -> Result<Tenant> {
     let id: String = r.try_get("id")?;
     let overrides: String = r.try_get("quota_overrides")?;
     let labels: String = r.try_get("labels")?;
+    let browser_allow: String = r.try_get("browser_allow")?;
     Ok(Tenant {
         id: TenantId::new(&id).map_err(corrupt)?,
         display_name: r.try_get("display_name")?,
@@ -441,6 +448,7 @@ fn tenant_from(r: &AnyRow) -> Result<Tenant> {
         updated_at: from_millis(r.try_get("updated_at")?),
         quota_overrides: serde_json::from_str::<QuotaOverrides>(&overrides).map_err(corrupt)?,
         browser_endpoint: r.try_get("browser_endpoint")?,
+        browser_allow: serde_json::from_str::<Vec<String>>(&browser_allow).map_err(corrupt)?,
         labels: serde_json::from_str::<Labels>(&labels).map_err(corrupt)?,
         revision: r.try_get("revision")?,
     })

@@ -30,7 +30,14 @@ fn tenancy_config() -> TenancyConfig {
     c
 }
 
-async fn fixture(backend: Backend) -> Fixture {
+/// A fresh, empty database of one backend that nothing has opened yet; it goes with this.
+struct FreshDb {
+    store_config: StoreConfig,
+    dir: tempfile::TempDir,
+    pg: Option<PgTestDb>,
+}
+
+async fn fresh_db(backend: Backend) -> FreshDb {
     let dir = tempfile::tempdir().unwrap();
     let (pg, url) = match backend {
         Backend::Sqlite => (None, String::new()),
@@ -43,6 +50,11 @@ async fn fixture(backend: Backend) -> Fixture {
     let mut store_config = Config::defaults().store;
     store_config.url = url;
     store_config.data_dir = dir.path().join("data");
+    FreshDb { store_config, dir, pg }
+}
+
+async fn fixture(backend: Backend) -> Fixture {
+    let FreshDb { store_config, dir, pg } = fresh_db(backend).await;
     let registry = Registry::with_defaults();
     let tenancy =
         Tenancy::open(&store_config, &tenancy_config(), registry.clone(), Duration::from_secs(5))
@@ -229,21 +241,25 @@ async fn patch_merges_and_validates(f: Fixture) {
         "quotas": {"sockets": 3, "peers": 0},
         "labels": {"team": "core"},
         "browser_endpoint": "ws://10.0.0.5:9222/devtools/browser/x",
+        "browser_allow": ["10.0.0.0/8"],
     }))
     .unwrap();
     let v = t.update_tenant(&id, patch).await.unwrap();
     assert_eq!((v.quotas.sockets, v.quotas.peers), (3, 0));
     assert_eq!(v.quotas.producers, t.default_quotas().producers);
     assert_eq!(v.tenant.labels.get("team").map(String::as_str), Some("core"));
+    assert_eq!(v.tenant.browser_allow, ["10.0.0.0/8"]);
 
     let reset: TenantPatch = serde_json::from_value(serde_json::json!({
         "quotas": {"sockets": null}, "labels": {"team": null}, "browser_endpoint": null,
+        "browser_allow": null,
     }))
     .unwrap();
     let v = t.update_tenant(&id, reset).await.unwrap();
     assert_eq!(v.quotas.sockets, t.default_quotas().sockets);
     assert_eq!(v.quotas.peers, 0, "untouched overrides stay");
     assert!(v.tenant.labels.is_empty() && v.tenant.browser_endpoint.is_none());
+    assert!(v.tenant.browser_allow.is_empty());
     assert_eq!(v.tenant.revision, 3);
 
     let bad: TenantPatch =
@@ -261,6 +277,205 @@ async fn patch_merges_and_validates(f: Fixture) {
         r.unwrap();
     }
     assert_eq!(t.tenant(&id).await.unwrap().tenant.labels.len(), 10);
+}
+
+both!(browser_allow_is_validated_stored_and_merge_patched);
+async fn browser_allow_is_validated_stored_and_merge_patched(f: Fixture) {
+    let t = &f.tenancy;
+    let allow =
+        ["127.0.0.1", "10.0.0.0/8", "fd00::/8", "::1", "intranet.example", "*.corp.example"];
+    let new: NewTenant =
+        serde_json::from_value(serde_json::json!({"id": "acme", "browser_allow": allow})).unwrap();
+    let v = t.create_tenant(new).await.unwrap();
+    assert_eq!(v.tenant.browser_allow, allow);
+    let id = v.tenant.id;
+    assert_eq!(t.tenant(&id).await.unwrap().tenant.browser_allow, allow, "stored");
+    // it reaches the context a token resolves to (the join of tokens and tenants)
+    let issued = t.issue_token(&id, new_token("ci", None)).await.unwrap();
+    assert_eq!(t.authenticate(&issued.bearer).await.unwrap().tenant().browser_allow, allow);
+    // absent on creation: empty
+    assert!(t.create_tenant(new_tenant("plain")).await.unwrap().tenant.browser_allow.is_empty());
+
+    let patch = |v: serde_json::Value| serde_json::from_value::<TenantPatch>(v).unwrap();
+    // absent: unchanged
+    let v = t.update_tenant(&id, patch(serde_json::json!({"display_name": "Acme"}))).await;
+    assert_eq!(v.unwrap().tenant.browser_allow, allow);
+    // an array replaces the list
+    let v = t.update_tenant(&id, patch(serde_json::json!({"browser_allow": ["localhost"]}))).await;
+    assert_eq!(v.unwrap().tenant.browser_allow, ["localhost"]);
+    assert_eq!(t.tenant(&id).await.unwrap().tenant.browser_allow, ["localhost"], "stored");
+    // an invalid list is refused, naming the entry, and nothing changes
+    let bad = patch(serde_json::json!({"browser_allow": ["10.0.0.0/8", "not a host"]}));
+    let err = t.update_tenant(&id, bad).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument { field, .. } if field == "browser_allow[1]"),
+        "{err}"
+    );
+    assert_eq!(t.tenant(&id).await.unwrap().tenant.browser_allow, ["localhost"]);
+    // `[]` and `null` both empty it
+    let v = t.update_tenant(&id, patch(serde_json::json!({"browser_allow": []}))).await;
+    assert!(v.unwrap().tenant.browser_allow.is_empty());
+    t.update_tenant(&id, patch(serde_json::json!({"browser_allow": ["::1"]}))).await.unwrap();
+    let v = t.update_tenant(&id, patch(serde_json::json!({"browser_allow": null}))).await;
+    assert!(v.unwrap().tenant.browser_allow.is_empty());
+    assert!(t.tenant(&id).await.unwrap().tenant.browser_allow.is_empty(), "stored");
+
+    // an invalid list on creation creates nothing
+    let new: NewTenant =
+        serde_json::from_value(serde_json::json!({"id": "bad", "browser_allow": ["10.0.0.0/33"]}))
+            .unwrap();
+    let err = t.create_tenant(new).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument { field, .. } if field == "browser_allow[0]"),
+        "{err}"
+    );
+    let bad = TenantId::new("bad").unwrap();
+    assert!(matches!(t.tenant(&bad).await, Err(Error::NotFound(_))));
+}
+
+/// The schema as migration 1 left it.
+#[derive(Debug)]
+struct FirstMigrationOnly;
+
+impl<'s> sqlx::migrate::MigrationSource<'s> for FirstMigrationOnly {
+    fn resolve(
+        self,
+    ) -> futures_util::future::BoxFuture<
+        's,
+        Result<Vec<sqlx::migrate::Migration>, sqlx::error::BoxDynError>,
+    > {
+        Box::pin(async {
+            Ok(vec![sqlx::migrate::Migration::new(
+                1,
+                "tenants and tokens".into(),
+                sqlx::migrate::MigrationType::Simple,
+                include_str!("../migrations/0001_tenants_and_tokens.sql").into(),
+                false,
+            )])
+        })
+    }
+}
+
+/// A store written before the allow-list existed is migrated at open; its tenants get the
+/// empty list.
+async fn an_upgraded_store_gives_old_tenants_an_empty_allow_list(backend: Backend) {
+    let db = fresh_db(backend).await;
+    let url = match backend {
+        Backend::Sqlite => {
+            std::fs::create_dir_all(&db.store_config.data_dir).unwrap();
+            let file = std::path::absolute(db.store_config.data_dir.join("steward.db")).unwrap();
+            format!("sqlite://{}?mode=rwc", file.display())
+        }
+        Backend::Postgres => db.store_config.url.clone(),
+    };
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let first = sqlx::migrate::Migrator::new(FirstMigrationOnly).await.unwrap();
+    first.run(&pool).await.unwrap();
+    sqlx::query(
+        "INSERT INTO tenants (id, display_name, created_at, updated_at, quota_overrides, \
+         browser_endpoint, labels, revision) VALUES ('old', 'Old', 0, 0, '{}', NULL, '{}', 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let registry = Registry::with_defaults();
+    let tenancy =
+        Tenancy::open(&db.store_config, &tenancy_config(), registry, Duration::from_secs(1))
+            .await
+            .unwrap();
+    let old = TenantId::new("old").unwrap();
+    let v = tenancy.tenant(&old).await.unwrap();
+    assert_eq!(v.tenant.display_name, "Old");
+    assert!(v.tenant.browser_allow.is_empty());
+    let patch: TenantPatch =
+        serde_json::from_value(serde_json::json!({"browser_allow": ["*.corp.example"]})).unwrap();
+    let v = tenancy.update_tenant(&old, patch).await.unwrap();
+    assert_eq!(v.tenant.browser_allow, ["*.corp.example"]);
+    tenancy.close().await;
+}
+
+mod an_upgraded_store_gives_old_tenants_an_empty_allow_list {
+    #[actix_rt::test]
+    async fn sqlite() {
+        super::an_upgraded_store_gives_old_tenants_an_empty_allow_list(crate::Backend::Sqlite)
+            .await;
+    }
+    #[actix_rt::test]
+    async fn postgres() {
+        super::an_upgraded_store_gives_old_tenants_an_empty_allow_list(crate::Backend::Postgres)
+            .await;
+    }
+}
+
+#[test]
+fn browser_allow_entries_follow_the_url_policy_grammar() {
+    use crate::model::{MAX_BROWSER_ALLOW, validate_browser_allow};
+    let max_name =
+        format!("{}.{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61));
+    let ok: Vec<String> = [
+        "127.0.0.0/8",
+        "0.0.0.0/0",
+        "10.0.0.1/8",
+        "fd00::/8",
+        "::/0",
+        "127.0.0.1",
+        "::1",
+        "::ffff:10.0.0.1",
+        "localhost",
+        "Intranet.EXAMPLE",
+        "*.corp.example",
+        "*.localhost",
+        "xn--bcher-kva.example",
+        "a1.b2",
+        &max_name,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    validate_browser_allow(&ok).unwrap();
+    validate_browser_allow(&[]).unwrap();
+    let full: Vec<String> = (0..MAX_BROWSER_ALLOW).map(|i| format!("10.0.{i}.0/24")).collect();
+    validate_browser_allow(&full).unwrap();
+
+    let field = |list: &[String]| match validate_browser_allow(list) {
+        Err(Error::InvalidArgument { field, .. }) => field,
+        other => panic!("{list:?}: {other:?}"),
+    };
+    let too_many: Vec<String> = (0..=MAX_BROWSER_ALLOW).map(|i| format!("10.0.{i}.0/24")).collect();
+    assert_eq!(field(&too_many), "browser_allow");
+    let long_label = format!("{}.example", "a".repeat(64));
+    let too_long = format!("{}.example", "a.".repeat(123));
+    for bad in [
+        "",
+        " ",
+        "10.0.0.0/33",
+        "::/129",
+        "10/8",
+        "localhost/8",
+        "not a host",
+        "host_name.example",
+        "*",
+        "*.",
+        "*example.com",
+        "a.*.example",
+        "a..b",
+        ".example",
+        "example.",
+        "[::1]",
+        "127.1",
+        "10.0.0.256",
+        "http://example.com",
+        "example.com:8080",
+        "bücher.example",
+        &long_label,
+        &too_long,
+    ] {
+        let list = vec!["10.0.0.0/8".to_owned(), "ok.example".to_owned(), bad.to_owned()];
+        assert_eq!(field(&list), "browser_allow[2]", "{bad:?}");
+    }
 }
 
 /// A resource of a tenant, for admission and deletion tests.
