@@ -8,6 +8,7 @@ use std::path::PathBuf;
 const PROTO_ROOT: &str = "proto";
 const PROTOS: &[&str] = &[
     "proto/steward/admin/v1/admin.proto",
+    "proto/steward/browser/v1/browser.proto",
     "proto/steward/jobs/v1/jobs.proto",
     "proto/steward/messaging/v1/messaging.proto",
     "proto/steward/tenancy/v1/tenancy.proto",
@@ -35,6 +36,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         // properties as `BTreeMap` (the domain's type; deterministic encoding)
         .bytes(".steward.messaging.v1")
         .btree_map(".steward.messaging.v1")
+        // screenshots and PDFs as `bytes::Bytes`: the captured `Vec<u8>` is moved, not copied
+        .bytes(".steward.browser.v1")
         .file_descriptor_set_path(out_dir.join("steward_descriptor.bin"))
         .compile_with_config(config, &protos, &includes)?;
 

@@ -14,8 +14,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// No such session for this tenant (another tenant's session is not found either).
-    #[error("session {0} not found")]
+    /// No such session for this tenant (another tenant's session is not found either), page or
+    /// job result; carries what was looked for (`session 1f…`, `page 9A…`).
+    #[error("{0} not found")]
     NotFound(String),
     /// The URL policy refuses the URL (scheme, or an address in a blocked range that the
     /// tenant's allow-list does not permit).

@@ -433,7 +433,7 @@ impl Browsers {
     }
 
     fn find(&self, tenant: &str, id: &str) -> Result<SessionHandle> {
-        let not_found = || Error::NotFound(id.to_owned());
+        let not_found = || Error::NotFound(format!("session {id}"));
         let rid: ResourceId = id.parse().map_err(|_| not_found())?;
         lock(&self.inner.directory)
             .get(&rid)
@@ -647,12 +647,18 @@ impl Browsers {
         self.ask(tenant, id, SubmitJob { job, capture, report }).await?
     }
 
-    /// Takes (removes) a finished capture job's bytes.
+    /// Takes (removes) a finished capture job's bytes, with their content type (`image/png`,
+    /// `image/jpeg` or `application/pdf`).
     ///
     /// # Errors
     /// [`Error::NotFound`] for an unknown session, or a job with no result (unknown, still
     /// running, failed or already taken).
-    pub async fn take_result(&self, tenant: &str, id: &str, job: &str) -> Result<Vec<u8>> {
+    pub async fn take_result(
+        &self,
+        tenant: &str,
+        id: &str,
+        job: &str,
+    ) -> Result<(Vec<u8>, &'static str)> {
         self.ask(tenant, id, TakeResult { job: job.to_owned() }).await?
     }
 

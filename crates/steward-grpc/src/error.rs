@@ -136,3 +136,52 @@ pub fn status_from_messaging(e: &steward_messaging::MessagingError) -> Status {
 pub(crate) fn retry_after_secs(after: Duration) -> u64 {
     after.as_secs() + u64::from(after.subsec_nanos() > 0)
 }
+
+/// The gRPC status for a browser error; the message starts with the error's snake_case code
+/// ([`steward_browser::Error::code`]), as the other mappings do:
+///
+/// | error | code | message |
+/// |---|---|---|
+/// | `InvalidArgument` | `INVALID_ARGUMENT` | ``bad_request: invalid `<field>`: <reason>`` |
+/// | `NotFound` | `NOT_FOUND` | `not_found: session <id> not found` |
+/// | `PermissionDenied` | `PERMISSION_DENIED` | `url_not_allowed: url refused: <why>` |
+/// | `ResourceExhausted` | `RESOURCE_EXHAUSTED` | `resource_exhausted: sessions limit reached, retry after 1000ms` |
+/// | `DeadlineExceeded` | `DEADLINE_EXCEEDED` | `deadline_exceeded: navigate did not finish within 30000ms` |
+/// | `NavigationFailed` | `UNAVAILABLE` | `navigation_failed: navigation failed: net::ERR_…` |
+/// | `BrowserUnavailable` | `UNAVAILABLE` | `browser_unavailable: browser unavailable: …` |
+/// | `ShuttingDown` | `UNAVAILABLE` | `shutting_down: server shutting down` |
+/// | `SessionClosed` | `ABORTED` | `<reason>: session closed: <reason>` (`page_crashed`, `idle`, …) |
+/// | `EvaluationFailed` | `INVALID_ARGUMENT` | `evaluation_failed: evaluation failed: <exception>` |
+/// | `OutOfRange` | `OUT_OF_RANGE` | `result_too_large: …` |
+/// | `Protocol` | `INTERNAL` | `protocol_error: devtools protocol error: …` |
+///
+/// A `ResourceExhausted` with a `retry_after` also carries the metadata entry `retry-after`:
+/// whole seconds, rounded up, at least 1 (the HTTP `Retry-After` header's form, RFC 9110
+/// §10.2.3); without one (waiting cannot help) there is none.
+#[must_use]
+pub fn status_from_browser(e: &steward_browser::Error) -> Status {
+    use steward_browser::Error as E;
+    let msg = || format!("{}: {e}", e.code());
+    match e {
+        E::InvalidArgument { field, reason } => {
+            Status::invalid_argument(format!("bad_request: invalid `{field}`: {reason}"))
+        }
+        E::NotFound(_) => Status::not_found(msg()),
+        E::PermissionDenied(_) => Status::permission_denied(msg()),
+        E::ResourceExhausted { retry_after, .. } => {
+            let mut status = Status::resource_exhausted(msg());
+            if let Some(after) = retry_after {
+                let secs = retry_after_secs(*after).max(1);
+                status.metadata_mut().insert("retry-after", MetadataValue::from(secs));
+            }
+            status
+        }
+        E::DeadlineExceeded { .. } => Status::deadline_exceeded(msg()),
+        E::NavigationFailed(_) | E::BrowserUnavailable(_) => Status::unavailable(msg()),
+        E::ShuttingDown => Status::unavailable("shutting_down: server shutting down"),
+        E::SessionClosed(_) => Status::aborted(msg()),
+        E::EvaluationFailed(_) => Status::invalid_argument(msg()),
+        E::OutOfRange(_) => Status::out_of_range(msg()),
+        E::Protocol(_) => Status::internal(msg()),
+    }
+}

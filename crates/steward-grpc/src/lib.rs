@@ -1,18 +1,20 @@
 //! Steward's tonic edge: `grpc.health.v1`, server reflection, `steward.admin.v1.Admin` (behind
-//! the admin token), and `steward.tenancy.v1.Tenancy`, `steward.jobs.v1.Jobs` and
-//! `steward.messaging.v1.Messaging` (behind tenant API tokens, checked by [`TenantAuth`]), served
-//! by a supervised [`GrpcListener`] service resource on tonic's own multi-thread tokio runtime.
-//! Services reach resources through the core's registry and handles (`Addr::send` works across
-//! runtimes), tenants through the [`steward_tenancy::Tenancy`] handle, jobs through the
-//! [`steward_socket::jobs::JobHubHandle`] and messaging through the
-//! [`steward_messaging::Messaging`] handle; nothing here starts an actor.
+//! the admin token), and `steward.tenancy.v1.Tenancy`, `steward.jobs.v1.Jobs`,
+//! `steward.messaging.v1.Messaging` and `steward.browser.v1.Browser` (behind tenant API tokens,
+//! checked by [`TenantAuth`]), served by a supervised [`GrpcListener`] service resource on
+//! tonic's own multi-thread tokio runtime. Services reach resources through the core's registry
+//! and handles (`Addr::send` works across runtimes), tenants through the
+//! [`steward_tenancy::Tenancy`] handle, jobs through the [`steward_socket::jobs::JobHubHandle`],
+//! messaging through the [`steward_messaging::Messaging`] handle and browser sessions through the
+//! [`steward_browser::Browsers`] handle; nothing here starts an actor.
 //!
-//! It turns core, tenancy, job hub and messaging errors into gRPC status codes. It must not know
-//! actix-web.
+//! It turns core, tenancy, job hub, messaging and browser errors into gRPC status codes. It must
+//! not know actix-web.
 #![forbid(unsafe_code)]
 
 mod admin;
 mod auth;
+mod browser;
 mod error;
 mod jobs;
 mod listener;
@@ -21,10 +23,14 @@ mod tenancy;
 mod tenant_admin;
 #[cfg(test)]
 mod tests;
+mod wkt;
 
 pub use admin::AdminService;
 pub use auth::BearerInterceptor;
-pub use error::{status_from, status_from_jobs, status_from_messaging, status_from_tenancy};
+pub use browser::{BrowserService, CaptureJanitor, PDF_JOB_KIND, SCREENSHOT_JOB_KIND};
+pub use error::{
+    status_from, status_from_browser, status_from_jobs, status_from_messaging, status_from_tenancy,
+};
 pub use jobs::JobsService;
 pub use listener::{GrpcListener, GrpcSpec};
 pub use messaging::{DELIVERIES_FRAME_BUDGET, MessagingService};

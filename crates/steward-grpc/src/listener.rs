@@ -14,6 +14,7 @@ use steward_core::{
     stop_resource,
 };
 use steward_proto::admin::v1::admin_server::{AdminServer, SERVICE_NAME as ADMIN_SERVICE};
+use steward_proto::browser::v1::browser_server::SERVICE_NAME as BROWSER_SERVICE;
 use steward_proto::jobs::v1::jobs_server::{JobsServer, SERVICE_NAME as JOBS_SERVICE};
 use steward_proto::messaging::v1::messaging_server::SERVICE_NAME as MESSAGING_SERVICE;
 use steward_proto::tenancy::v1::tenancy_server::{SERVICE_NAME as TENANCY_SERVICE, TenancyServer};
@@ -26,8 +27,8 @@ use tower::Layer as _;
 use steward_socket::jobs::JobHubHandle;
 
 use crate::{
-    AdminService, BearerInterceptor, JobsService, MessagingService, TenancyService, TenantAuth,
-    TenantAuthLayer,
+    AdminService, BearerInterceptor, BrowserService, JobsService, MessagingService, TenancyService,
+    TenantAuth, TenantAuthLayer,
 };
 
 /// How long a stopping listener waits for tonic's graceful stop (open streams were cancelled
@@ -58,6 +59,9 @@ pub struct GrpcSpec {
     pub watch_buffer: usize,
     /// The messaging proxy, served as `steward.messaging.v1.Messaging`.
     pub messaging: steward_messaging::Messaging,
+    /// The browser pool, served as `steward.browser.v1.Browser` (its capture jobs go to
+    /// `jobs`).
+    pub browsers: steward_browser::Browsers,
 }
 
 impl GrpcSpec {
@@ -106,6 +110,14 @@ impl GrpcSpec {
             .into_server(),
         );
 
+        // requests over `[browser] max_request` fail OUT_OF_RANGE in tonic's decoder; the
+        // janitor marks failed the capture jobs of sessions that stopped, for as long as the
+        // listener lives
+        let (browser, janitor) =
+            BrowserService::new(self.browsers.clone(), self.tenancy.clone(), self.jobs.clone());
+        let browser = TenantAuthLayer::new(self.tenancy.clone()).layer(browser.into_server());
+        rcx.tracker().spawn_on(&self.runtime, janitor.run()).map_err(std::io::Error::other)?;
+
         // grpc.health.v1 follows readiness: SERVING only while ready
         let mut readiness = self.readiness.subscribe();
         rcx.tracker()
@@ -122,6 +134,7 @@ impl GrpcSpec {
                     health_reporter.set_service_status(TENANCY_SERVICE, status).await;
                     health_reporter.set_service_status(JOBS_SERVICE, status).await;
                     health_reporter.set_service_status(MESSAGING_SERVICE, status).await;
+                    health_reporter.set_service_status(BROWSER_SERVICE, status).await;
                     if readiness.changed().await.is_err() {
                         return;
                     }
@@ -140,7 +153,8 @@ impl GrpcSpec {
             .add_service(admin)
             .add_service(tenancy)
             .add_service(jobs)
-            .add_service(messaging);
+            .add_service(messaging)
+            .add_service(browser);
         // tonic applies its builder's TCP options only to listeners it binds itself: set them on
         // ours (keepalive so dead stream clients are noticed; no Nagle delay on small replies)
         let incoming = tonic::transport::server::TcpIncoming::from(listener)

@@ -5,8 +5,9 @@
 //! [`Messaging`], and renders a consumer's events as a `ReceiveMessages` stream.
 //!
 //! Malformed well-known types (a negative or out-of-range `google.protobuf.Duration`, an
-//! out-of-range `google.protobuf.Timestamp`) are refused here, as a whole request, naming the
-//! field; every other rule is [`Messaging`]'s (`steward_messaging::names`).
+//! out-of-range `google.protobuf.Timestamp`; the rules are in [`crate::wkt`]) are refused here, as
+//! a whole request, naming the field; every other rule is [`Messaging`]'s
+//! (`steward_messaging::names`).
 //!
 //! [`Admit`]: steward_messaging::Admit
 
@@ -34,6 +35,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::status_from_messaging;
 use crate::tenant_of;
+use crate::wkt::{self, duration_to_pb};
 
 /// Most encoded bytes of deliveries in one `ReceiveMessages` response: 4 MiB, the default
 /// receive limit of gRPC clients (grpc-go, grpc-java, grpc-core), so that streams of ordinary
@@ -42,16 +44,6 @@ pub const DELIVERIES_FRAME_BUDGET: usize = 4 * 1024 * 1024;
 
 /// Bytes a `Deliveries` response adds around its deliveries: the oneof field's tag and length.
 const FRAME_OVERHEAD: usize = 1 + 10;
-
-/// Seconds of the earliest and latest valid `google.protobuf.Timestamp`
-/// (0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, `timestamp.proto`).
-const TIMESTAMP_SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
-
-/// Largest `seconds` of a valid `google.protobuf.Duration` (about 10000 years, `duration.proto`).
-const MAX_DURATION_SECONDS: i64 = 315_576_000_000;
-
-/// Largest `nanos` of a valid `google.protobuf.Duration` or `Timestamp`.
-const MAX_NANOS: i32 = 999_999_999;
 
 /// `steward.messaging.v1.Messaging`: the calling tenant's producers and consumers, through the
 /// [`Messaging`] handle. Serve it behind [`TenantAuth`](crate::TenantAuth), which supplies the
@@ -148,62 +140,24 @@ fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-/// A non-negative `google.protobuf.Duration` of request field `field`.
-///
-/// Refused: `seconds` beyond ±315576000000, `nanos` beyond ±999999999 or of the other sign than
-/// `seconds` (`duration.proto` says so), and negative durations.
+/// A non-negative `google.protobuf.Duration` of request field `field` ([`wkt::duration_from_pb`]).
 pub(crate) fn duration_from_pb(
     field: &str,
     d: &prost_types::Duration,
 ) -> Result<Duration, MessagingError> {
-    let (seconds, nanos) = (d.seconds, d.nanos);
-    if !(-MAX_DURATION_SECONDS..=MAX_DURATION_SECONDS).contains(&seconds)
-        || !(-MAX_NANOS..=MAX_NANOS).contains(&nanos)
-        || (seconds > 0 && nanos < 0)
-        || (seconds < 0 && nanos > 0)
-    {
-        return Err(invalid(
-            field,
-            format!(
-                "not a valid google.protobuf.Duration (seconds {seconds}, nanos {nanos}): seconds \
-                 are within ±{MAX_DURATION_SECONDS}, nanos within ±{MAX_NANOS} with the sign of \
-                 seconds"
-            ),
-        ));
-    }
-    match (u64::try_from(seconds), u32::try_from(nanos)) {
-        (Ok(s), Ok(n)) => Ok(Duration::new(s, n)),
-        _ => Err(invalid(field, "must not be negative")),
-    }
+    wkt::duration_from_pb(field, d).map_err(bad_field)
 }
 
-/// The instant of `google.protobuf.Timestamp` request field `field`.
-///
-/// Refused: `seconds` outside 0001-01-01T00:00:00Z..=9999-12-31T23:59:59Z and `nanos` outside
-/// 0..=999999999 (`timestamp.proto`).
+/// The instant of `google.protobuf.Timestamp` request field `field` ([`wkt::time_from_pb`]).
 pub(crate) fn time_from_pb(
     field: &str,
     t: &prost_types::Timestamp,
 ) -> Result<SystemTime, MessagingError> {
-    if !TIMESTAMP_SECONDS.contains(&t.seconds) || !(0..=MAX_NANOS).contains(&t.nanos) {
-        return Err(invalid(
-            field,
-            format!(
-                "not a valid google.protobuf.Timestamp (seconds {}, nanos {}): from \
-                 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z, nanos 0 to {MAX_NANOS}",
-                t.seconds, t.nanos
-            ),
-        ));
-    }
-    SystemTime::try_from(*t).map_err(|e| invalid(field, format!("not representable here: {e}")))
+    wkt::time_from_pb(field, t).map_err(bad_field)
 }
 
-/// `d` on the wire (saturating at the largest valid duration, which no config reaches).
-pub(crate) fn duration_to_pb(d: Duration) -> prost_types::Duration {
-    prost_types::Duration::try_from(d)
-        .ok()
-        .filter(|p| p.seconds <= MAX_DURATION_SECONDS)
-        .unwrap_or(prost_types::Duration { seconds: MAX_DURATION_SECONDS, nanos: MAX_NANOS })
+fn bad_field(e: wkt::BadField) -> MessagingError {
+    invalid(e.field, e.reason)
 }
 
 /// The entries of a `SendMessage` request.

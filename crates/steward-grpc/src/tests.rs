@@ -92,6 +92,7 @@ impl Fixture {
             display_name: Some(format!("{id} inc")),
             quotas: steward_tenancy::QuotaOverrides { sockets: Some(7), ..Default::default() },
             browser_endpoint: None,
+            browser_allow: Vec::new(),
             labels: [("team".to_owned(), "core".to_owned())].into(),
         };
         self.tenancy.create_tenant(new).await.unwrap();
@@ -280,6 +281,7 @@ async fn admin_tenant_and_token_calls() {
             display_name: None,
             quotas: Some(admin_pb::QuotaOverrides { sessions: Some(2), ..Default::default() }),
             browser_endpoint: Some("ws://browser.acme.test:9222".into()),
+            browser_allow: Vec::new(),
             labels: [("team".to_owned(), "core".to_owned())].into(),
         }))
         .await

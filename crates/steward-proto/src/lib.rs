@@ -1,9 +1,11 @@
 //! The .proto files of Steward's gRPC API and the code tonic generates from
 //! them; no logic. Servers implement the generated traits (for example
-//! [`admin::v1::admin_server::Admin`], [`jobs::v1::jobs_server::Jobs`],
+//! [`admin::v1::admin_server::Admin`], [`browser::v1::browser_server::Browser`],
+//! [`jobs::v1::jobs_server::Jobs`],
 //! [`messaging::v1::messaging_server::Messaging`] and
 //! [`tenancy::v1::tenancy_server::Tenancy`]) and clients use the generated
 //! clients (for example [`admin::v1::admin_client::AdminClient`],
+//! [`browser::v1::browser_client::BrowserClient`],
 //! [`jobs::v1::jobs_client::JobsClient`],
 //! [`messaging::v1::messaging_client::MessagingClient`] and
 //! [`tenancy::v1::tenancy_client::TenancyClient`]).
@@ -19,6 +21,17 @@ pub mod admin {
     #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
     pub mod v1 {
         tonic::include_proto!("steward.admin.v1");
+    }
+}
+
+/// The `steward.browser` protobuf packages.
+pub mod browser {
+    /// The `steward.browser.v1` protobuf package: the `Browser` service (headless-browser
+    /// sessions: navigate, screenshot, PDF, evaluate), called with a tenant's API token. Its
+    /// `bytes` fields (captures) are `bytes::Bytes`.
+    #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("steward.browser.v1");
     }
 }
 

@@ -79,6 +79,12 @@ async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Re
         registry.clone(),
         grpc_runtime.clone(),
     );
+    // so do the browsers' CDP connections (the chromiumoxide handlers)
+    let browsers = steward_browser::Browsers::with_io_runtime(
+        config.browser.clone(),
+        registry.clone(),
+        grpc_runtime.clone(),
+    );
     let listener_grace = config.supervisor.child_shutdown;
 
     let admin = ListenerSpec::new(
@@ -97,6 +103,7 @@ async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Re
             sockets: sockets.clone(),
             monitor: monitor.clone(),
             messaging: messaging.clone(),
+            browsers: browsers.clone(),
         }),
     );
     let public = ListenerSpec::new(
@@ -121,6 +128,7 @@ async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Re
         jobs: jobs.clone(),
         watch_buffer: config.jobs.watch_buffer as usize,
         messaging: messaging.clone(),
+        browsers: browsers.clone(),
     };
     let root_spec = SupervisorSpec::from_config("steward", Strategy::OneForOne, &config.supervisor)
         .child(watchdog.child_spec(config.watchdog.clone()))
@@ -133,6 +141,7 @@ async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Re
             sockets.counters().clone(),
         ))
         .children(messaging.child_specs(&config.supervisor))
+        .children(browsers.child_specs(&config.supervisor))
         .child(admin.child_spec())
         .child(public.clone().child_spec())
         .child(grpc.child_spec());

@@ -208,7 +208,7 @@ impl Resource for SessionActor {
                 match browser.send(DisposeContext { context }).await {
                     Ok(Ok(())) | Err(_) => {}
                     Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "context disposal failed; the reconciler will retry")
+                        tracing::warn!(error = %e, "context disposal failed; the reconciler will retry");
                     }
                 }
             }

@@ -209,6 +209,11 @@ impl Handler<SubmitJob> for SessionActor {
             Capture::Screenshot(r) => r.page.as_deref(),
             Capture::Pdf(r) => r.page.as_deref(),
         })?;
+        let kind = match &msg.capture {
+            Capture::Screenshot(r) if r.format == crate::ImageFormat::Jpeg => "image/jpeg",
+            Capture::Screenshot(_) => "image/png",
+            Capture::Pdf(_) => "application/pdf",
+        };
         self.jobs.insert(msg.job.clone(), JobSlot::Running);
         let shared = self.start.shared.clone();
         let mut report = msg.report;
@@ -227,7 +232,7 @@ impl Handler<SubmitJob> for SessionActor {
             let size = res.as_ref().map(Vec::len).map_err(Clone::clone);
             match res {
                 Ok(bytes) => {
-                    act.jobs.insert(job, JobSlot::Done(bytes));
+                    act.jobs.insert(job, JobSlot::Done(bytes, kind));
                 }
                 Err(_) => {
                     act.jobs.remove(&job);
@@ -240,12 +245,12 @@ impl Handler<SubmitJob> for SessionActor {
 }
 
 impl Handler<TakeResult> for SessionActor {
-    type Result = Result<Vec<u8>>;
+    type Result = Result<(Vec<u8>, &'static str)>;
 
     fn handle(&mut self, msg: TakeResult, _: &mut Context<Self>) -> Self::Result {
         self.usable()?;
         match self.jobs.remove(&msg.job) {
-            Some(JobSlot::Done(bytes)) => Ok(bytes),
+            Some(JobSlot::Done(bytes, kind)) => Ok((bytes, kind)),
             Some(JobSlot::Running) => {
                 self.jobs.insert(msg.job.clone(), JobSlot::Running);
                 Err(Error::NotFound(format!("result of job {} (still running)", msg.job)))

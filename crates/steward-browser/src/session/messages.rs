@@ -78,7 +78,7 @@ pub(crate) struct SubmitJob {
 
 /// Takes a finished job's bytes.
 #[derive(Message)]
-#[rtype(result = "Result<Vec<u8>>")]
+#[rtype(result = "Result<(Vec<u8>, &'static str)>")]
 pub(crate) struct TakeResult {
     pub(crate) job: String,
 }

@@ -51,7 +51,7 @@ pub(crate) struct SessionStart {
 /// A finished or running capture job.
 enum JobSlot {
     Running,
-    Done(Vec<u8>),
+    Done(Vec<u8>, &'static str),
 }
 
 /// Most capture jobs (running or holding unfetched bytes) per session.

@@ -32,9 +32,11 @@ pub(crate) const DEFAULT_WIDTH: u32 = 1280;
 /// See [`DEFAULT_WIDTH`].
 pub(crate) const DEFAULT_HEIGHT: u32 = 720;
 
-/// The main-document status, read from the Navigation Timing entry (`responseStatus`,
-/// Chromium 109+): 0 when there was none.
-const STATUS_JS: &str = "(() => { const e = performance.getEntriesByType('navigation')[0]; return e && e.responseStatus ? e.responseStatus : 0; })()";
+/// The final URL, the main document's status (from its Navigation Timing entry,
+/// `responseStatus`, Chromium 109+; 0 when there was none) and the title, in one round trip.
+const LANDED_JS: &str = "(() => { const e = performance.getEntriesByType('navigation')[0]; \
+    return { url: location.href, status: e && e.responseStatus ? e.responseStatus : 0, \
+    title: document.title }; })()";
 
 /// Applies a new page's emulation: viewport, user agent, locale and time zone. A locale or time
 /// zone Chromium refuses is the caller's mistake, named as such.
@@ -133,18 +135,16 @@ pub(crate) async fn navigate(
         Ok(r) => r.map_err(|e| from_cdp(Op::Navigate, e))?,
     }
     let t = config.command_timeout;
-    let url = timed(stats, Op::Navigate, t, page.url()).await?.unwrap_or_default();
+    let landed = timed(stats, Op::Navigate, t, page.evaluate_expression(LANDED_JS)).await?;
+    let field = |k: &str| landed.value().and_then(|v| v.get(k)).cloned();
+    let url = field("url").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
     if let Err(e @ Error::PermissionDenied(_)) = policy.check(&url).await {
         let _ = timed(stats, Op::Navigate, t, page.goto(NavigateParams::new("about:blank"))).await;
         return Err(e);
     }
-    let status = timed(stats, Op::Navigate, t, page.evaluate_expression(STATUS_JS))
-        .await?
-        .value()
-        .and_then(serde_json::Value::as_u64)
-        .and_then(|s| u32::try_from(s).ok())
-        .unwrap_or(0);
-    let title = timed(stats, Op::Navigate, t, page.get_title()).await?.unwrap_or_default();
+    let status =
+        field("status").and_then(|v| v.as_u64()).and_then(|s| u32::try_from(s).ok()).unwrap_or(0);
+    let title = field("title").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
     Ok(NavigateResult { status, url, title })
 }
 

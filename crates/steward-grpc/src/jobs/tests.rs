@@ -109,6 +109,7 @@ impl Fixture {
             display_name: None,
             quotas: steward_tenancy::QuotaOverrides::default(),
             browser_endpoint: None,
+            browser_allow: Vec::new(),
             labels: std::collections::BTreeMap::default(),
         };
         self.tenancy.create_tenant(new).await.unwrap();
