@@ -114,7 +114,7 @@ impl Browsers {
                 pool: Mutex::default(),
                 directory: Mutex::default(),
                 queue: Queue::default(),
-                remote_start: tokio::sync::Mutex::new(()),
+                placement: tokio::sync::Mutex::new(()),
             }),
             names: Arc::default(),
         }
@@ -328,7 +328,7 @@ impl Browsers {
     }
 
     async fn local(&self) -> Result<(Addr<BrowserActor>, ResourceId)> {
-        let _serial = self.inner.remote_start.lock().await;
+        let _serial = self.inner.placement.lock().await;
         let pick = || {
             let pool = lock(&self.inner.pool);
             let locals: Vec<_> = pool
@@ -366,7 +366,7 @@ impl Browsers {
         scope: &TenantScope,
         endpoint: &str,
     ) -> Result<(Addr<BrowserActor>, ResourceId)> {
-        let _serial = self.inner.remote_start.lock().await;
+        let _serial = self.inner.placement.lock().await;
         let found = lock(&self.inner.pool)
             .iter()
             .find(|(_, e)| {

@@ -31,8 +31,9 @@ pub(crate) struct Shared {
     pub(crate) directory: Mutex<HashMap<ResourceId, SessionHandle>>,
     /// The wait queue.
     pub(crate) queue: Queue,
-    /// Serialises starting a tenant's remote browser, so concurrent first sessions share one.
-    pub(crate) remote_start: tokio::sync::Mutex<()>,
+    /// Serialises placement decisions that may start a browser, so concurrent first sessions
+    /// share one instead of each starting its own.
+    pub(crate) placement: tokio::sync::Mutex<()>,
 }
 
 /// A browser as placement sees it; written by the browser actor, removed when it goes.

@@ -333,3 +333,49 @@ async fn a_crashed_page_closes_its_session_with_page_crashed() {
     let again = h.browsers.create_session(&s, SessionOptions::default(), &admit_all).await.unwrap();
     h.browsers.close_session("acme", &again.id).await.unwrap();
 }
+
+#[actix_rt::test]
+async fn a_browser_that_stops_answering_misses_its_heartbeat_and_is_relaunched() {
+    let h = harness(|c| {
+        c.heartbeat_interval = Duration::from_millis(300);
+        c.heartbeat_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let s = scope("acme");
+    h.browsers.create_session(&s, SessionOptions::default(), &admit_all).await.unwrap();
+    let pid = h.browsers.browsers()[0].pid.unwrap();
+    // frozen, not dead: the WebSocket stays open, only the heartbeat can tell
+    let group = nix::unistd::Pid::from_raw(pid as i32);
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    until("the session to fail", || h.browsers.live_sessions() == 0).await;
+    assert_eq!(closed(&h, CloseReason::BrowserUnavailable), 1);
+    assert!(BrowserStats::get(&h.browsers.stats().disconnects) >= 1);
+    until("a relaunched browser", || {
+        h.browsers.browsers().iter().any(|b| b.state == BrowserState::Ready && b.pid != Some(pid))
+    })
+    .await;
+    // the frozen group was killed on the way out
+    assert!(crate::launch::group_usage(pid).0.is_empty());
+}
+
+#[actix_rt::test]
+async fn a_browser_is_recycled_after_its_contexts_and_replaced_on_demand() {
+    let h = harness(|c| c.recycle_after_contexts = 2).await;
+    let s = scope("acme");
+    let a = h.browsers.create_session(&s, SessionOptions::default(), &admit_all).await.unwrap();
+    let first = h.browsers.browsers()[0].clone();
+    let b = h.browsers.create_session(&s, SessionOptions::default(), &admit_all).await.unwrap();
+    // two contexts: draining, takes no more; a third session goes to a new browser
+    until("draining", || h.browsers.browsers().iter().any(|x| x.state == BrowserState::Draining))
+        .await;
+    let c = h.browsers.create_session(&s, SessionOptions::default(), &admit_all).await.unwrap();
+    assert_ne!(c.browser, first.id);
+    // the old one goes once its sessions are gone, and is not relaunched
+    h.browsers.close_session("acme", &a.id).await.unwrap();
+    h.browsers.close_session("acme", &b.id).await.unwrap();
+    until("the drained browser to go", || h.browsers.browsers().iter().all(|x| x.id != first.id))
+        .await;
+    assert_eq!(BrowserStats::get(&h.browsers.stats().recycled), 1);
+    assert!(crate::launch::group_usage(first.pid.unwrap()).0.is_empty());
+    h.browsers.close_session("acme", &c.id).await.unwrap();
+}
