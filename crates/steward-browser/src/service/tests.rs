@@ -379,3 +379,48 @@ async fn a_browser_is_recycled_after_its_contexts_and_replaced_on_demand() {
     assert!(crate::launch::group_usage(first.pid.unwrap()).0.is_empty());
     h.browsers.close_session("acme", &c.id).await.unwrap();
 }
+
+/// Page targets Chromium lists, asked over a second CDP connection.
+async fn chromium_pages(endpoint: &str) -> usize {
+    use chromiumoxide::cdp::browser_protocol::target::GetTargetsParams;
+    use futures_util::StreamExt as _;
+    let (cdp, mut handler) = chromiumoxide::Browser::connect(endpoint.to_owned()).await.unwrap();
+    #[allow(clippy::disallowed_methods)] // a test's own CDP client, aborted below
+    let poll = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    let targets = cdp.execute(GetTargetsParams::default()).await.unwrap().result.target_infos;
+    poll.abort();
+    targets.iter().filter(|t| t.r#type == "page" && t.browser_context_id.is_some()).count()
+}
+
+#[actix_rt::test]
+async fn the_reconciler_closes_a_popup_no_session_opened() {
+    let h = harness(|c| c.reconcile_interval = Duration::from_millis(200)).await;
+    let s = scope("acme");
+    let info = h.browsers.create_session(&s, SessionOptions::default(), &admit_all).await.unwrap();
+    let endpoint = h.browsers.browsers()[0].endpoint.clone().unwrap();
+    let baseline = chromium_pages(&endpoint).await;
+    let opened = h
+        .browsers
+        .evaluate(
+            "acme",
+            &info.id,
+            EvaluateRequest {
+                expression: "window.open('about:blank') !== null".into(),
+                ..EvaluateRequest::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(opened, "true");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if chromium_pages(&endpoint).await == baseline {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the popup was not closed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // the session's own page is untouched
+    assert_eq!(h.browsers.session("acme", &info.id).await.unwrap().pages, info.pages);
+    h.browsers.close_session("acme", &info.id).await.unwrap();
+}
