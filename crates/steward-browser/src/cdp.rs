@@ -26,6 +26,21 @@ where
     }
 }
 
+/// Like [`timed`] but not recorded: a sub-step of an op that is recorded as a whole (the
+/// page-state read after a navigation, the check after a disposal).
+///
+/// # Errors
+/// As [`timed`].
+pub(crate) async fn bounded<T, F>(op: Op, after: Duration, fut: F) -> Result<T>
+where
+    F: Future<Output = std::result::Result<T, CdpError>>,
+{
+    match tokio::time::timeout(after, fut).await {
+        Ok(r) => r.map_err(|e| from_cdp(op, e)),
+        Err(_) => Err(Error::DeadlineExceeded { stage: op.as_str(), after }),
+    }
+}
+
 /// A chromiumoxide error as this crate's: a lost connection is `browser_unavailable`, a
 /// navigation error carries Chromium's text, a thrown exception is `evaluation_failed`, the rest
 /// are protocol errors.

@@ -113,6 +113,7 @@ impl Browsers {
                 sessions: SupervisorCell::new(),
                 pool: Mutex::default(),
                 directory: Mutex::default(),
+                recent: Mutex::default(),
                 queue: Queue::default(),
                 placement: tokio::sync::Mutex::new(()),
             }),
@@ -192,7 +193,7 @@ impl Browsers {
                     pid: e.pid,
                     endpoint: e.endpoint,
                     contexts: e.contexts,
-                    pages: e.pages,
+                    pages: e.pages.iter().map(|p| lock(p).ids.len()).sum(),
                     contexts_created: e.contexts_created,
                     processes: pids.len(),
                     rss_bytes,
@@ -303,9 +304,10 @@ impl Browsers {
         })?;
         match addr.send(AwaitReady).await {
             Ok(r) => r,
-            Err(_) => Err(failed.get().cloned().unwrap_or_else(|| {
-                Error::SessionClosed(closed.get().map_or("session_closed", |r| r.as_str()))
-            })),
+            Err(_) => Err(failed
+                .get()
+                .cloned()
+                .unwrap_or_else(|| session::closed_error(closed.get().copied()))),
         }
     }
 
@@ -435,11 +437,14 @@ impl Browsers {
     fn find(&self, tenant: &str, id: &str) -> Result<SessionHandle> {
         let not_found = || Error::NotFound(format!("session {id}"));
         let rid: ResourceId = id.parse().map_err(|_| not_found())?;
-        lock(&self.inner.directory)
-            .get(&rid)
-            .filter(|h| &*h.tenant == tenant)
-            .cloned()
-            .ok_or_else(not_found)
+        let live = lock(&self.inner.directory).get(&rid).filter(|h| &*h.tenant == tenant).cloned();
+        if let Some(h) = live {
+            return Ok(h);
+        }
+        match lock(&self.inner.recent).get(rid) {
+            Some((owner, reason)) if &*owner == tenant => Err(session::closed_error(Some(reason))),
+            _ => Err(not_found()),
+        }
     }
 
     async fn ask<M>(&self, tenant: &str, id: &str, msg: M) -> Result<M::Result>
@@ -449,9 +454,7 @@ impl Browsers {
         SessionActor: actix::Handler<M>,
     {
         let h = self.find(tenant, id)?;
-        h.addr.send(msg).await.map_err(|_| {
-            Error::SessionClosed(h.closed.get().map_or("session_closed", |r| r.as_str()))
-        })
+        h.addr.send(msg).await.map_err(|_| session::closed_error(h.closed.get().copied()))
     }
 
     /// One of the tenant's sessions.
@@ -479,12 +482,18 @@ impl Browsers {
     }
 
     /// Closes a session: its pages, then its context, verified gone; returns once it is.
-    /// Idempotent while the session is closing; once gone, its id is unknown.
+    /// Idempotent while the session is closing, and for a session closed lately for another
+    /// reason (idle, browser lost, …); a session its client closed is then unknown.
     ///
     /// # Errors
     /// [`Error::NotFound`].
     pub async fn close_session(&self, tenant: &str, id: &str) -> Result<()> {
-        let h = self.find(tenant, id)?;
+        let h = match self.find(tenant, id) {
+            Ok(h) => h,
+            Err(e @ Error::NotFound(_)) => return Err(e),
+            // closed lately for another reason: closed is what the caller wants
+            Err(_) => return Ok(()),
+        };
         let _ = h.addr.send(Close).await;
         let deadline = Instant::now() + self.inner.config.command_timeout * 3;
         if let Ok(rid) = id.parse::<ResourceId>() {

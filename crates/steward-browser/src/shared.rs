@@ -1,15 +1,16 @@
 //! State shared by the service, the browsers and the sessions: config, counters, the pool table
 //! (every browser's published state, for placement), the session directory and the wait queue.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::Addr;
 use steward_config::BrowserConfig;
 use steward_core::{Registry, ResourceId, SupervisorCell};
 use tokio::sync::Notify;
 
+use crate::CloseReason;
 use crate::browser::BrowserActor;
 use crate::service::AdmitGuard;
 use crate::session::SessionHandle;
@@ -29,6 +30,8 @@ pub(crate) struct Shared {
     pub(crate) pool: Mutex<HashMap<ResourceId, PoolEntry>>,
     /// Every live session, by id.
     pub(crate) directory: Mutex<HashMap<ResourceId, SessionHandle>>,
+    /// Sessions closed lately, so a call on one learns why it went.
+    pub(crate) recent: Mutex<Recent>,
     /// The wait queue.
     pub(crate) queue: Queue,
     /// Serialises placement decisions that may start a browser, so concurrent first sessions
@@ -46,7 +49,9 @@ pub(crate) struct PoolEntry {
     pub(crate) state: BrowserState,
     pub(crate) pid: Option<u32>,
     pub(crate) contexts: usize,
-    pub(crate) pages: usize,
+    /// The page sets of its sessions, counted when read (sessions open and close pages
+    /// without telling the browser).
+    pub(crate) pages: Vec<Pages>,
     pub(crate) contexts_created: u64,
     pub(crate) started_at: SystemTime,
 }
@@ -138,6 +143,49 @@ pub(crate) struct PageSet {
 
 /// See [`PageSet`].
 pub(crate) type Pages = Arc<Mutex<PageSet>>;
+
+/// How long a closed session's reason is remembered (as the registry's `stopped_retention`).
+const RECENT_TTL: Duration = Duration::from_secs(60);
+/// Most closed sessions remembered; the oldest go first.
+const RECENT_CAP: usize = 4096;
+
+/// Sessions closed for a reason their client did not choose (browser lost, page crashed, idle,
+/// …), for [`RECENT_TTL`] and at most [`RECENT_CAP`]: a later call on one answers that reason
+/// (`browser_unavailable`, `page_crashed`, …) instead of a bare `not_found`.
+#[derive(Default)]
+pub(crate) struct Recent {
+    order: VecDeque<(Instant, ResourceId)>,
+    by_id: HashMap<ResourceId, (Arc<str>, CloseReason)>,
+}
+
+impl Recent {
+    pub(crate) fn insert(&mut self, id: ResourceId, tenant: Arc<str>, reason: CloseReason) {
+        let now = Instant::now();
+        self.prune(now);
+        if self.order.len() >= RECENT_CAP
+            && let Some((_, old)) = self.order.pop_front()
+        {
+            self.by_id.remove(&old);
+        }
+        self.order.push_back((now, id));
+        self.by_id.insert(id, (tenant, reason));
+    }
+
+    pub(crate) fn get(&mut self, id: ResourceId) -> Option<(Arc<str>, CloseReason)> {
+        self.prune(Instant::now());
+        self.by_id.get(&id).cloned()
+    }
+
+    fn prune(&mut self, now: Instant) {
+        while let Some((at, id)) = self.order.front().copied() {
+            if now.duration_since(at) < RECENT_TTL {
+                break;
+            }
+            self.order.pop_front();
+            self.by_id.remove(&id);
+        }
+    }
+}
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)

@@ -217,7 +217,7 @@ impl BrowserActor {
             self.contexts.remove(id);
         }
         self.reconcile_in_flight = true;
-        let epoch = self.creation_epoch;
+        let epoch = self.epoch;
         let shared = self.shared.clone();
         let t = shared.config.command_timeout;
         let fut = async move {
@@ -236,11 +236,11 @@ impl BrowserActor {
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.reconcile_in_flight = false;
             let Ok((cdp, contexts, targets)) = res else { return };
-            let quiet = act.creating == 0 && act.creation_epoch == epoch;
+            let quiet = act.creating == 0 && act.epoch == epoch;
             let mut stale_contexts = Vec::new();
             if quiet && !act.is_remote() {
                 for c in contexts {
-                    if !act.contexts.contains_key(c.inner()) {
+                    if !act.contexts.contains_key(c.inner()) && !act.disposing.contains(c.inner()) {
                         stale_contexts.push(c);
                     }
                 }

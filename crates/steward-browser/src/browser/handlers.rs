@@ -10,7 +10,7 @@ use chromiumoxide::cdp::browser_protocol::target::{
 
 use super::messages::{AwaitReady, CreateContext, Disconnected, DisposeContext};
 use super::{BrowserActor, Owned};
-use crate::cdp::timed;
+use crate::cdp::{bounded, timed};
 use crate::stats::{BrowserState, Op};
 use crate::{Error, Result};
 
@@ -48,7 +48,7 @@ impl Handler<CreateContext> for BrowserActor {
             return Box::pin(fut::ready(Err(Error::BrowserUnavailable(why))));
         };
         self.creating += 1;
-        self.creation_epoch += 1;
+        self.epoch += 1;
         let shared = self.shared.clone();
         let fut = async move {
             let params = CreateBrowserContextParams::default();
@@ -91,6 +91,7 @@ impl Handler<DisposeContext> for BrowserActor {
     /// Disposes the context and checks `Target.getBrowserContexts` no longer lists it.
     fn handle(&mut self, msg: DisposeContext, ctx: &mut Context<Self>) -> Self::Result {
         let owner = self.contexts.remove(&msg.context).map(|o| o.session);
+        self.epoch += 1;
         self.publish(ctx.address());
         self.stop_if_drained(ctx);
         let Some(cdp) = self.cdp.clone().filter(|_| !self.lost) else {
@@ -98,20 +99,17 @@ impl Handler<DisposeContext> for BrowserActor {
             return Box::pin(fut::ready(Ok(())));
         };
         tracing::debug!(context = %msg.context, session = ?owner, "disposing context");
+        self.disposing.insert(msg.context.clone());
+        let context = msg.context.clone();
         let shared = self.shared.clone();
         let fut = async move {
             let t = shared.config.command_timeout;
             let dispose = DisposeBrowserContextParams::new(msg.context.clone());
             timed(&shared.stats, Op::DisposeContext, t, cdp.execute(dispose)).await?;
-            let left = timed(
-                &shared.stats,
-                Op::DisposeContext,
-                t,
-                cdp.execute(GetBrowserContextsParams {}),
-            )
-            .await?
-            .result
-            .browser_context_ids;
+            let left = bounded(Op::DisposeContext, t, cdp.execute(GetBrowserContextsParams {}))
+                .await?
+                .result
+                .browser_context_ids;
             if left.iter().any(|c| *c.inner() == msg.context) {
                 return Err(Error::Protocol(format!(
                     "context {} still listed after disposal",
@@ -120,7 +118,11 @@ impl Handler<DisposeContext> for BrowserActor {
             }
             Ok(())
         };
-        Box::pin(fut.into_actor(self))
+        Box::pin(fut.into_actor(self).map(move |res, act, _| {
+            act.disposing.remove(&context);
+            act.epoch += 1;
+            res
+        }))
     }
 }
 

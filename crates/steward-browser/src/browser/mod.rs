@@ -59,8 +59,11 @@ pub(crate) struct BrowserActor {
     contexts: HashMap<String, Owned>,
     /// Context creations in flight (the reconciler leaves unknown contexts alone meanwhile).
     creating: u32,
-    /// Bumped by every creation; a reconcile that saw it change skips disposing contexts.
-    creation_epoch: u64,
+    /// Bumped by every creation and disposal; a reconcile that saw it change skips disposing
+    /// contexts (its snapshot may predate them).
+    epoch: u64,
+    /// Contexts their sessions are disposing now.
+    disposing: std::collections::HashSet<String>,
     contexts_created: u64,
     heartbeat_in_flight: bool,
     reconcile_in_flight: bool,
@@ -86,7 +89,8 @@ impl BrowserActor {
             endpoint: None,
             contexts: HashMap::new(),
             creating: 0,
-            creation_epoch: 0,
+            epoch: 0,
+            disposing: std::collections::HashSet::new(),
             contexts_created: 0,
             heartbeat_in_flight: false,
             reconcile_in_flight: false,
@@ -101,7 +105,6 @@ impl BrowserActor {
 
     /// Writes this browser's state into the pool table.
     fn publish(&self, addr: Addr<Self>) {
-        let pages = self.contexts.values().map(|o| lock(&o.pages).ids.len()).sum();
         let (tenant, endpoint) = match &self.origin {
             Origin::Local => (None, self.endpoint.clone()),
             Origin::Remote { tenant, endpoint } => (Some(tenant.clone()), Some(endpoint.clone())),
@@ -115,7 +118,7 @@ impl BrowserActor {
                 state: self.state,
                 pid: self.pid,
                 contexts: self.contexts.len() + self.creating as usize,
-                pages,
+                pages: self.contexts.values().map(|o| o.pages.clone()).collect(),
                 contexts_created: self.contexts_created,
                 started_at: self.started_at,
             },

@@ -131,7 +131,13 @@ async fn a_browser_killed_from_outside_fails_its_sessions_and_is_relaunched() {
     .unwrap();
     until("the session to fail", || h.browsers.live_sessions() == 0).await;
     assert_eq!(closed(&h, CloseReason::BrowserUnavailable), 1);
-    assert!(matches!(h.browsers.session("acme", &info.id).await, Err(Error::NotFound(_))));
+    // calls on it say why it went, for a while
+    assert!(matches!(
+        h.browsers.session("acme", &info.id).await,
+        Err(Error::BrowserUnavailable(_))
+    ));
+    assert!(matches!(h.browsers.session("other", &info.id).await, Err(Error::NotFound(_))));
+    h.browsers.close_session("acme", &info.id).await.unwrap();
     until("a relaunched browser", || {
         h.browsers.browsers().iter().any(|b| b.state == BrowserState::Ready && b.pid != Some(pid))
     })
@@ -166,7 +172,10 @@ async fn an_operator_stop_is_not_relaunched_and_removes_the_profile() {
     assert!(h.registry.wait_gone(id, deadline).await);
     assert!(h.browsers.browsers().is_empty());
     assert_eq!(h.browsers.live_sessions(), 0);
-    assert!(matches!(h.browsers.session("acme", &info.id).await, Err(Error::NotFound(_))));
+    assert!(matches!(
+        h.browsers.session("acme", &info.id).await,
+        Err(Error::BrowserUnavailable(_))
+    ));
     let (pids, _) = crate::launch::group_usage(b.pid.unwrap());
     assert!(pids.is_empty(), "chromium processes left: {pids:?}");
     // not relaunched: nothing comes back by itself

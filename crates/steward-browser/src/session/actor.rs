@@ -16,7 +16,7 @@ use steward_core::{ExitReason, Resource, ResourceCtx, StopResource, stop_resourc
 use super::messages::PageCrashed;
 use super::{SessionActor, SessionHandle, ops};
 use crate::browser::messages::{BrowserLost, CreateContext, DisposeContext};
-use crate::cdp::timed;
+use crate::cdp::{bounded, timed};
 use crate::shared::lock;
 use crate::stats::{BrowserStats, Op};
 use crate::{CloseReason, Error, Result};
@@ -99,8 +99,7 @@ impl SessionActor {
                 let page = open_page(&shared.stats, t, &cdp, params, &page_ids).await?;
                 opened.page = Some(page.clone());
                 ops::emulate(&page, &options, &shared.stats, t).await?;
-                timed(&shared.stats, Op::Emulate, t, page.execute(inspector::EnableParams {}))
-                    .await?;
+                bounded(Op::Emulate, t, page.execute(inspector::EnableParams {})).await?;
                 Ok(())
             }
             .await;
@@ -221,6 +220,13 @@ impl Drop for SessionActor {
         lock(&self.start.shared.directory).remove(&self.rcx.id());
         let reason = self.reason.unwrap_or(CloseReason::Error);
         let _ = self.start.closed.set(reason);
+        if reason != CloseReason::Client {
+            lock(&self.start.shared.recent).insert(
+                self.rcx.id(),
+                self.start.tenant.clone(),
+                reason,
+            );
+        }
         if self.ready {
             self.start.shared.stats.closed(reason);
         }

@@ -18,7 +18,7 @@ use crate::{CloseReason, Error, Result, SessionInfo};
 
 impl SessionActor {
     fn closed_error(&self) -> Error {
-        Error::SessionClosed(self.reason.map_or("session_closed", CloseReason::as_str))
+        super::closed_error(self.reason)
     }
 
     fn usable(&mut self) -> Result<()> {

@@ -136,6 +136,18 @@ impl SessionActor {
     }
 }
 
+/// The error a call on a closed session answers: `browser_unavailable` when its browser went
+/// away, else [`Error::SessionClosed`] with the reason.
+pub(crate) fn closed_error(reason: Option<CloseReason>) -> Error {
+    match reason {
+        Some(CloseReason::BrowserUnavailable) => {
+            Error::BrowserUnavailable("the session's browser went away".into())
+        }
+        Some(r) => Error::SessionClosed(r.as_str()),
+        None => Error::SessionClosed("session_closed"),
+    }
+}
+
 /// The child spec of a session: temporary, owned by its tenant, holding its admission.
 pub(crate) fn spec(start: SessionStart, slot: SlotGuard) -> ChildSpec {
     let tenant = start.tenant.clone();

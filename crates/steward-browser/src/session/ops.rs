@@ -18,7 +18,7 @@ use chromiumoxide::error::CdpError;
 use futures_util::StreamExt as _;
 use steward_config::BrowserConfig;
 
-use crate::cdp::{from_cdp, timed};
+use crate::cdp::{bounded, from_cdp, timed};
 use crate::policy::UrlPolicy;
 use crate::stats::{BrowserStats, Op};
 use crate::{
@@ -135,11 +135,11 @@ pub(crate) async fn navigate(
         Ok(r) => r.map_err(|e| from_cdp(Op::Navigate, e))?,
     }
     let t = config.command_timeout;
-    let landed = timed(stats, Op::Navigate, t, page.evaluate_expression(LANDED_JS)).await?;
+    let landed = bounded(Op::Navigate, t, page.evaluate_expression(LANDED_JS)).await?;
     let field = |k: &str| landed.value().and_then(|v| v.get(k)).cloned();
     let url = field("url").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
     if let Err(e @ Error::PermissionDenied(_)) = policy.check(&url).await {
-        let _ = timed(stats, Op::Navigate, t, page.goto(NavigateParams::new("about:blank"))).await;
+        let _ = bounded(Op::Navigate, t, page.goto(NavigateParams::new("about:blank"))).await;
         return Err(e);
     }
     let status =
