@@ -36,6 +36,7 @@ async fn lists_its_own_supervised_services() {
     assert_eq!(
         names,
         [
+            "browsers",
             "consumers",
             "grpc",
             "http-admin",
@@ -43,6 +44,7 @@ async fn lists_its_own_supervised_services() {
             "job-hub",
             "messaging",
             "producers",
+            "sessions",
             "socket-monitor",
             "sockets",
             "steward",
@@ -57,8 +59,8 @@ async fn lists_its_own_supervised_services() {
 
     let tree: Value = s.get("/v1/supervisors").send().await.unwrap().json().await.unwrap();
     assert_eq!(tree[0]["name"], "steward");
-    // the three dynamic supervisors are listed under `supervisors`, the other eight services as
-    // members
+    // the five supervisors (four dynamic, and `browsers`) are listed under `supervisors`, the
+    // other eight services as members
     assert_eq!(tree[0]["members"].as_array().unwrap().len(), 8);
     let subs: Vec<&str> = tree[0]["supervisors"]
         .as_array()
@@ -66,7 +68,7 @@ async fn lists_its_own_supervised_services() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(subs, ["sockets", "producers", "consumers"]);
+    assert_eq!(subs, ["sockets", "producers", "consumers", "browsers", "sessions"]);
 
     let one: Value = s
         .get(&format!("/v1/resources/{}", root["id"].as_str().unwrap()))
@@ -91,8 +93,8 @@ async fn lists_its_own_supervised_services() {
         .unwrap();
     assert_eq!(
         rest["resources"].as_array().unwrap().len(),
-        10,
-        "12 resources, 2 on the first page"
+        12,
+        "14 resources, 2 on the first page"
     );
     assert!(rest["next"].is_null());
 }
@@ -138,7 +140,7 @@ async fn bad_input_gets_a_typed_400_and_disturbs_nothing() {
         assert!(json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     // nothing else was disturbed
-    assert_eq!(s.resources("?kind=service").await.len(), 12);
+    assert_eq!(s.resources("?kind=service").await.len(), 14);
     let r = s.http.get(format!("{}/readyz", s.admin)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
@@ -170,7 +172,7 @@ async fn a_resource_stopped_through_the_api_disappears_from_the_registry() {
     assert_eq!(entry["last_exit_reason"], "shutdown");
     // it really stopped serving, and it was not restarted
     assert!(s.http.get(format!("{}/healthz", s.public)).send().await.is_err());
-    assert_eq!(s.resources("?kind=service").await.len(), 11);
+    assert_eq!(s.resources("?kind=service").await.len(), 13);
 }
 
 #[tokio::test]
@@ -198,8 +200,8 @@ async fn metrics_watchdog_and_openapi() {
     let text =
         s.http.get(format!("{}/metrics", s.admin)).send().await.unwrap().text().await.unwrap();
     for needle in [
-        "steward_resources_live{kind=\"service\"} 12",
-        "steward_resources_started_total{kind=\"service\"} 12",
+        "steward_resources_live{kind=\"service\"} 14",
+        "steward_resources_started_total{kind=\"service\"} 14",
         "steward_restart_backoff_pending{kind=\"session\"} 0",
         "steward_process_resident_memory_bytes",
         "steward_process_open_fds",

@@ -75,6 +75,8 @@ fn forbidden(krate: &str) -> &'static [&'static str] {
             "steward-grpc",
             "steward-proto",
             "steward-tenancy",
+            "steward-messaging",
+            "steward-browser",
             "steward-server",
         ],
         // messaging knows brokers (async-nats) but no front door: the edge hands it validated
@@ -92,6 +94,24 @@ fn forbidden(krate: &str) -> &'static [&'static str] {
             "steward-proto",
             "steward-tenancy",
             "steward-socket",
+            "steward-browser",
+            "steward-server",
+        ],
+        // browsers know Chromium (chromiumoxide) but no front door and no tenancy: the edge
+        // admits and hands in a `TenantScope`; resource crates do not depend on each other
+        "steward-browser" => &[
+            "actix-web",
+            "actix-ws",
+            "tonic",
+            "prost",
+            "hyper",
+            "webrtc",
+            "steward-http",
+            "steward-grpc",
+            "steward-proto",
+            "steward-tenancy",
+            "steward-socket",
+            "steward-messaging",
             "steward-server",
         ],
         _ => &[],

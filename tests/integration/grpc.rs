@@ -50,7 +50,7 @@ async fn health_and_admin_service() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(list.resources.len(), 12);
+    assert_eq!(list.resources.len(), 14);
     let root = list.resources.iter().find(|r| r.name == "steward").unwrap();
     let got = admin
         .get_resource(authed(GetResourceRequest { id: root.id.clone() }))

@@ -4,6 +4,7 @@
 
 mod admin_http;
 mod architecture;
+mod browser;
 mod config;
 mod grpc;
 mod jobs;

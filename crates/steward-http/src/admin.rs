@@ -1,6 +1,6 @@
 //! The admin API (admin listener): health, readiness, metrics, resources, supervisors, watchdog,
-//! shutdown, tenants and tokens (`tenants.rs`), and the OpenAPI document. `/v1/*` requires
-//! `Authorization: Bearer <admin token>`.
+//! browsers, shutdown, tenants and tokens (`tenants.rs`), and the OpenAPI document. `/v1/*`
+//! requires `Authorization: Bearer <admin token>`.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -52,6 +52,8 @@ pub struct AdminState {
     pub monitor: steward_socket::monitor::MonitorHandle,
     /// The messaging proxy (for `/metrics` and tenant deletion).
     pub messaging: steward_messaging::Messaging,
+    /// The browser pool (for `GET /v1/browsers` and `/metrics`).
+    pub browsers: steward_browser::Browsers,
 }
 
 /// Configures the admin routes with `state`.
@@ -84,6 +86,7 @@ pub fn admin_app_config(
                     .route("/resources/{id}/restart", web::post().to(restart_resource))
                     .route("/supervisors", web::get().to(supervisors))
                     .route("/watchdog", web::get().to(watchdog))
+                    .route("/browsers", web::get().to(browsers))
                     .route("/shutdown", web::post().to(shutdown))
                     .default_service(web::to(not_found)),
             )
@@ -149,6 +152,7 @@ async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
             monitor: state.monitor.report(),
         },
         &crate::MessagingMetrics::of(&state.messaging),
+        &crate::BrowserMetrics::of(&state.browsers),
     );
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
@@ -440,6 +444,77 @@ async fn watchdog(state: web::Data<AdminState>) -> HttpResponse {
     })
 }
 
+/// One browser: a Chromium process Steward runs (`local`) or a tenant's remote CDP endpoint
+/// (`remote`).
+#[derive(Serialize, ToSchema)]
+struct BrowserJson {
+    /// Its resource id (16 hex digits): `DELETE /v1/resources/{id}` stops it for good.
+    id: String,
+    /// `local` or `remote`.
+    origin: String,
+    /// The tenant whose remote endpoint it is (remote only).
+    tenant: Option<String>,
+    /// `launching`, `ready`, `draining` (recycling) or `down`.
+    state: String,
+    /// Chromium's process id, also its process group id (local only).
+    pid: Option<u32>,
+    /// The DevTools WebSocket URL Steward is connected to.
+    endpoint: Option<String>,
+    /// Live browser contexts (one per session).
+    contexts: usize,
+    /// Open pages of those sessions.
+    pages: usize,
+    /// Contexts created over its life (recycling counts these).
+    contexts_created: u64,
+    /// Processes in its process group now (local only; 0 for remote).
+    processes: usize,
+    /// Their resident memory, bytes.
+    rss_bytes: u64,
+    /// RFC 3339: when it came up.
+    started_at: String,
+}
+
+impl From<steward_browser::stats::BrowserInfo> for BrowserJson {
+    fn from(b: steward_browser::stats::BrowserInfo) -> Self {
+        Self {
+            id: b.id,
+            origin: b.origin.to_owned(),
+            tenant: b.tenant,
+            state: b.state.as_str().to_owned(),
+            pid: b.pid,
+            endpoint: b.endpoint,
+            contexts: b.contexts,
+            pages: b.pages,
+            contexts_created: b.contexts_created,
+            processes: b.processes,
+            rss_bytes: b.rss_bytes,
+            started_at: rfc3339(b.started_at),
+        }
+    }
+}
+
+/// Every browser of this node.
+#[derive(Serialize, ToSchema)]
+struct BrowserList {
+    /// Oldest first.
+    browsers: Vec<BrowserJson>,
+}
+
+/// Every browser now: state, contexts, pages, Chromium processes and their memory (read from
+/// `/proc`). Local browsers start on demand, so the list is empty until the first session.
+#[utoipa::path(get, path = "/v1/browsers", security(("admin_token" = [])), responses(
+    (status = 200, body = BrowserList), (status = 401, body = ErrorBody),
+    (status = 503, description = "the server is stopping", body = ErrorBody)))]
+async fn browsers(state: web::Data<AdminState>) -> Result<HttpResponse, ApiError> {
+    // `browsers()` scans /proc for each local browser's process group: off the worker thread
+    let pool = state.browsers.clone();
+    let list = web::block(move || pool.browsers()).await.map_err(|_| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the server is stopping")
+    })?;
+    Ok(HttpResponse::Ok()
+        .json(BrowserList { browsers: list.into_iter().map(BrowserJson::from).collect() }))
+}
+
 /// Optional body of `POST /v1/shutdown`.
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -472,9 +547,9 @@ async fn shutdown(
 /// The OpenAPI 3 document of the admin API, generated from the handlers above.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Steward admin API", description = "Health, readiness, metrics, resources, supervisors, watchdog, shutdown, tenants and API tokens. `/v1/*` needs `Authorization: Bearer <admin token>`."),
-    paths(healthz, readyz, metrics, list_resources, get_resource, stop_resource, restart_resource, supervisors, watchdog, shutdown),
-    components(schemas(Status, ErrorBody, ErrorDetail, ResourceJson, ResourceList, Accepted, SupervisorNode, Member, WatchdogJson, WatchedJson, ShutdownRequest)),
+    info(title = "Steward admin API", description = "Health, readiness, metrics, resources, supervisors, watchdog, browsers, shutdown, tenants and API tokens. `/v1/*` needs `Authorization: Bearer <admin token>`."),
+    paths(healthz, readyz, metrics, list_resources, get_resource, stop_resource, restart_resource, supervisors, watchdog, browsers, shutdown),
+    components(schemas(Status, ErrorBody, ErrorDetail, ResourceJson, ResourceList, Accepted, SupervisorNode, Member, WatchdogJson, WatchedJson, BrowserJson, BrowserList, ShutdownRequest)),
     modifiers(&BearerAuth, &TenantPaths)
 )]
 pub struct ApiDoc;

@@ -1,6 +1,6 @@
 //! Steward's actix-web edge: the admin API (health, readiness, metrics, resources, supervisors,
-//! watchdog, shutdown, tenants and tokens, OpenAPI document) and the public listener, each run by a supervised
-//! [`HttpListener`] service resource.
+//! watchdog, browsers, shutdown, tenants and tokens, OpenAPI document) and the public listener,
+//! each run by a supervised [`HttpListener`] service resource.
 //!
 //! It authenticates tenants ([`Tenant`] extractor) and turns core and tenancy errors into HTTP statuses and `{"error":{"code","message"}}` bodies; it reaches
 //! resources only through the core's registry and handles. It must not know tonic.
@@ -21,5 +21,5 @@ pub use auth::Tenant;
 pub use error::ApiError;
 pub use json::{MAX_JSON_BODY, ValidJson};
 pub use listener::{HttpListener, ListenerSpec};
-pub use metrics::{MessagingMetrics, SocketMetrics, render_metrics};
+pub use metrics::{BrowserMetrics, MessagingMetrics, SocketMetrics, render_metrics};
 pub use public::public_app_config;

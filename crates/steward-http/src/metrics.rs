@@ -2,12 +2,16 @@
 //! counters at scrape time (nothing is double-booked in a second metrics store).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry as PromRegistry;
+use steward_browser::stats::{BrowserInfo, BrowserState, BrowserStats, Op};
+use steward_browser::{Browsers, CloseReason};
 use steward_core::Registry;
 use steward_core::shutdown::PhaseReport;
 use steward_core::watchdog::{WatchdogReport, open_fds, rss_bytes};
@@ -49,6 +53,34 @@ impl MessagingMetrics {
     }
 }
 
+/// The browser pool's readings, for [`render_metrics`]: its live counters and histograms
+/// (shared, not copied: they are encoded as they are at scrape time) and what the pool holds
+/// now.
+#[derive(Debug, Clone, Default)]
+pub struct BrowserMetrics {
+    /// The pool's counters and latency histograms.
+    pub stats: Arc<BrowserStats>,
+    /// Every browser now (state, contexts, pages, Chromium processes and memory).
+    pub browsers: Vec<BrowserInfo>,
+    /// Live sessions.
+    pub sessions: usize,
+    /// `CreateSession` calls waiting in the queue, per tenant.
+    pub queued: Vec<(Arc<str>, u32)>,
+}
+
+impl BrowserMetrics {
+    /// The readings of `browsers` now.
+    #[must_use]
+    pub fn of(browsers: &Browsers) -> Self {
+        Self {
+            stats: browsers.stats().clone(),
+            browsers: browsers.browsers(),
+            sessions: browsers.live_sessions(),
+            queued: browsers.queued(),
+        }
+    }
+}
+
 /// Renders every Steward metric in the Prometheus text exposition format:
 /// per kind `steward_resources_live`, `steward_resources_started_total`, `…_stopped_total`,
 /// `…_restarted_total`, `…_failed_total`, `steward_restart_backoff_pending`; tracked handles
@@ -75,7 +107,18 @@ impl MessagingMetrics {
 /// `steward_messaging_dead_lettered_total`, `steward_messaging_leases_in_flight`,
 /// `steward_messaging_returned_total`, and seed 001's `steward_messaging_channel_full_events_total`,
 /// `steward_messaging_producer_leak_detections_total` and
-/// `steward_messaging_consumer_leak_detections_total` (must stay 0).
+/// `steward_messaging_consumer_leak_detections_total` (must stay 0); and the browser pool's
+/// `steward_browser_browsers{state,origin}`, `steward_browser_launched_total`,
+/// `steward_browser_relaunched_total`, `steward_browser_disconnects_total`,
+/// `steward_browser_launch_failures_total`, `steward_browser_recycled_total`,
+/// `steward_browser_sessions`, `steward_browser_sessions_created_total`,
+/// `steward_browser_sessions_closed_total{reason}`, `steward_browser_contexts{browser}`,
+/// `steward_browser_pages{browser}`, `steward_browser_queue_waiting{tenant}`,
+/// `steward_browser_queue_wait_seconds` (histogram), `steward_browser_queue_refused_total{reason}`,
+/// `steward_browser_cdp_seconds{op}` (histograms), `steward_browser_cdp_timeouts_total{op}`,
+/// `steward_browser_reconciled_total`, `steward_browser_urls_refused_total`,
+/// `steward_browser_chromium_processes{browser}` and
+/// `steward_browser_chromium_resident_memory_bytes{browser}` (local browsers).
 #[must_use]
 pub fn render_metrics(
     registry: &Registry,
@@ -84,6 +127,7 @@ pub fn render_metrics(
     quotas: &[QuotaStats],
     sockets: &SocketMetrics,
     messaging: &MessagingMetrics,
+    browsers: &BrowserMetrics,
 ) -> String {
     let mut prom = PromRegistry::default();
     prom.register_collector(Box::new(Snapshot {
@@ -93,6 +137,7 @@ pub fn render_metrics(
         quotas: quotas.to_vec(),
         sockets: sockets.clone(),
         messaging: messaging.clone(),
+        browsers: browsers.clone(),
     }));
     let mut out = String::new();
     // encoding into a String cannot fail
@@ -108,6 +153,7 @@ struct Snapshot {
     quotas: Vec<QuotaStats>,
     sockets: SocketMetrics,
     messaging: MessagingMetrics,
+    browsers: BrowserMetrics,
 }
 
 type Labels = Vec<(Cow<'static, str>, Cow<'static, str>)>;
@@ -311,7 +357,8 @@ impl Collector for Snapshot {
             vec![(Labels::new(), open_fds() as i64)],
         )?;
         encode_sockets(&mut enc, &self.sockets)?;
-        encode_messaging(&mut enc, &self.messaging)
+        encode_messaging(&mut enc, &self.messaging)?;
+        encode_browsers(&mut enc, &self.browsers)
     }
 }
 
@@ -505,3 +552,175 @@ fn encode_sockets(
         one(j.watcher_overflows),
     )
 }
+
+/// Encodes one histogram family: the pool's own `Histogram` instances, one per label set.
+fn histograms<'h>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, &'h Histogram)>,
+) -> Result<(), std::fmt::Error> {
+    let mut m =
+        enc.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Histogram)?;
+    for (labels, h) in rows {
+        h.encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn encode_browsers(
+    enc: &mut DescriptorEncoder<'_>,
+    m: &BrowserMetrics,
+) -> Result<(), std::fmt::Error> {
+    let s = &*m.stats;
+    let get = BrowserStats::get;
+    let states =
+        [BrowserState::Launching, BrowserState::Ready, BrowserState::Draining, BrowserState::Down];
+    gauge(
+        enc,
+        "steward_browser_browsers",
+        "Live browsers per state and origin (local: Steward's Chromium; remote: a tenant's endpoint).",
+        states
+            .iter()
+            .flat_map(|state| {
+                ["local", "remote"].into_iter().map(move |origin| {
+                    let n = m
+                        .browsers
+                        .iter()
+                        .filter(|b| b.state == *state && b.origin == origin)
+                        .count();
+                    (two("state", state.as_str(), "origin", origin), n as i64)
+                })
+            })
+            .collect(),
+    )?;
+    counter(
+        enc,
+        "steward_browser_launched",
+        "Browsers that came up (spawned and connected, or connected to a remote endpoint).",
+        one(get(&s.launched)),
+    )?;
+    counter(
+        enc,
+        "steward_browser_relaunched",
+        "Browsers brought up again by their supervisor after a crash or disconnect.",
+        one(get(&s.relaunched)),
+    )?;
+    counter(
+        enc,
+        "steward_browser_disconnects",
+        "Unexpected browser disconnects (CDP connection lost or a missed heartbeat).",
+        one(get(&s.disconnects)),
+    )?;
+    counter(
+        enc,
+        "steward_browser_launch_failures",
+        "Browser launches or connects that failed.",
+        one(get(&s.launch_failures)),
+    )?;
+    counter(
+        enc,
+        "steward_browser_recycled",
+        "Browsers retired by recycling (recycle_after_contexts, recycle_after).",
+        one(get(&s.recycled)),
+    )?;
+    gauge(enc, "steward_browser_sessions", "Live browser sessions.", one(m.sessions as i64))?;
+    counter(
+        enc,
+        "steward_browser_sessions_created",
+        "Browser sessions created.",
+        one(get(&s.sessions_created)),
+    )?;
+    counter(
+        enc,
+        "steward_browser_sessions_closed",
+        "Browser sessions closed, per reason.",
+        CloseReason::ALL
+            .iter()
+            .zip(&s.sessions_closed)
+            .map(|(r, n)| (label("reason", r.as_str()), get(n)))
+            .collect(),
+    )?;
+    gauge(
+        enc,
+        "steward_browser_contexts",
+        "Live browser contexts (sessions) per browser.",
+        m.browsers.iter().map(|b| (label("browser", b.id.clone()), b.contexts as i64)).collect(),
+    )?;
+    gauge(
+        enc,
+        "steward_browser_pages",
+        "Open pages of live sessions per browser.",
+        m.browsers.iter().map(|b| (label("browser", b.id.clone()), b.pages as i64)).collect(),
+    )?;
+    gauge(
+        enc,
+        "steward_browser_queue_waiting",
+        "CreateSession calls waiting for a slot, per tenant (tenants with at least one).",
+        m.queued.iter().map(|(t, n)| (label("tenant", t.to_string()), i64::from(*n))).collect(),
+    )?;
+    histograms(
+        enc,
+        "steward_browser_queue_wait_seconds",
+        "How long queued CreateSession calls waited, whatever the outcome.",
+        [(Labels::new(), &s.queue_wait)],
+    )?;
+    counter(
+        enc,
+        "steward_browser_queue_refused",
+        "Queued CreateSession calls refused: the tenant's queue was full, or queue_timeout passed.",
+        vec![
+            (label("reason", "queue_full"), get(&s.queue_full)),
+            (label("reason", "queue_timeout"), get(&s.queue_timeouts)),
+        ],
+    )?;
+    histograms(
+        enc,
+        "steward_browser_cdp_seconds",
+        "Latency of DevTools protocol operations, per op.",
+        Op::ALL.iter().zip(&s.cdp_latency).map(|(op, h)| (label("op", op.as_str()), h)),
+    )?;
+    counter(
+        enc,
+        "steward_browser_cdp_timeouts",
+        "DevTools protocol operations that missed their deadline, per op.",
+        Op::ALL
+            .iter()
+            .zip(&s.cdp_timeouts)
+            .map(|(op, n)| (label("op", op.as_str()), get(n)))
+            .collect(),
+    )?;
+    counter(
+        enc,
+        "steward_browser_reconciled",
+        "Contexts and pages the reconciler disposed of because no live session owned them.",
+        one(get(&s.reconciled)),
+    )?;
+    counter(
+        enc,
+        "steward_browser_urls_refused",
+        "URLs refused by the URL policy.",
+        one(get(&s.urls_refused)),
+    )?;
+    let local: Vec<&BrowserInfo> = m.browsers.iter().filter(|b| b.pid.is_some()).collect();
+    gauge(
+        enc,
+        "steward_browser_chromium_processes",
+        "Processes in each local browser's process group.",
+        local.iter().map(|b| (label("browser", b.id.clone()), b.processes as i64)).collect(),
+    )?;
+    gauge(
+        enc,
+        "steward_browser_chromium_resident_memory_bytes",
+        "Resident memory of each local browser's processes, bytes.",
+        local
+            .iter()
+            .map(|b| {
+                (label("browser", b.id.clone()), i64::try_from(b.rss_bytes).unwrap_or(i64::MAX))
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests;
