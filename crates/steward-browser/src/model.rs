@@ -101,7 +101,8 @@ pub struct NavigateRequest {
 /// `Navigate`'s answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NavigateResult {
-    /// HTTP status of the main document (0 when there was none: `about:blank`, a data URL).
+    /// HTTP status of the main document (0 when there was none, as for `about:blank`; Chromium
+    /// reports 200 for a `data:` URL).
     pub status: u32,
     /// The URL after redirects.
     pub url: String,

@@ -9,8 +9,8 @@ use steward_core::supervisor::{RootSupervisor, Supervisor};
 use steward_core::{Registry, ResourceKind, Strategy, SupervisorSpec};
 
 use super::*;
-use crate::CloseReason;
 use crate::policy::UrlPolicy;
+use crate::{CloseReason, WaitUntil};
 
 struct Harness {
     registry: Registry,
@@ -432,4 +432,106 @@ async fn the_reconciler_closes_a_popup_no_session_opened() {
     // the session's own page is untouched
     assert_eq!(h.browsers.session("acme", &info.id).await.unwrap().pages, info.pages);
     h.browsers.close_session("acme", &info.id).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn wait_conditions_evaluation_errors_and_content() {
+    let h = harness(|_| {}).await;
+    let s = scope("acme");
+    let info = h.browsers.create_session(&s, SessionOptions::default(), &admit_all).await.unwrap();
+    for wait_until in [WaitUntil::Load, WaitUntil::DomContentLoaded, WaitUntil::NetworkIdle] {
+        let nav = h
+            .browsers
+            .navigate(
+                &s,
+                &info.id,
+                NavigateRequest { url: PAGE.into(), wait_until, ..NavigateRequest::default() },
+            )
+            .await
+            .unwrap();
+        // Chromium gives a data: document the status 200
+        assert_eq!((nav.status, nav.title.as_str()), (200, "hello"), "{wait_until:?}");
+    }
+    let thrown = h
+        .browsers
+        .evaluate(
+            "acme",
+            &info.id,
+            EvaluateRequest { expression: "nope.x".into(), ..EvaluateRequest::default() },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(&thrown, Error::EvaluationFailed(t) if t.contains("nope")), "{thrown:?}");
+    let awaited = h
+        .browsers
+        .evaluate(
+            "acme",
+            &info.id,
+            EvaluateRequest {
+                expression: "new Promise(r => setTimeout(() => r([1, 'two']), 10))".into(),
+                await_promise: true,
+                ..EvaluateRequest::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(awaited, r#"[1,"two"]"#);
+    let slow = h
+        .browsers
+        .evaluate(
+            "acme",
+            &info.id,
+            EvaluateRequest {
+                expression: "new Promise(() => {})".into(),
+                await_promise: true,
+                timeout: Some(Duration::from_millis(200)),
+                ..EvaluateRequest::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(slow, Error::DeadlineExceeded { stage: "evaluate", .. }), "{slow:?}");
+    let html = h.browsers.content("acme", &info.id, None).await.unwrap();
+    assert!(html.contains("<title>hello</title>"), "{html}");
+    h.browsers.close_session("acme", &info.id).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_tenant_with_a_remote_endpoint_gets_its_sessions_there() {
+    let h = harness(|_| {}).await;
+    // a Chromium to stand for the tenant's own: the pool's local one, reached by its endpoint
+    let local = h
+        .browsers
+        .create_session(&scope("host"), SessionOptions::default(), &admit_all)
+        .await
+        .unwrap();
+    let endpoint = h.browsers.browsers()[0].endpoint.clone().unwrap();
+    let mut s = scope("acme");
+    s.endpoint = Some(endpoint.clone());
+    let a = h.browsers.create_session(&s, SessionOptions::default(), &admit_all).await.unwrap();
+    let b = h.browsers.create_session(&s, SessionOptions::default(), &admit_all).await.unwrap();
+    let remote: Vec<_> =
+        h.browsers.browsers().into_iter().filter(|x| x.origin == "remote").collect();
+    assert_eq!(remote.len(), 1, "one connection per tenant and endpoint");
+    assert_eq!(remote[0].tenant.as_deref(), Some("acme"));
+    assert_eq!(
+        (a.browser.as_str(), b.browser.as_str()),
+        (remote[0].id.as_str(), remote[0].id.as_str())
+    );
+    let nav = h
+        .browsers
+        .navigate(&s, &a.id, NavigateRequest { url: PAGE.into(), ..NavigateRequest::default() })
+        .await
+        .unwrap();
+    assert_eq!(nav.title, "hello");
+    h.browsers.close_session("acme", &a.id).await.unwrap();
+    h.browsers.close_session("acme", &b.id).await.unwrap();
+    assert_eq!(chromium_contexts(&endpoint).await, 1, "only the host's own session is left");
+    // stopping the remote browser never closes the tenant's Chromium
+    let id: steward_core::ResourceId = remote[0].id.parse().unwrap();
+    h.registry.request_stop(id, steward_core::ExitReason::Shutdown).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    assert!(h.registry.wait_gone(id, deadline).await);
+    h.browsers.session("host", &local.id).await.unwrap();
+    h.browsers.close_session("host", &local.id).await.unwrap();
 }
