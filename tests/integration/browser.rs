@@ -1190,3 +1190,31 @@ async fn a_screenshot_as_a_job_is_followed_over_websocket_and_taken_once() {
     assert_status(c.take_job_result(authed(&token, take)).await, Code::NotFound, "not_found");
     close(&mut c, &token, &session.id).await.unwrap();
 }
+
+// ---- tenant deletion ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn deleting_a_tenant_closes_all_its_sessions_and_their_contexts() {
+    let s = Steward::start(&[]).await;
+    let token = browser_tenant(&s, "acme", &["127.0.0.1"]).await;
+    let other = browser_tenant(&s, "umbrella", &[]).await;
+    let mut c = client(&s).await;
+    for _ in 0..3 {
+        create_ok(&mut c, &token, 640, 480).await;
+    }
+    let kept = create_ok(&mut c, &other, 640, 480).await;
+    let browser = ready_browser(&s).await;
+    let mut cdp = Cdp::connect(browser["endpoint"].as_str().unwrap()).await;
+    assert_eq!(cdp.contexts().await.len(), 4);
+
+    let r = s.request(Method::DELETE, "/v1/tenants/acme").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+
+    // its three sessions and their contexts are gone; the other tenant's is untouched
+    let closed = eventually(WITHIN, || async { s.resources("?kind=session").await.len() == 1 }).await;
+    assert!(closed, "{:?}", s.resources("?kind=session").await);
+    assert_eq!(cdp.contexts().await.len(), 1);
+    assert_eq!(get_session(&mut c, &other, &kept.id).await.unwrap().id, kept.id);
+    close(&mut c, &other, &kept.id).await.unwrap();
+    assert!(cdp.contexts().await.is_empty());
+}
