@@ -1211,7 +1211,8 @@ async fn deleting_a_tenant_closes_all_its_sessions_and_their_contexts() {
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
 
     // its three sessions and their contexts are gone; the other tenant's is untouched
-    let closed = eventually(WITHIN, || async { s.resources("?kind=session").await.len() == 1 }).await;
+    let closed =
+        eventually(WITHIN, || async { s.resources("?kind=session").await.len() == 1 }).await;
     assert!(closed, "{:?}", s.resources("?kind=session").await);
     assert_eq!(cdp.contexts().await.len(), 1);
     assert_eq!(get_session(&mut c, &other, &kept.id).await.unwrap().id, kept.id);
