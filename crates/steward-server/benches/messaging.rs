@@ -52,9 +52,9 @@
 //! backlog, 1 s of latency, one NATS round) unless the variables say otherwise.
 #![allow(missing_docs, clippy::print_stdout, clippy::print_stderr)]
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Write as _};
-use std::process::{Child, Command, ExitStatus, Stdio};
+mod support;
+
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -66,8 +66,7 @@ use async_nats::jetstream::stream::{DiscardPolicy, RetentionPolicy, StorageType}
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::join_all;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::{Pid, SysconfVar, sysconf};
+use nix::unistd::{SysconfVar, sysconf};
 use serde_json::{Value, json};
 use steward_proto::messaging::v1 as pb;
 use steward_proto::messaging::v1::messaging_client::MessagingClient;
@@ -79,10 +78,8 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
-/// The admin bearer token of the benchmarked servers.
-const ADMIN_TOKEN: &str = "bench-admin-token";
-/// The tenant the producers and consumers belong to.
-const TENANT: &str = "bench";
+use crate::support::{Server, loadavg, mib, ms, round2, rss, spread};
+
 /// The consumer group of every topic.
 const GROUP: &str = "bench";
 /// Body bytes of every message.
@@ -102,8 +99,6 @@ const DEDUP_WINDOW: Duration = Duration::from_secs(120);
 const STEP: Duration = Duration::from_secs(30);
 /// Deadline of a whole phase.
 const ALL: Duration = Duration::from_secs(300);
-/// Log lines of the server kept for a failure message.
-const LOG_TAIL: usize = 40;
 
 /// The run's parameters.
 #[derive(Debug, Clone)]
@@ -204,189 +199,7 @@ fn main() {
 
 // ---- processes --------------------------------------------------------------------------------
 
-/// What is kept of the server's JSON log: the lines the setup needs, and the last few.
-#[derive(Default)]
-struct Log {
-    /// `listener bound` and `steward ready` lines.
-    marks: Vec<Value>,
-    /// The last [`LOG_TAIL`] lines.
-    tail: VecDeque<String>,
-    /// Lines at WARN or ERROR.
-    warnings: u64,
-    /// The distinct messages of those lines, the other fields of the first, and their counts.
-    warned: Vec<(String, String, u64)>,
-}
-
-/// A running `steward serve` on loopback port-0 listeners with a fresh SQLite store.
-struct Server {
-    child: Child,
-    log: Arc<Mutex<Log>>,
-    /// `http://<admin addr>`.
-    admin: String,
-    /// `http://<grpc addr>`.
-    grpc: String,
-    http: reqwest::Client,
-    _data: tempfile::TempDir,
-}
-
 impl Server {
-    /// Starts a server with `env` on top of the bench's own settings; returns once it is ready.
-    /// With `log_copy` (`BENCH_LOG`), every log line also goes to that file.
-    async fn start(env: &[(&str, String)], log_copy: Option<String>) -> Self {
-        let data = tempfile::tempdir().expect("temporary data directory");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_steward"));
-        command
-            .arg("serve")
-            .env_remove("RUST_LOG")
-            .env("STEWARD__ADMIN__LISTEN", "127.0.0.1:0")
-            .env("STEWARD__HTTP__LISTEN", "127.0.0.1:0")
-            .env("STEWARD__GRPC__LISTEN", "127.0.0.1:0")
-            .env("STEWARD__ADMIN__TOKEN", ADMIN_TOKEN)
-            .env("STEWARD__LOG__FORMAT", "json")
-            .env("STEWARD__LOG__LEVEL", "info")
-            .env("STEWARD__STORE__DATA_DIR", data.path());
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn steward");
-        let stderr = child.stderr.take().expect("steward's stderr");
-        let log = Arc::new(Mutex::new(Log::default()));
-        let sink = log.clone();
-        let mut copy = log_copy.map(|path| {
-            std::fs::File::create(&path).unwrap_or_else(|e| panic!("BENCH_LOG {path}: {e}"))
-        });
-        // drains stderr for the server's whole life, so that it never blocks on a full pipe
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(file) = copy.as_mut() {
-                    let _ = writeln!(file, "{line}");
-                }
-                let value: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-                let mut log = sink.lock().expect("log lock");
-                if matches!(value["message"].as_str(), Some("listener bound" | "steward ready")) {
-                    log.marks.push(value.clone());
-                }
-                if matches!(value["level"].as_str(), Some("WARN" | "ERROR")) {
-                    log.warnings += 1;
-                    let message = value["message"].as_str().unwrap_or(&line).to_owned();
-                    let known = log.warned.len();
-                    match log.warned.iter_mut().find(|(m, _, _)| *m == message) {
-                        Some((_, _, n)) => *n += 1,
-                        None if known < 10 => {
-                            // the fields of its first line
-                            let mut fields = value.clone();
-                            if let Some(v) = fields.as_object_mut() {
-                                v.retain(|k, _| !matches!(k.as_str(), "message" | "timestamp"));
-                            }
-                            let fields = fields.to_string().chars().take(400).collect();
-                            log.warned.push((message, fields, 1));
-                        }
-                        None => {}
-                    }
-                }
-                if log.tail.len() == LOG_TAIL {
-                    log.tail.pop_front();
-                }
-                log.tail.push_back(line);
-            }
-        });
-        let mut server = Self {
-            child,
-            log,
-            admin: String::new(),
-            grpc: String::new(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("http client"),
-            _data: data,
-        };
-        let deadline = Instant::now() + STEP;
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
-        loop {
-            if server.mark("steward ready", None).is_some() {
-                break;
-            }
-            let exited = server.child.try_wait().expect("try_wait");
-            assert!(
-                exited.is_none() && Instant::now() < deadline,
-                "steward did not become ready (exit: {exited:?}); log tail:\n{}",
-                server.tail()
-            );
-            tick.tick().await;
-        }
-        let bound = |listener| {
-            server
-                .mark("listener bound", Some(listener))
-                .and_then(|v| v["addr"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| panic!("no `listener bound` line for {listener}"))
-        };
-        let (admin, grpc) = (bound("admin"), bound("grpc"));
-        server.admin = format!("http://{admin}");
-        server.grpc = format!("http://{grpc}");
-        server
-    }
-
-    /// The last kept line with `message` (and `listener`, when given).
-    fn mark(&self, message: &str, listener: Option<&str>) -> Option<Value> {
-        let log = self.log.lock().expect("log lock");
-        log.marks
-            .iter()
-            .rev()
-            .find(|v| v["message"] == message && listener.is_none_or(|l| v["listener"] == l))
-            .cloned()
-    }
-
-    fn tail(&self) -> String {
-        let log = self.log.lock().expect("log lock");
-        log.tail.iter().cloned().collect::<Vec<_>>().join("\n")
-    }
-
-    /// How many WARN/ERROR lines, and their distinct messages with counts.
-    fn warnings(&self) -> String {
-        let log = self.log.lock().expect("log lock");
-        let what: Vec<String> =
-            log.warned.iter().map(|(m, f, n)| format!("{n}× {m:?} (first: {f})")).collect();
-        format!("{} WARN/ERROR log lines: {}", log.warnings, what.join(", "))
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn admin_request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.admin)).bearer_auth(ADMIN_TOKEN)
-    }
-
-    /// Creates the tenant with room for the run's producers and consumers, and a token; the
-    /// bearer.
-    async fn tenant_token(&self) -> String {
-        let quotas = json!({"producers": 1000, "consumers": 1000});
-        let r = self
-            .admin_request(reqwest::Method::POST, "/v1/tenants")
-            .json(&json!({"id": TENANT, "quotas": quotas}))
-            .send()
-            .await
-            .expect("POST /v1/tenants");
-        let status = r.status();
-        let body = r.text().await.unwrap_or_default();
-        assert_eq!(status, reqwest::StatusCode::CREATED, "POST /v1/tenants: {body}");
-        let r = self
-            .admin_request(reqwest::Method::POST, &format!("/v1/tenants/{TENANT}/tokens"))
-            .json(&json!({"name": "bench"}))
-            .send()
-            .await
-            .expect("POST /v1/tenants/bench/tokens");
-        assert_eq!(r.status(), reqwest::StatusCode::CREATED, "POST /v1/tenants/bench/tokens");
-        let token: Value = r.json().await.expect("token JSON");
-        token["token"].as_str().expect("`token` in the response").to_owned()
-    }
-
     /// The `steward_messaging_*` samples of `/metrics` that tell of trouble or of the load:
     /// sent by result, deliveries, redeliveries, acks, returned, channel-full events.
     async fn messaging_metrics(&self) -> Value {
@@ -404,36 +217,6 @@ impl Server {
             }
         }
         Value::Object(out)
-    }
-
-    /// SIGTERM, then waits for the exit (at most 60 s; `None` after that).
-    async fn terminate(&mut self) -> Option<ExitStatus> {
-        let pid = i32::try_from(self.pid()).expect("pid fits i32");
-        kill(Pid::from_raw(pid), Signal::SIGTERM).expect("SIGTERM steward");
-        wait_exit(&mut self.child, Duration::from_secs(60)).await
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-async fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + within;
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tick.tick().await;
     }
 }
 
@@ -549,12 +332,6 @@ fn describe_cpu(cpu: &Value) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 // ---- clients ----------------------------------------------------------------------------------
@@ -914,44 +691,6 @@ async fn receive_loop(
     }
 }
 
-// ---- figures ----------------------------------------------------------------------------------
-
-/// Nearest-rank percentile of sorted `values` (`q` in 0..=1).
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
-
-fn round2(v: f64) -> f64 {
-    (v * 100.0).round() / 100.0
-}
-
-/// p50/p99/max of `values` in milliseconds, sorting them.
-fn spread(values: &mut [Duration]) -> (f64, f64, f64) {
-    values.sort_unstable();
-    let max = values.last().copied().unwrap_or_default();
-    (ms(percentile(values, 0.5)), ms(percentile(values, 0.99)), ms(max))
-}
-
-fn mib(bytes: u64) -> f64 {
-    (bytes as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0
-}
-
-/// Resident memory of `pid` in bytes (`/proc/<pid>/statm`).
-fn rss(pid: u32) -> u64 {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-    let page = sysconf(SysconfVar::PAGE_SIZE).ok().flatten().filter(|&p| p > 0).unwrap_or(4096);
-    pages * page as u64
-}
-
 // ---- the phases -------------------------------------------------------------------------------
 
 /// Backlog phase: `p.backlog` messages sent one per `SendMessage` into a topic whose group nobody
@@ -1174,7 +913,7 @@ async fn nats_phase(p: &Params, bin: &str) -> Value {
         ("STEWARD__MESSAGING__TOPIC_MAX_MESSAGES", max_messages.to_string()),
     ];
     let mut server = Server::start(&env, p.log.as_ref().map(|l| format!("{l}.nats"))).await;
-    let token = server.tenant_token().await;
+    let token = server.tenant_token(json!({"producers": 1000, "consumers": 1000})).await;
     let pids = [("steward", server.pid()), ("nats", nats.pid())];
     let batches = p.batches_per_task(p.nats_messages);
 
@@ -1444,7 +1183,7 @@ async fn run(p: Params) {
 async fn embedded_phases(p: &Params) -> Value {
     let env = [("STEWARD__MESSAGING__TOPIC_MAX_MESSAGES", p.topic_max_messages().to_string())];
     let mut server = Server::start(&env, p.log.clone()).await;
-    let token = server.tenant_token().await;
+    let token = server.tenant_token(json!({"producers": 1000, "consumers": 1000})).await;
     let pids = [("steward", server.pid())];
     let rss_start = rss(server.pid());
 

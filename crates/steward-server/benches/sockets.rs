@@ -26,16 +26,13 @@
 //! sockets, 3 updates and 50 cycles unless the variables say otherwise.
 #![allow(missing_docs, clippy::print_stdout, clippy::print_stderr)]
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
+mod support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::{Pid, SysconfVar, sysconf};
 use serde_json::{Value, json};
 use steward_proto::jobs::v1::jobs_client::JobsClient;
 use steward_proto::jobs::v1::{CreateJobRequest, JobStatus, UpdateJobRequest};
@@ -49,18 +46,14 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tonic::metadata::MetadataValue;
 
-/// The admin bearer token of the benchmarked server.
-const ADMIN_TOKEN: &str = "bench-admin-token";
-/// The tenant the sockets belong to.
-const TENANT: &str = "bench";
+use crate::support::{Server, mib, spread};
+
 /// Upgrades (connect + ping/pong) in flight while the N idle sockets are opened.
 const OPEN_CONCURRENCY: usize = 200;
 /// Deadline of anything that should be quick: one upgrade, one reply, one cycle.
 const STEP: Duration = Duration::from_secs(30);
 /// Deadline of a step over all N sockets (every socket open, subscribed, closed, counted).
 const ALL: Duration = Duration::from_secs(120);
-/// Log lines of the server kept for a failure message.
-const LOG_TAIL: usize = 40;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -111,187 +104,16 @@ fn main() {
 
 // ---- the server -------------------------------------------------------------------------------
 
-/// What is kept of the server's JSON log: the lines the setup needs, and the last few.
-#[derive(Default)]
-struct Log {
-    /// `listener bound` and `steward ready` lines.
-    marks: Vec<Value>,
-    /// The last [`LOG_TAIL`] lines.
-    tail: VecDeque<String>,
-    /// Lines at WARN or ERROR.
-    warnings: u64,
-}
-
-/// A running `steward serve` on loopback port-0 listeners with a fresh SQLite store.
-struct Server {
-    child: Child,
-    log: Arc<Mutex<Log>>,
-    /// `http://<admin addr>`.
-    admin: String,
-    /// `ws://<public addr>/v1/ws`.
-    ws_url: String,
-    /// `http://<grpc addr>`.
-    grpc: String,
-    http: reqwest::Client,
-    _data: tempfile::TempDir,
+/// Starts the server with room for 20000 connections (from one address).
+async fn start_server() -> Server {
+    let env = [
+        ("STEWARD__SOCKET__MAX_CONNECTIONS", "20000".to_owned()),
+        ("STEWARD__SOCKET__MAX_PER_IP", "20000".to_owned()),
+    ];
+    Server::start(&env, None).await
 }
 
 impl Server {
-    async fn start() -> Self {
-        let data = tempfile::tempdir().expect("temporary data directory");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_steward"))
-            .arg("serve")
-            .env_remove("RUST_LOG")
-            .env("STEWARD__ADMIN__LISTEN", "127.0.0.1:0")
-            .env("STEWARD__HTTP__LISTEN", "127.0.0.1:0")
-            .env("STEWARD__GRPC__LISTEN", "127.0.0.1:0")
-            .env("STEWARD__ADMIN__TOKEN", ADMIN_TOKEN)
-            .env("STEWARD__LOG__FORMAT", "json")
-            .env("STEWARD__LOG__LEVEL", "info")
-            .env("STEWARD__STORE__DATA_DIR", data.path())
-            .env("STEWARD__SOCKET__MAX_CONNECTIONS", "20000")
-            .env("STEWARD__SOCKET__MAX_PER_IP", "20000")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn steward");
-        let stderr = child.stderr.take().expect("steward's stderr");
-        let log = Arc::new(Mutex::new(Log::default()));
-        let sink = log.clone();
-        // drains stderr for the server's whole life, so that it never blocks on a full pipe
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let value: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-                let mut log = sink.lock().expect("log lock");
-                if matches!(value["message"].as_str(), Some("listener bound" | "steward ready")) {
-                    log.marks.push(value.clone());
-                }
-                if matches!(value["level"].as_str(), Some("WARN" | "ERROR")) {
-                    log.warnings += 1;
-                }
-                if log.tail.len() == LOG_TAIL {
-                    log.tail.pop_front();
-                }
-                log.tail.push_back(line);
-            }
-        });
-        let mut server = Self {
-            child,
-            log,
-            admin: String::new(),
-            ws_url: String::new(),
-            grpc: String::new(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("http client"),
-            _data: data,
-        };
-        let deadline = Instant::now() + STEP;
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
-        loop {
-            if server.mark("steward ready", None).is_some() {
-                break;
-            }
-            let exited = server.child.try_wait().expect("try_wait");
-            assert!(
-                exited.is_none() && Instant::now() < deadline,
-                "steward did not become ready (exit: {exited:?}); log tail:\n{}",
-                server.tail()
-            );
-            tick.tick().await;
-        }
-        let bound = |listener| {
-            server
-                .mark("listener bound", Some(listener))
-                .and_then(|v| v["addr"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| panic!("no `listener bound` line for {listener}"))
-        };
-        let (admin, public, grpc) = (bound("admin"), bound("public"), bound("grpc"));
-        server.admin = format!("http://{admin}");
-        server.ws_url = format!("ws://{public}/v1/ws");
-        server.grpc = format!("http://{grpc}");
-        server
-    }
-
-    /// The last kept line with `message` (and `listener`, when given).
-    fn mark(&self, message: &str, listener: Option<&str>) -> Option<Value> {
-        let log = self.log.lock().expect("log lock");
-        log.marks
-            .iter()
-            .rev()
-            .find(|v| v["message"] == message && listener.is_none_or(|l| v["listener"] == l))
-            .cloned()
-    }
-
-    fn tail(&self) -> String {
-        let log = self.log.lock().expect("log lock");
-        log.tail.iter().cloned().collect::<Vec<_>>().join("\n")
-    }
-
-    fn warnings(&self) -> u64 {
-        self.log.lock().expect("log lock").warnings
-    }
-
-    fn pid(&self) -> i32 {
-        i32::try_from(self.child.id()).expect("pid fits i32")
-    }
-
-    /// The server's resident set in bytes: `/proc/<pid>/statm` resident pages × page size.
-    fn rss(&self) -> u64 {
-        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.pid()))
-            .expect("read /proc/<pid>/statm");
-        let pages: u64 = statm
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .expect("statm's second field is the resident page count");
-        pages * page_size()
-    }
-
-    fn admin_request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.admin)).bearer_auth(ADMIN_TOKEN)
-    }
-
-    /// Creates the tenant with a `sockets` quota for the whole run and a token; the bearer.
-    async fn tenant_token(&self, sockets: usize) -> String {
-        let quota = sockets.max(20_000);
-        let r = self
-            .admin_request(reqwest::Method::POST, "/v1/tenants")
-            .json(&json!({"id": TENANT, "quotas": {"sockets": quota}}))
-            .send()
-            .await
-            .expect("POST /v1/tenants");
-        let status = r.status();
-        let body = r.text().await.unwrap_or_default();
-        assert_eq!(status, reqwest::StatusCode::CREATED, "POST /v1/tenants: {body}");
-        let created: Value = serde_json::from_str(&body).expect("tenant JSON");
-        if created["quotas"]["sockets"].as_u64() != Some(quota as u64) {
-            // quotas not taken at creation: set them with a merge patch
-            let r = self
-                .admin_request(reqwest::Method::PATCH, &format!("/v1/tenants/{TENANT}"))
-                .json(&json!({"quotas": {"sockets": quota}}))
-                .send()
-                .await
-                .expect("PATCH /v1/tenants/bench");
-            assert!(
-                r.status().is_success(),
-                "PATCH quotas: {}",
-                r.text().await.unwrap_or_default()
-            );
-        }
-        let r = self
-            .admin_request(reqwest::Method::POST, &format!("/v1/tenants/{TENANT}/tokens"))
-            .json(&json!({"name": "bench"}))
-            .send()
-            .await
-            .expect("POST /v1/tenants/bench/tokens");
-        assert_eq!(r.status(), reqwest::StatusCode::CREATED, "POST /v1/tenants/bench/tokens");
-        let token: Value = r.json().await.expect("token JSON");
-        token["token"].as_str().expect("`token` in the response").to_owned()
-    }
-
     /// `steward_resources_live{kind="socket"}` of `/metrics` (0 when the series is absent).
     async fn live_sockets(&self) -> Option<u64> {
         let r = self.admin_request(reqwest::Method::GET, "/metrics").send().await.ok()?;
@@ -320,39 +142,6 @@ impl Server {
             }
         }
     }
-
-    /// SIGTERM, then waits for the exit (at most 60 s; `None` after that).
-    async fn terminate(&mut self) -> Option<ExitStatus> {
-        kill(Pid::from_raw(self.pid()), Signal::SIGTERM).expect("SIGTERM steward");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tick.tick().await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn page_size() -> u64 {
-    sysconf(SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .and_then(|p| u64::try_from(p).ok())
-        .unwrap_or(4096)
 }
 
 fn bearer<T>(msg: T, token: &str) -> tonic::Request<T> {
@@ -543,32 +332,6 @@ async fn cycle(url: &str, token: &str, subscribe: &str) -> Result<Duration, Stri
     tokio::time::timeout(STEP, run).await.map_err(|_| "cycle over 30 s".to_owned())?
 }
 
-// ---- figures ----------------------------------------------------------------------------------
-
-/// Nearest-rank percentile of sorted `values` (`q` in 0..=1).
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
-
-fn mib(bytes: u64) -> f64 {
-    (bytes as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0
-}
-
-/// p50/p99/max of `values` in milliseconds, sorting them.
-fn spread(values: &mut [Duration]) -> (f64, f64, f64) {
-    values.sort_unstable();
-    let max = values.last().copied().unwrap_or_default();
-    (ms(percentile(values, 0.5)), ms(percentile(values, 0.99)), ms(max))
-}
-
 // ---- the run ----------------------------------------------------------------------------------
 
 #[allow(clippy::too_many_lines)] // one linear script: setup, three measurements, shutdown
@@ -583,8 +346,10 @@ async fn run(p: Params) {
         std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         if p.smoke { " (smoke run: no --bench argument)" } else { "" },
     );
-    let mut server = Server::start().await;
-    let token = server.tenant_token(n).await;
+    let mut server = start_server().await;
+    // a `sockets` quota for the whole run
+    let token = server.tenant_token(json!({"sockets": n.max(20_000)})).await;
+    let ws_url = format!("ws://{}/v1/ws", server.public);
     let mut jobs = JobsClient::connect(server.grpc.clone()).await.expect("gRPC connect");
     let job = jobs
         .create_job(bearer(CreateJobRequest { kind: "bench".into(), data: None }, &token))
@@ -608,7 +373,7 @@ async fn run(p: Params) {
     let mut held = JoinSet::new();
     let started = Instant::now();
     {
-        let url = server.ws_url.as_str();
+        let url = ws_url.as_str();
         let token = token.as_str();
         let mut opening = futures_util::stream::iter(0..n)
             .map(|_| open_live(url, token))
@@ -744,7 +509,7 @@ async fn run(p: Params) {
     let mut cycle_failures = 0usize;
     let mut first_cycle_failure = None;
     {
-        let url = server.ws_url.as_str();
+        let url = ws_url.as_str();
         let token = token.as_str();
         let subscribe = subscribe.as_str();
         let mut cycles = futures_util::stream::iter(0..p.cycles)
@@ -779,7 +544,7 @@ async fn run(p: Params) {
     );
 
     // shutdown
-    let warnings = server.warnings();
+    let warnings = server.warning_count();
     let started = Instant::now();
     let status = server.terminate().await;
     let exit = status.map_or_else(|| "still running after 60 s".to_owned(), |s| s.to_string());
