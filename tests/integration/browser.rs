@@ -1219,3 +1219,40 @@ async fn deleting_a_tenant_closes_all_its_sessions_and_their_contexts() {
     close(&mut c, &other, &kept.id).await.unwrap();
     assert!(cdp.contexts().await.is_empty());
 }
+
+// ---- Steward killed ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn chromium_dies_with_a_killed_steward() {
+    let mut s = Steward::start(&[]).await;
+    let token = browser_tenant(&s, "acme", &[]).await;
+    let mut c = client(&s).await;
+    create_ok(&mut c, &token, 640, 480).await;
+    let pid = pid_of(&ready_browser(&s).await);
+    assert!(!group(pid).is_empty());
+    // no graceful path at all: the parent-death signal is what takes Chromium down
+    s.signal(Signal::SIGKILL);
+    s.wait_exit(WITHIN).await.expect("steward exited");
+    let gone = eventually(WITHIN, || async { group(pid).is_empty() }).await;
+    assert!(gone, "chromium processes outlived steward: {:?}", group(pid));
+}
+
+#[tokio::test]
+async fn the_next_steward_removes_the_profile_a_killed_one_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tmpdir = tmp.path().display().to_string();
+    let mut s = Steward::start(&[("TMPDIR", &tmpdir)]).await;
+    let token = browser_tenant(&s, "acme", &[]).await;
+    let mut c = client(&s).await;
+    create_ok(&mut c, &token, 640, 480).await;
+    let pid = pid_of(&ready_browser(&s).await);
+    assert_eq!(profile_dirs(tmp.path()).len(), 1);
+    s.signal(Signal::SIGKILL);
+    s.wait_exit(WITHIN).await.expect("steward exited");
+    assert!(eventually(WITHIN, || async { group(pid).is_empty() }).await);
+    // nothing could clean up after a SIGKILL…
+    assert_eq!(profile_dirs(tmp.path()).len(), 1);
+    // …so the next Steward does, at start
+    let _next = Steward::start(&[("TMPDIR", &tmpdir)]).await;
+    assert!(profile_dirs(tmp.path()).is_empty(), "{:?}", profile_dirs(tmp.path()));
+}

@@ -31,12 +31,17 @@ pub(crate) struct Launched {
     pub(crate) ws_url: String,
 }
 
-/// Creates the browser's own directory: `profile/` (`--user-data-dir`) and `tmp/` (`TMPDIR`).
+/// Prefix of a browser's directory in the temp dir; the Steward's pid follows it.
+const DIR_PREFIX: &str = "steward-chromium-";
+
+/// Creates the browser's own directory, `steward-chromium-<steward pid>-<random>` in the temp
+/// dir: `profile/` (`--user-data-dir`) and `tmp/` (`TMPDIR`).
 ///
 /// # Errors
 /// [`Error::BrowserUnavailable`] when the directory cannot be created.
 pub(crate) fn make_dir() -> Result<TempDir> {
-    let dir = tempfile::Builder::new().prefix("steward-chromium-").tempdir().map_err(|e| {
+    let prefix = format!("{DIR_PREFIX}{}-", std::process::id());
+    let dir = tempfile::Builder::new().prefix(&prefix).tempdir().map_err(|e| {
         Error::BrowserUnavailable(format!("cannot create a profile directory: {e}"))
     })?;
     for sub in ["profile", "tmp"] {
@@ -45,6 +50,35 @@ pub(crate) fn make_dir() -> Result<TempDir> {
         })?;
     }
     Ok(dir)
+}
+
+/// Removes the browser directories a Steward that is gone left behind (it was killed: nothing
+/// ran its cleanup), and returns how many. A directory whose Steward pid is alive — this one,
+/// or another Steward on the machine — is left alone.
+pub(crate) fn sweep_stale_dirs() -> usize {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DIR_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        match std::fs::remove_dir_all(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                tracing::warn!(path = %entry.path().display(), error = %e, "could not remove a stale browser directory");
+            }
+        }
+    }
+    removed
 }
 
 /// Steward's Chromium flags (`field-notes.md`): new headless mode, DevTools on a free loopback

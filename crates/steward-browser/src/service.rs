@@ -128,8 +128,18 @@ impl Browsers {
     /// `browsers` restarts a crashed browser with a backoff of 0.5 s doubling to 30 s and
     /// tolerates 10 restarts a minute, so a Chromium that cannot start (not installed) keeps
     /// being retried slowly instead of escalating to the root and taking Steward down.
+    ///
+    /// Called once at start, it also removes the browser directories a killed Steward left in
+    /// the temp dir (`steward-chromium-<pid>-*` whose pid is gone).
     #[must_use]
     pub fn child_specs(&self, supervisor: &SupervisorConfig) -> Vec<ChildSpec> {
+        let stale = launch::sweep_stale_dirs();
+        if stale > 0 {
+            tracing::info!(
+                removed = stale,
+                "removed browser directories a stopped Steward left behind"
+            );
+        }
         let mut browsers = SupervisorSpec::from_config("browsers", Strategy::OneForOne, supervisor);
         browsers.intensity.max_restarts = 10;
         browsers.intensity.period = Duration::from_secs(60);

@@ -303,14 +303,14 @@ async fn tracked_tasks_and_timers_are_aborted_when_their_owner_stops() {
         .start_child::<TestResource>(TestResource::spec("t", &log, behaviour))
         .await
         .unwrap();
-    // sessions have an idle timeout: its timer is the third one the resource owns
+    // sessions keep their own TTLs (`[idle] session = "0s"`): no idle timer, its two timers
     assert!(
         eventually(WITHIN, || registry.handle_counts().tasks == 3
-            && registry.handle_counts().timers == 3)
+            && registry.handle_counts().timers == 2)
         .await
     );
     let info = registry.get(id).unwrap();
-    assert_eq!((info.tasks, info.timers), (3, 3));
+    assert_eq!((info.tasks, info.timers), (3, 2));
     root.handle.terminate_child(id, ExitReason::Shutdown).await.unwrap();
     assert!(eventually(WITHIN, || !registry.contains(id)).await);
     assert!(
