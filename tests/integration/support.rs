@@ -24,6 +24,15 @@ pub struct Steward {
     pub http: reqwest::Client,
 }
 
+/// Held for the whole of a test that must not share the 2 cores with another one: the minutes
+/// of Chromium churn, and the tests whose assertion is a deadline of the product (a slow
+/// socket's 1 s write deadline). Each `#[tokio::test]` runs on its own thread, so blocking on
+/// the lock holds no one else's runtime.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static CPU: Mutex<()> = Mutex::new(());
+    CPU.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Polls `cond` every 10 ms until it holds or `within` passes.
 pub async fn eventually<F, Fut>(within: Duration, mut cond: F) -> bool
 where
