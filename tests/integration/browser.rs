@@ -908,7 +908,7 @@ async fn leftovers(s: &Steward, cdp: &mut Cdp, pgid: i32, tmp: &Path) -> Leftove
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_of_1000_sessions_leaves_nothing_behind() {
-    let _cpu = crate::support::exclusive();
+    let _cpu = crate::support::exclusive().await;
     const WARM: usize = 20;
     const CYCLES: usize = 1000;
     const PARALLEL: usize = 4;

@@ -468,7 +468,7 @@ async fn a_worker_posts_updates_and_subscribed_sockets_see_them_in_order() {
 #[tokio::test]
 async fn a_client_that_never_reads_is_closed_4008_within_2s_and_memory_stays_bounded() {
     // its bound is the product's write deadline: not while Chromium churns on the same cores
-    let _cpu = crate::support::exclusive();
+    let _cpu = crate::support::exclusive().await;
     let s = Steward::start(&[]).await;
     let token = tenant(&s, "acme").await;
     let job = create_job(&s, &token).await;

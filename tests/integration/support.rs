@@ -26,11 +26,11 @@ pub struct Steward {
 
 /// Held for the whole of a test that must not share the 2 cores with another one: the minutes
 /// of Chromium churn, and the tests whose assertion is a deadline of the product (a slow
-/// socket's 1 s write deadline). Each `#[tokio::test]` runs on its own thread, so blocking on
-/// the lock holds no one else's runtime.
-pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
-    static CPU: Mutex<()> = Mutex::new(());
-    CPU.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// socket's 1 s write deadline). An async lock: it works across the tests' runtimes and is held
+/// across their awaits.
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static CPU: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    CPU.lock().await
 }
 
 /// Polls `cond` every 10 ms until it holds or `within` passes.
