@@ -71,12 +71,10 @@ use steward_proto::browser::v1::browser_client::BrowserClient;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use crate::support::{Server, loadavg, mib, ms, percentile, round2};
+use crate::support::{Bearer, Server, connect, loadavg, mib, ms, percentile, round2};
 
 /// The viewport of every page, Steward's and plain chromiumoxide's.
 const WIDTH: u32 = 1280;
@@ -220,29 +218,11 @@ async fn serve_connection(mut stream: TcpStream, page: Arc<[u8]>, hits: Arc<Atom
 
 // ---- the gRPC client --------------------------------------------------------------------------
 
-/// Adds `authorization: Bearer <token>` to every call.
-#[derive(Clone)]
-struct Bearer(MetadataValue<Ascii>);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
-        Ok(req)
-    }
-}
-
 type Client = BrowserClient<InterceptedService<Channel, Bearer>>;
 
 async fn client(url: &str, token: &str) -> Client {
-    let channel = Endpoint::from_shared(url.to_owned())
-        .expect("gRPC URL")
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .expect("gRPC connect");
-    let bearer = MetadataValue::try_from(format!("Bearer {token}")).expect("ascii metadata");
-    BrowserClient::with_interceptor(channel, Bearer(bearer))
-        .max_decoding_message_size(16 * 1024 * 1024)
+    let (channel, bearer) = connect(url, token).await;
+    BrowserClient::with_interceptor(channel, bearer).max_decoding_message_size(16 * 1024 * 1024)
 }
 
 /// A `CreateSession` with the bench's viewport; the session id and the call's time.

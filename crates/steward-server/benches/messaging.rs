@@ -73,12 +73,10 @@ use steward_proto::messaging::v1::messaging_client::MessagingClient;
 use steward_proto::messaging::v1::receive_messages_response::Event;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use crate::support::{Server, loadavg, mib, ms, round2, rss, spread};
+use crate::support::{Bearer, Server, connect, loadavg, mib, ms, round2, rss, spread};
 
 /// The consumer group of every topic.
 const GROUP: &str = "bench";
@@ -336,29 +334,12 @@ fn describe_cpu(cpu: &Value) -> String {
 
 // ---- clients ----------------------------------------------------------------------------------
 
-/// Adds `authorization: Bearer <token>` to every call.
-#[derive(Clone)]
-struct Bearer(MetadataValue<Ascii>);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
-        Ok(req)
-    }
-}
-
 type Client = MessagingClient<InterceptedService<Channel, Bearer>>;
 
 /// A client on a connection of its own.
 async fn client(url: &str, token: &str) -> Client {
-    let channel = Endpoint::from_shared(url.to_owned())
-        .expect("gRPC URL")
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .expect("gRPC connect");
-    let bearer = MetadataValue::try_from(format!("Bearer {token}")).expect("ascii metadata");
-    MessagingClient::with_interceptor(channel, Bearer(bearer))
+    let (channel, bearer) = connect(url, token).await;
+    MessagingClient::with_interceptor(channel, bearer)
 }
 
 async fn clients(url: &str, token: &str, n: usize) -> Vec<Client> {

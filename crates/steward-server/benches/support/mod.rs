@@ -1,7 +1,8 @@
 //! Plumbing shared by the benches that load the real `steward` binary: start it on loopback
 //! port-0 listeners with a fresh SQLite store and read its JSON log, create the bench tenant and
 //! a token through the admin API, stop it with SIGTERM; and the figures' small helpers
-//! (percentiles, MiB, RSS, load average). Each bench includes it with `mod support;`, so an item
+//! (percentiles, MiB, RSS, load average), and a gRPC channel carrying the tenant's token
+//! ([`connect`]). Each bench includes it with `mod support;`, so an item
 //! one of them does not use is not dead code.
 #![allow(dead_code)]
 
@@ -335,4 +336,29 @@ pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
+}
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub(crate) struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+/// A gRPC connection of its own to `url` (no Nagle delay) and the interceptor that sends
+/// `token`: hand both to a generated client's `with_interceptor`.
+pub(crate) async fn connect(url: &str, token: &str) -> (tonic::transport::Channel, Bearer) {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .expect("gRPC URL")
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .expect("gRPC connect");
+    let bearer = tonic::metadata::MetadataValue::try_from(format!("Bearer {token}"))
+        .expect("ascii metadata");
+    (channel, Bearer(bearer))
 }
