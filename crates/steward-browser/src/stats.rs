@@ -105,7 +105,8 @@ pub struct BrowserStats {
     pub recycled: AtomicU64,
     /// Sessions created.
     pub sessions_created: AtomicU64,
-    /// Sessions closed, by [`CloseReason`] (index of [`CloseReason::ALL`]).
+    /// Sessions closed, by [`CloseReason`] (index: `reason as usize`, the order of
+    /// [`CloseReason::ALL`]).
     pub sessions_closed: [AtomicU64; 7],
     /// `CreateSession` calls waiting in a queue now.
     pub queue_waiting: AtomicU64,
@@ -119,7 +120,7 @@ pub struct BrowserStats {
     pub reconciled: AtomicU64,
     /// URLs refused by the URL policy.
     pub urls_refused: AtomicU64,
-    /// Latency of each CDP op, seconds (index of [`Op::ALL`]).
+    /// Latency of each CDP op, seconds (index: `op as usize`, the order of [`Op::ALL`]).
     pub cdp_latency: [Histogram; 14],
     /// CDP ops that missed their deadline (index of [`Op::ALL`]).
     pub cdp_timeouts: [AtomicU64; 14],
@@ -155,7 +156,7 @@ impl BrowserStats {
 
     /// Records one CDP op that took `took`, and whether it missed its deadline.
     pub fn cdp(&self, op: Op, took: Duration, timed_out: bool) {
-        let i = Op::ALL.iter().position(|o| *o == op).unwrap_or(0);
+        let i = op as usize;
         self.cdp_latency[i].observe(took.as_secs_f64());
         if timed_out {
             Self::inc(&self.cdp_timeouts[i]);
@@ -164,8 +165,7 @@ impl BrowserStats {
 
     /// Records a session closed for `reason`.
     pub fn closed(&self, reason: CloseReason) {
-        let i = CloseReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
-        Self::inc(&self.sessions_closed[i]);
+        Self::inc(&self.sessions_closed[reason as usize]);
     }
 
     /// Reads a counter.
@@ -229,3 +229,6 @@ pub struct BrowserInfo {
     /// When it came up.
     pub started_at: SystemTime,
 }
+
+#[cfg(test)]
+mod tests;

@@ -15,7 +15,7 @@ use futures_util::StreamExt as _;
 use futures_util::future::LocalBoxFuture;
 use steward_core::{ExitReason, Resource, ResourceCtx, StopResource, stop_resource};
 
-use super::messages::{BrowserLost, Disconnected};
+use super::messages::Disconnected;
 use super::{BrowserActor, Origin};
 use crate::cdp::timed;
 use crate::launch;
@@ -171,9 +171,7 @@ impl BrowserActor {
         tracing::warn!(why, sessions = self.contexts.len(), "browser disconnected");
         self.state = BrowserState::Down;
         self.cdp = None;
-        for (_, owned) in self.contexts.drain() {
-            let _ = owned.lost.try_send(BrowserLost);
-        }
+        self.lose_sessions();
         self.publish(ctx.address());
         stop_resource(self, ctx, ExitReason::error(format!("browser disconnected: {why}")));
     }
@@ -319,9 +317,7 @@ impl Resource for BrowserActor {
         tracing::debug!(exit_reason = %reason, "browser stopping");
         self.state = BrowserState::Down;
         lock(&self.shared.pool).remove(&self.rcx.id());
-        for (_, owned) in self.contexts.drain() {
-            let _ = owned.lost.try_send(BrowserLost);
-        }
+        self.lose_sessions();
         let cdp = self.cdp.take().filter(|_| !self.is_remote() && !self.lost);
         let process = self.process.take();
         let dir = self.dir.take();

@@ -125,6 +125,13 @@ impl BrowserActor {
         );
     }
 
+    /// Forgets every context and tells its session the browser is gone (`browser_unavailable`).
+    fn lose_sessions(&mut self) {
+        for (_, owned) in self.contexts.drain() {
+            let _ = owned.lost.try_send(BrowserLost);
+        }
+    }
+
     fn is_remote(&self) -> bool {
         matches!(self.origin, Origin::Remote { .. })
     }
@@ -133,9 +140,7 @@ impl BrowserActor {
 impl Drop for BrowserActor {
     fn drop(&mut self) {
         lock(&self.shared.pool).remove(&self.rcx.id());
-        for (_, owned) in self.contexts.drain() {
-            let _ = owned.lost.try_send(BrowserLost);
-        }
+        self.lose_sessions();
         for w in self.ready_waiters.drain(..) {
             let _ = w.send(Err(crate::Error::BrowserUnavailable("browser stopped".into())));
         }
