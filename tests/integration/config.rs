@@ -2,15 +2,15 @@
 
 use std::io::Write;
 
-use crate::support::command;
+use crate::support::run;
 
 #[test]
 fn check_config_accepts_the_defaults_and_a_partial_file() {
-    let out = command(&["check-config"], &[]).output().unwrap();
+    let out = run(&["check-config"], &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut file = tempfile();
     writeln!(file.1, "[admin]\nlisten = \"127.0.0.1:19090\"\n[shutdown]\ngrace = \"40s\"").unwrap();
-    let out = command(&["check-config", "--config", &file.0], &[]).output().unwrap();
+    let out = run(&["check-config", "--config", &file.0], &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -18,20 +18,19 @@ fn check_config_accepts_the_defaults_and_a_partial_file() {
 fn check_config_names_the_offending_key() {
     let mut file = tempfile();
     writeln!(file.1, "[admin]\nlisten_address = \"127.0.0.1:1\"").unwrap();
-    let out = command(&["check-config", "--config", &file.0], &[]).output().unwrap();
+    let out = run(&["check-config", "--config", &file.0], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen_address"));
 
-    let out = command(&["check-config"], &[("STEWARD__SHUTDOWN__GRACE", "5s")]).output().unwrap();
+    let out = run(&["check-config"], &[("STEWARD__SHUTDOWN__GRACE", "5s")]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("shutdown.deadlines"));
 
-    let out =
-        command(&["check-config"], &[("STEWARD__WATCHDOG__INTERVAL", "often")]).output().unwrap();
+    let out = run(&["check-config"], &[("STEWARD__WATCHDOG__INTERVAL", "often")]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).to_lowercase().contains("interval"));
 
-    let out = command(&["check-config", "--config", "/nonexistent.toml"], &[]).output().unwrap();
+    let out = run(&["check-config", "--config", "/nonexistent.toml"], &[]);
     assert_eq!(out.status.code(), Some(2));
 }
 

@@ -14,7 +14,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::support::{Steward, TOKEN, WITHIN};
+use crate::support::{Steward, TOKEN, WITHIN, eventually};
 
 fn authed<T>(msg: T) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
@@ -29,14 +29,19 @@ async fn health_and_admin_service() {
     let channel =
         tonic::transport::Endpoint::from_shared(s.grpc.clone()).unwrap().connect().await.unwrap();
 
-    let mut health = HealthClient::new(channel.clone());
-    let status = health
-        .check(HealthCheckRequest { service: String::new() })
-        .await
-        .unwrap()
-        .into_inner()
-        .status;
-    assert_eq!(status, ServingStatus::Serving as i32);
+    let health = HealthClient::new(channel.clone());
+    // the health reporter follows readiness from its own task: SERVING soon after "ready"
+    let serving = eventually(WITHIN, || {
+        let mut health = health.clone();
+        async move {
+            health
+                .check(HealthCheckRequest { service: String::new() })
+                .await
+                .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
+        }
+    })
+    .await;
+    assert!(serving, "grpc health never reported SERVING");
 
     let mut admin = AdminClient::new(channel);
     let err = admin.list_resources(ListResourcesRequest::default()).await.unwrap_err();

@@ -238,6 +238,7 @@ async fn steward_job_creates_updates_reads_watches_and_cancels_a_job_over_grpc()
     assert!(job.get("finished_at").is_none(), "{job}");
 
     // a watcher sees the current state first, then every update until the final one
+    #[allow(clippy::disallowed_methods)] // the CLI under test; `kill_on_drop` ends it with the test
     let mut watch = cli(&s, &token, &["watch", &id]).stdout(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
     let mut line = async || {

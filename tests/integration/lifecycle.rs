@@ -77,9 +77,7 @@ async fn post_shutdown_takes_the_sigterm_path() {
 async fn a_taken_port_fails_the_start_with_a_nonzero_status() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = crate::support::command(&["serve"], &[("STEWARD__HTTP__LISTEN", addr.as_str())])
-        .output()
-        .unwrap();
+    let out = crate::support::run(&["serve"], &[("STEWARD__HTTP__LISTEN", addr.as_str())]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("http-public") && stderr.contains("failed to start"), "{stderr}");

@@ -52,6 +52,13 @@ where
     }
 }
 
+/// Runs `steward ARGS` with `env` to its end (a CLI command, or a start that fails): its output.
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    #[allow(clippy::disallowed_methods)]
+    // the test drives the binary from outside and waits for it; nothing of Steward's owns it
+    command(args, env).output().expect("run steward")
+}
+
 pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_steward"));
     cmd.args(args)
@@ -79,6 +86,8 @@ impl Steward {
         if let Some(dir) = &data {
             cmd.env("STEWARD__STORE__DATA_DIR", dir.path());
         }
+        #[allow(clippy::disallowed_methods)]
+        // the test runs the real binary; `Steward`'s drop kills and reaps it
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -88,6 +97,8 @@ impl Steward {
         let stderr = child.stderr.take().expect("stderr");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let sink = logs.clone();
+        #[allow(clippy::disallowed_methods)]
+        // reads the child's stderr until it closes, i.e. until the child is gone
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let value = serde_json::from_str(&line).unwrap_or(Value::String(line));

@@ -469,11 +469,11 @@ async fn steward_whoami_checks_a_token_over_grpc() {
     let run = |token: String| {
         let grpc = s.grpc.clone();
         async move {
-            tokio::task::spawn_blocking(move || {
-                crate::support::command(&["whoami", "--grpc", &grpc], &[("STEWARD_TOKEN", &token)])
-                    .output()
-                    .unwrap()
-            })
+            tokio::process::Command::from(crate::support::command(
+                &["whoami", "--grpc", &grpc],
+                &[("STEWARD_TOKEN", &token)],
+            ))
+            .output()
             .await
             .unwrap()
         }

@@ -1,3 +1,5 @@
+//! The kernel's error type.
+
 use crate::ResourceId;
 
 /// Errors of the supervision kernel.
@@ -37,6 +39,9 @@ pub enum Error {
     /// The owner of a tracker has stopped; nothing new can be spawned for it.
     #[error("owner {0} is stopping; nothing new can be spawned")]
     OwnerStopping(ResourceId),
+    /// The actor's mailbox is full; the request was not queued (try again).
+    #[error("resource {0} is busy: its mailbox is full")]
+    Busy(ResourceId),
     /// Spawning a child process failed.
     #[error("could not spawn process: {0}")]
     Spawn(String),

@@ -1,263 +1,323 @@
-//! Resource identity, the lifecycle state machine and exit reasons.
+//! The resource contract: the [`Resource`] trait, what every resource actor owns (its
+//! [`ResourceCtx`]: identity, tracker, lifeline) and the graceful stop path ([`stop_resource`]).
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-/// Identity of one resource, unique within a process and, with overwhelming likelihood, across
-/// its restarts: the top 24 bits are random per process, the low 40 bits a counter.
-/// Rendered as 16 lowercase hex digits (`"3fa2c10000000007"`); [`FromStr`] parses that form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ResourceId(u64);
+use actix::prelude::*;
+use futures_util::future::LocalBoxFuture;
+use tracing::Instrument as _;
 
-impl ResourceId {
-    /// Allocates the next id.
-    #[must_use]
-    pub fn next() -> Self {
-        static SALT: OnceLock<u64> = OnceLock::new();
-        static COUNTER: AtomicU64 = AtomicU64::new(1);
-        let salt = *SALT.get_or_init(|| fastrand::u64(1..(1 << 24)));
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed) & ((1 << 40) - 1);
-        Self((salt << 40) | n)
-    }
+use crate::lifeline::{ExitNotify, Guarded, Lifeline};
+use crate::messages::StopResource;
+use crate::registry::{EntryShared, HandleKind, Registry};
+use crate::tracker::{HandleGuard, Tracker};
+use crate::{ExitReason, LifecycleState, ResourceId, ResourceKind};
 
-    /// The raw value.
-    #[must_use]
-    pub fn as_u64(self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Display for ResourceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-
-impl FromStr for ResourceId {
-    type Err = ParseError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ParseError("resource id must be 16 hex digits"));
-        }
-        u64::from_str_radix(s, 16)
-            .map(Self)
-            .map_err(|_| ParseError("resource id must be 16 hex digits"))
-    }
-}
-
-/// A string did not name a valid id, kind or state; the message says what was expected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ParseError(pub &'static str);
-
-/// The kinds of long-lived resources Steward holds, plus `service` for its own actors
-/// (listeners, the watchdog, supervisors).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ResourceKind {
-    /// A Chromium process (or a remote CDP endpoint) holding browser contexts.
-    Browser,
-    /// A client's browser context with its pages.
-    Session,
-    /// A message producer.
-    Producer,
-    /// A message consumer, one per receive stream.
-    Consumer,
-    /// A WebSocket connection.
-    Socket,
-    /// A WebRTC peer connection.
-    Peer,
-    /// One of Steward's own long-lived actors.
-    Service,
-}
-
-impl ResourceKind {
-    /// Every kind, in a fixed order (used for per-kind tables and metrics).
-    pub const ALL: [Self; 7] = [
-        Self::Browser,
-        Self::Session,
-        Self::Producer,
-        Self::Consumer,
-        Self::Socket,
-        Self::Peer,
-        Self::Service,
-    ];
-
-    /// Lowercase name, as in APIs and metrics labels.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Browser => "browser",
-            Self::Session => "session",
-            Self::Producer => "producer",
-            Self::Consumer => "consumer",
-            Self::Socket => "socket",
-            Self::Peer => "peer",
-            Self::Service => "service",
-        }
-    }
-
-    /// Position in [`ResourceKind::ALL`].
-    #[must_use]
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl fmt::Display for ResourceKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ResourceKind {
-    type Err = ParseError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or(ParseError(
-            "kind must be one of browser, session, producer, consumer, socket, peer, service",
-        ))
-    }
-}
-
-/// Lifecycle of a resource slot.
+/// An actor that is a Steward resource. Implement it, and implement
+/// `Handler<StopResource>` by calling [`stop_resource`].
 ///
-/// ```text
-/// starting ──► running ──► stopping ──► stopped
-///    │            │  ▲          │
-///    │            ▼  │          ▼
-///    └──────► restarting ◄──────┘ (restart requested while stopping)
-/// ```
-/// `stopped` is final. A restart keeps the id and builds a fresh actor (`restarting` → `starting`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum LifecycleState {
-    /// Being built by its factory.
-    Starting = 0,
-    /// Running and serving.
-    Running = 1,
-    /// Exited; its supervisor will build a fresh one after the backoff delay.
-    Restarting = 2,
-    /// Asked to stop; running its async cleanup.
-    Stopping = 3,
-    /// Gone. Kept briefly in the registry's stopped list.
-    Stopped = 4,
+/// # Panics
+/// A panic in a handler, in [`Resource::cleanup`], in a task started through the
+/// [`Tracker`] or in the actor's `stopping`/`stopped` is caught at the actor's boundary and ends
+/// this incarnation with [`ExitReason::Panic`]; its supervisor applies the restart policy.
+/// `stopping` and `stopped` run synchronously, also while the actor is being dropped after a
+/// kill: they must not panic and must not block. Keep them to bookkeeping (counters, a channel
+/// close); Steward logs and contains a panic there, but what the hook left undone stays undone.
+pub trait Resource: Actor<Context = Context<Self>> + Handler<StopResource> {
+    /// The context the actor was built with.
+    fn resource_ctx(&self) -> &ResourceCtx;
+
+    /// Mutable access to it.
+    fn resource_ctx_mut(&mut self) -> &mut ResourceCtx;
+
+    /// Async cleanup run before the actor stops (close a browser, flush a producer). Move what
+    /// it needs out of `self`; it runs to completion or until the child's shutdown deadline,
+    /// after which the supervisor kills the actor. Default: nothing.
+    fn cleanup(&mut self, _reason: &ExitReason) -> LocalBoxFuture<'static, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
-impl LifecycleState {
-    /// Lowercase name, as in APIs.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Starting => "starting",
-            Self::Running => "running",
-            Self::Restarting => "restarting",
-            Self::Stopping => "stopping",
-            Self::Stopped => "stopped",
+/// The graceful stop path, shared by every resource: records `reason`, moves to `stopping`, runs
+/// [`Resource::cleanup`] and the tracker's shutdown (processes killed and reaped, tasks aborted)
+/// while the actor processes no other message, then stops the actor. Calls after the first are
+/// ignored. A supervised resource's stop is bounded: its supervisor hears that it began and
+/// kills it at its child `shutdown` deadline (recorded as [`ExitReason::Killed`]).
+pub fn stop_resource<A: Resource>(act: &mut A, ctx: &mut Context<A>, reason: ExitReason) {
+    let rcx = act.resource_ctx_mut();
+    if rcx.stopping {
+        return;
+    }
+    rcx.stopping = true;
+    rcx.shared.set_state(LifecycleState::Stopping);
+    rcx.lifeline.notify_stopping();
+    let tracker = rcx.tracker.clone();
+    let grace = rcx.shutdown;
+    let cleanup = act.cleanup(&reason);
+    act.resource_ctx_mut().lifeline.set_reason(reason);
+    ctx.wait(
+        async move {
+            cleanup.await;
+            tracker.shutdown(grace).await;
+        }
+        .into_actor(act)
+        .map(|(), _act, ctx| ctx.stop()),
+    );
+}
+
+/// Everything a resource actor owns besides its own state: identity, the [`Tracker`] of its
+/// tasks, timers and processes, and the lifeline that tells its supervisor when it is gone.
+///
+/// Keep it as a field of the actor. Dropping it (with the actor, even during a panic) aborts
+/// everything tracked and reports the exit.
+pub struct ResourceCtx {
+    // field order is drop order: the tracker goes before the lifeline reports the exit
+    tracker: Tracker,
+    id: ResourceId,
+    kind: ResourceKind,
+    tenant: Option<Arc<str>>,
+    shared: Arc<EntryShared>,
+    registry: Registry,
+    span: tracing::Span,
+    shutdown: Duration,
+    stopping: bool,
+    lifeline: Lifeline,
+}
+
+impl ResourceCtx {
+    pub(crate) fn new(
+        registry: Registry,
+        id: ResourceId,
+        kind: ResourceKind,
+        tenant: Option<Arc<str>>,
+        shared: Arc<EntryShared>,
+        shutdown: Duration,
+        exit: ExitNotify,
+    ) -> Self {
+        let span = resource_span(kind, id, tenant.as_deref());
+        let supervisor = match &exit {
+            ExitNotify::Supervisor(tx, incarnation) => Some((tx.clone(), *incarnation)),
+            ExitNotify::Registry | ExitNotify::Root(_) => None,
+        };
+        Self {
+            tracker: Tracker::new(registry.clone(), id, shared.clone(), span.clone(), supervisor),
+            id,
+            kind,
+            tenant,
+            shared: shared.clone(),
+            registry: registry.clone(),
+            span,
+            shutdown,
+            stopping: false,
+            lifeline: Lifeline::new(id, shared, registry, exit),
         }
     }
 
-    /// Whether the state machine allows `self` → `next`. Staying in a state is allowed.
+    /// The shared registry state of this incarnation.
+    pub(crate) fn shared(&self) -> &Arc<EntryShared> {
+        &self.shared
+    }
+
+    /// Binds the actor's address (before it runs), so a panicking task can stop it.
+    pub(crate) fn bind<A: Resource>(&self, addr: &Addr<A>) {
+        self.tracker.bind_owner(addr.clone().recipient().downgrade());
+    }
+
+    /// Spawns the actor's context future on the current arbiter, inside its span and panic
+    /// boundary ([`Guarded`]), and returns the task's abort handle.
+    ///
+    /// # Panics
+    /// When called outside an actix arbiter.
+    pub(crate) fn spawn_actor<A: Resource>(
+        ctx: Context<A>,
+        actor: A,
+        shared: Arc<EntryShared>,
+        span: tracing::Span,
+    ) -> tokio::task::AbortHandle {
+        let fut = Guarded::new(ctx.into_future(actor), shared, "actor");
+        #[allow(clippy::disallowed_methods)]
+        // supervisors spawn their children themselves and keep the abort handles; the actor
+        // owns the task, the lifeline inside it reports its end
+        let task = actix_rt::spawn(
+            async move {
+                let _ = fut.await;
+            }
+            .instrument(span),
+        );
+        task.abort_handle()
+    }
+
+    /// Its id.
     #[must_use]
-    pub fn can_become(self, next: Self) -> bool {
-        use LifecycleState::{Restarting, Running, Starting, Stopped, Stopping};
-        self == next
-            || matches!(
-                (self, next),
-                (Starting, Running | Restarting | Stopping | Stopped)
-                    | (Running, Restarting | Stopping | Stopped)
-                    | (Restarting, Starting | Stopping | Stopped)
-                    | (Stopping, Stopped | Restarting)
-            )
+    pub fn id(&self) -> ResourceId {
+        self.id
     }
 
-    pub(crate) fn from_u8(v: u8) -> Self {
-        match v {
-            0 => Self::Starting,
-            1 => Self::Running,
-            2 => Self::Restarting,
-            3 => Self::Stopping,
-            _ => Self::Stopped,
-        }
-    }
-}
-
-impl fmt::Display for LifecycleState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for LifecycleState {
-    type Err = ParseError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [Self::Starting, Self::Running, Self::Restarting, Self::Stopping, Self::Stopped]
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or(ParseError(
-                "state must be one of starting, running, restarting, stopping, stopped",
-            ))
-    }
-}
-
-/// Why a resource stopped. Recorded for every stop; a resource that vanished without recording
-/// one exited [`ExitReason::Abnormal`]. As in OTP, `normal`, `shutdown` and `idle` are normal
-/// exits (a `transient` child is not restarted after them); the rest are abnormal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExitReason {
-    /// It finished its work or was closed by its client.
-    Normal,
-    /// It was stopped by its supervisor, an operator or the system shutdown.
-    Shutdown,
-    /// Its idle timeout expired.
-    Idle,
-    /// It stopped itself because of an error.
-    Error(Arc<str>),
-    /// It did not stop within its deadline and was killed.
-    Killed,
-    /// A handler panicked; the lifeline saw it unwind.
-    Panic,
-    /// It vanished without a recorded reason.
-    Abnormal,
-}
-
-impl ExitReason {
-    /// An [`ExitReason::Error`] with this message.
-    pub fn error(msg: impl fmt::Display) -> Self {
-        Self::Error(msg.to_string().into())
-    }
-
-    /// Whether this exit is abnormal (OTP: anything but `normal`/`shutdown`).
+    /// Its kind.
     #[must_use]
-    pub fn is_abnormal(&self) -> bool {
-        !matches!(self, Self::Normal | Self::Shutdown | Self::Idle)
+    pub fn kind(&self) -> ResourceKind {
+        self.kind
     }
 
-    /// Short label for metrics and logs: `normal`, `shutdown`, `idle`, `error`, `killed`,
-    /// `panic`, `abnormal`.
+    /// Its tenant, if any.
     #[must_use]
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Normal => "normal",
-            Self::Shutdown => "shutdown",
-            Self::Idle => "idle",
-            Self::Error(_) => "error",
-            Self::Killed => "killed",
-            Self::Panic => "panic",
-            Self::Abnormal => "abnormal",
-        }
+    pub fn tenant(&self) -> Option<&Arc<str>> {
+        self.tenant.as_ref()
+    }
+
+    /// The registry it is in.
+    #[must_use]
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The tracker: the only way resource code starts tasks, timers and processes.
+    #[must_use]
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
+    /// Whether the graceful stop has begun.
+    #[must_use]
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// Records activity now; the idle timeout counts from the last activity.
+    pub fn touch(&self) {
+        self.shared.touch(self.registry.now_ms());
+    }
+
+    /// Records the exit reason without stopping (for actors that then call `ctx.stop()`
+    /// themselves). The first recorded reason wins.
+    pub fn set_exit_reason(&mut self, reason: ExitReason) {
+        self.lifeline.set_reason(reason);
+    }
+
+    /// A counted actor timer: `ctx.run_later`, with the timer included in this resource's
+    /// timer count until it fires or the actor stops.
+    pub fn run_later<A, F>(&self, ctx: &mut Context<A>, delay: Duration, f: F) -> SpawnHandle
+    where
+        A: Actor<Context = Context<A>>,
+        F: FnOnce(&mut A, &mut Context<A>) + 'static,
+    {
+        let guard =
+            HandleGuard::new(&self.registry, self.id, &self.shared, HandleKind::Timer, None);
+        ctx.run_later(delay, move |act, ctx| {
+            drop(guard);
+            f(act, ctx);
+        })
+    }
+
+    /// A counted actor interval: `ctx.run_interval`, counted as one timer until the actor stops
+    /// or the handle is cancelled with `ctx.cancel_future`.
+    pub fn run_interval<A, F>(
+        &self,
+        ctx: &mut Context<A>,
+        period: Duration,
+        mut f: F,
+    ) -> SpawnHandle
+    where
+        A: Actor<Context = Context<A>>,
+        F: FnMut(&mut A, &mut Context<A>) + 'static,
+    {
+        let guard =
+            HandleGuard::new(&self.registry, self.id, &self.shared, HandleKind::Timer, None);
+        ctx.run_interval(period, move |act, ctx| {
+            let _keep = &guard;
+            f(act, ctx);
+        })
+    }
+
+    /// The `tracing` span with `resource.kind`, `resource.id` and `tenant` that the actor and
+    /// its tracked tasks run in.
+    #[must_use]
+    pub fn span(&self) -> tracing::Span {
+        self.span.clone()
     }
 }
 
-impl fmt::Display for ExitReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Error(msg) => write!(f, "error: {msg}"),
-            other => f.write_str(other.label()),
-        }
+/// Starts a resource that has no supervisor (tools, tests) on the current arbiter: registered,
+/// in its span, with its idle timer; its lifeline removes it from the registry when it goes.
+/// Resources of the product are always started by a supervisor.
+///
+/// # Panics
+/// When called outside an actix arbiter.
+pub fn start_unsupervised<A, F>(
+    registry: &Registry,
+    kind: ResourceKind,
+    name: &str,
+    build: F,
+) -> (ResourceId, Addr<A>)
+where
+    A: Resource,
+    F: FnOnce(ResourceCtx) -> A,
+{
+    let (id, shared) = registry.register(crate::registry::Registration {
+        kind,
+        name: name.into(),
+        tenant: None,
+        parent: None,
+    });
+    let rcx = ResourceCtx::new(
+        registry.clone(),
+        id,
+        kind,
+        None,
+        shared,
+        Duration::from_secs(5),
+        ExitNotify::Registry,
+    );
+    let (span, shared) = (rcx.span(), rcx.shared().clone());
+    let mut ctx = Context::<A>::new();
+    let addr = ctx.address();
+    rcx.bind(&addr);
+    arm_idle_timer(&rcx, &mut ctx);
+    let abort = ResourceCtx::spawn_actor(ctx, build(rcx), shared, span);
+    registry.attach(id, addr.clone().recipient().downgrade(), abort);
+    (id, addr)
+}
+
+impl Drop for ResourceCtx {
+    fn drop(&mut self) {
+        // The owner is going (graceful stop, panic or kill). Nothing it started may outlive it,
+        // even a task that holds a clone of its tracker; then (field drop) the lifeline reports.
+        self.tracker.close_now();
     }
+}
+
+pub(crate) fn resource_span(
+    kind: ResourceKind,
+    id: ResourceId,
+    tenant: Option<&str>,
+) -> tracing::Span {
+    tracing::info_span!("resource", resource.kind = %kind, resource.id = %id, tenant = tenant.unwrap_or("-"))
+}
+
+/// Arms the idle timeout of a resource from its kind's configured value: a counted timer that
+/// fires at last activity + timeout, stops the actor with [`ExitReason::Idle`] if nothing
+/// happened since, and otherwise re-arms for the remaining time. Nothing when the kind has no
+/// idle timeout.
+pub(crate) fn arm_idle_timer<A: Resource>(rcx: &ResourceCtx, ctx: &mut Context<A>) {
+    let Some(timeout) = rcx.registry.idle_timeout(rcx.kind) else { return };
+    schedule_idle_check::<A>(rcx, ctx, timeout);
+}
+
+fn schedule_idle_check<A: Resource>(rcx: &ResourceCtx, ctx: &mut Context<A>, timeout: Duration) {
+    let deadline = rcx.registry.instant_of(rcx.shared.last_activity_ms()) + timeout;
+    let delay = deadline.saturating_duration_since(std::time::Instant::now());
+    rcx.run_later(ctx, delay, move |act: &mut A, ctx| {
+        let rcx = act.resource_ctx();
+        if rcx.stopping {
+            return;
+        }
+        let idle_for = rcx.registry.now_ms().saturating_sub(rcx.shared.last_activity_ms());
+        if Duration::from_millis(idle_for) >= timeout {
+            tracing::info!(resource.kind = %rcx.kind, resource.id = %rcx.id, idle_for_ms = idle_for, "idle timeout, stopping");
+            stop_resource(act, ctx, ExitReason::Idle);
+        } else {
+            schedule_idle_check::<A>(act.resource_ctx(), ctx, timeout);
+        }
+    });
 }

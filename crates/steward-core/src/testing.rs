@@ -189,3 +189,48 @@ pub(crate) fn fast_spec(name: &str, strategy: crate::Strategy) -> crate::Supervi
     spec.child_shutdown = Duration::from_millis(200);
     spec
 }
+
+/// A resource that can also stop itself without recording a reason.
+pub(crate) struct Quiet {
+    pub(crate) rcx: ResourceCtx,
+    pub(crate) incarnations: Arc<Mutex<Vec<Addr<Quiet>>>>,
+}
+
+impl Actor for Quiet {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.incarnations.lock().unwrap().push(ctx.address());
+    }
+}
+
+impl Resource for Quiet {
+    fn resource_ctx(&self) -> &ResourceCtx {
+        &self.rcx
+    }
+
+    fn resource_ctx_mut(&mut self) -> &mut ResourceCtx {
+        &mut self.rcx
+    }
+}
+
+impl Handler<StopResource> for Quiet {
+    type Result = ();
+
+    fn handle(&mut self, msg: StopResource, ctx: &mut Context<Self>) {
+        stop_resource(self, ctx, msg.reason);
+    }
+}
+
+/// `ctx.stop()` with no exit reason recorded.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct StopWithoutReason;
+
+impl Handler<StopWithoutReason> for Quiet {
+    type Result = ();
+
+    fn handle(&mut self, _: StopWithoutReason, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

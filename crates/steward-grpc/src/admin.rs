@@ -6,8 +6,8 @@ use std::str::FromStr;
 
 use futures_util::Stream;
 use steward_core::{
-    EventKind, ExitReason, LifecycleState, Registry, ResourceFilter, ResourceId, ResourceInfo,
-    ResourceKind,
+    Control, EventKind, ExitReason, LifecycleState, Registry, ResourceFilter, ResourceId,
+    ResourceInfo, ResourceKind,
 };
 use steward_proto::admin::v1 as pb;
 use steward_proto::admin::v1::admin_server::Admin;
@@ -151,7 +151,9 @@ impl Admin for AdminService {
         req: Request<pb::StopResourceRequest>,
     ) -> Result<Response<pb::StopResourceResponse>, Status> {
         let id = parse_id(&req.into_inner().id)?;
-        self.registry.request_stop(id, ExitReason::Shutdown).await.map_err(|e| status_from(&e))?;
+        Control::new(self.registry.clone())
+            .stop(id, ExitReason::Shutdown)
+            .map_err(|e| status_from(&e))?;
         let state = self.registry.get(id).map_or(LifecycleState::Stopped, |i| i.state);
         Ok(Response::new(pb::StopResourceResponse { id: id.to_string(), state: state.to_string() }))
     }

@@ -18,6 +18,7 @@ pub fn status_from(e: &Error) -> Status {
         Error::NotSupervised(_) => Status::failed_precondition(format!("not_supervised: {msg}")),
         Error::IsSupervisor(_) => Status::failed_precondition(format!("is_supervisor: {msg}")),
         Error::Gone(_) => Status::failed_precondition(format!("gone: {msg}")),
+        Error::Busy(_) => Status::unavailable(format!("busy: {msg}")),
         Error::StartFailed { .. } | Error::OwnerStopping(_) | Error::Spawn(_) => {
             Status::internal(format!("internal: {msg}"))
         }

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use steward_core::shutdown::{Readiness, ReadinessState, ShutdownCoordinator, ShutdownTrigger};
 use steward_core::watchdog::WatchdogHandle;
 use steward_core::{
-    ExitReason, LifecycleState, Registry, ResourceFilter, ResourceId, ResourceInfo, ResourceKind,
+    Control, ExitReason, LifecycleState, Registry, ResourceFilter, ResourceId, ResourceInfo,
+    ResourceKind,
 };
 use steward_tenancy::Tenancy;
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -307,7 +308,8 @@ struct Accepted {
     status: String,
 }
 
-/// Stops a resource gracefully (its supervisor does not restart it); 202, then it is gone.
+/// Stops a resource gracefully (its supervisor does not restart it, and kills it at its
+/// `shutdown` deadline); 202, then it is gone.
 #[utoipa::path(delete, path = "/v1/resources/{id}", params(("id" = String, Path, description = "16 hex digits")),
     security(("admin_token" = [])), responses((status = 202, body = Accepted), (status = 404, body = ErrorBody),
     (status = 409, description = "a supervisor (stop the system instead)", body = ErrorBody)))]
@@ -316,7 +318,7 @@ async fn stop_resource(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id)?;
-    state.registry.request_stop(id, ExitReason::Shutdown).await?;
+    Control::new(state.registry.clone()).stop(id, ExitReason::Shutdown)?;
     Ok(HttpResponse::Accepted().json(Accepted { id: id.to_string(), status: "stopping".into() }))
 }
 
@@ -329,7 +331,7 @@ async fn restart_resource(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id)?;
-    state.registry.request_restart(id).await?;
+    Control::new(state.registry.clone()).restart(id).await?;
     Ok(HttpResponse::Accepted().json(Accepted { id: id.to_string(), status: "restarting".into() }))
 }
 

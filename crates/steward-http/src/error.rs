@@ -133,6 +133,9 @@ impl From<CoreError> for ApiError {
             }
             CoreError::IsSupervisor(_) => Self::new(StatusCode::CONFLICT, "is_supervisor", message),
             CoreError::Gone(_) => Self::new(StatusCode::CONFLICT, "gone", message),
+            CoreError::Busy(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message).retry_after(1)
+            }
             CoreError::StartFailed { .. } | CoreError::OwnerStopping(_) | CoreError::Spawn(_) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
             }

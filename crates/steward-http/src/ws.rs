@@ -102,7 +102,7 @@ pub(crate) async fn upgrade(
         .max_frame_size(byte_limit(config.max_frame.as_u64()))
         .aggregate_continuations()
         .max_continuation_size(byte_limit(config.max_message.as_u64()));
-    let counted = registry.count_task(id);
+    let counted = steward_core::tracker::CountedTask::for_owner(&registry, id);
     #[allow(clippy::disallowed_methods)]
     // the pump must run on this worker (the payload is !Send); it ends when the socket's
     // receiver is dropped, and is counted as the socket's task while it runs

@@ -9,7 +9,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures_util::future::LocalBoxFuture;
 use steward_config::BrokerBackend;
-use steward_core::{ExitReason, Resource, ResourceCtx, ResourceId, StopResource, stop_resource};
+use steward_core::{
+    Control, ExitReason, Resource, ResourceCtx, ResourceId, StopResource, stop_resource,
+};
 
 use crate::broker::{Broker, BrokerSettings};
 use crate::service::Messaging;
@@ -46,8 +48,10 @@ impl MessagingHub {
             MessagingStats::add(&inner.stats.producer_leak_detections, idle.len() as u64);
             tracing::info!(producers = idle.len(), "idle producers stopped");
         }
+        let control = Control::new(inner.registry.clone());
         for id in idle {
-            inner.registry.stop_direct(id, ExitReason::Idle);
+            // gone already (the tenant's deletion, CleanupProducer) is as good
+            let _ = control.stop(id, ExitReason::Idle);
         }
         let mut gone = HashSet::new();
         for entry in inner.directory.all() {
@@ -55,7 +59,7 @@ impl MessagingHub {
                 if self.suspects.contains(&entry.resource) {
                     MessagingStats::add(&inner.stats.consumer_leak_detections, 1);
                     tracing::error!(consumer = %entry.resource, "consumer outlived its stream; stopping it");
-                    inner.registry.stop_direct(entry.resource, ExitReason::error("stream gone"));
+                    let _ = control.stop(entry.resource, ExitReason::error("stream gone"));
                 } else {
                     gone.insert(entry.resource);
                 }

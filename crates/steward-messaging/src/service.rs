@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::future::join_all;
 use steward_config::{BrokerBackend, MessagingConfig, SupervisorConfig};
 use steward_core::{
-    ChildSpec, ExitReason, Registry, ResourceKind, RestartType, Strategy, SupervisorCell,
+    ChildSpec, Control, ExitReason, Registry, ResourceKind, RestartType, Strategy, SupervisorCell,
     SupervisorSpec,
 };
 use tokio::sync::mpsc;
@@ -696,7 +696,7 @@ impl Messaging {
             return Ok(false);
         };
         // already stopping (the sweep, the tenant's deletion) is as good
-        let _ = self.inner.registry.request_stop(id, ExitReason::Normal).await;
+        let _ = Control::new(self.inner.registry.clone()).stop(id, ExitReason::Normal);
         Ok(true)
     }
 
@@ -729,10 +729,11 @@ impl Messaging {
             .collect();
         let mut report = CleanupReport::default();
         let deadline = Instant::now() + CLEANUP_WAIT;
+        let control = Control::new(self.inner.registry.clone());
         for entry in &doomed {
             entry.cleaned_up.store(true, Ordering::Release);
             report.returned += entry.held() as u64;
-            let _ = self.inner.registry.request_stop(entry.resource, ExitReason::Normal).await;
+            let _ = control.stop(entry.resource, ExitReason::Normal);
         }
         for entry in &doomed {
             if self.inner.registry.wait_gone(entry.resource, deadline).await {

@@ -112,6 +112,8 @@ impl NatsServer {
         std::fs::create_dir_all(&ports_dir)?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
         let port = if self.port == 0 { "-1".to_owned() } else { self.port.to_string() };
+        #[allow(clippy::disallowed_methods)]
+        // test support: the throwaway nats-server is this guard's child, killed and reaped on drop
         let mut child = Command::new(&self.binary)
             .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
             .arg(self.store_dir())

@@ -352,6 +352,7 @@ fn group_memory(pgid: u32) -> GroupMemory {
 /// Chromium's executable as Steward will run it, when it answers `--version`; else why not.
 fn chromium() -> Result<String, String> {
     let exe = std::env::var("STEWARD__BROWSER__EXECUTABLE").unwrap_or_else(|_| "chromium".into());
+    #[allow(clippy::disallowed_methods)] // asks the bench machine's Chromium its version
     match Command::new(&exe).arg("--version").output() {
         Ok(out) if out.status.success() => {
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())

@@ -146,6 +146,7 @@ impl Params {
             (None, Some("BENCH_NATS=0".to_owned()))
         } else {
             let bin = std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".to_owned());
+            #[allow(clippy::disallowed_methods)] // asks the bench machine's nats-server its version
             match Command::new(&bin).arg("--version").output() {
                 Ok(out) if out.status.success() => (Some(bin), None),
                 _ => (None, Some(format!("no runnable `{bin}` (set NATS_SERVER)"))),
@@ -233,6 +234,8 @@ impl NatsServer {
             .and_then(|l| l.local_addr())
             .expect("a free loopback port")
             .port();
+        #[allow(clippy::disallowed_methods)]
+        // the bench's throwaway nats-server; `NatsServer`'s drop kills and reaps it
         let child = Command::new(bin)
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(dir.path())

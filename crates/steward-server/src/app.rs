@@ -20,7 +20,8 @@ use steward_socket::monitor::MonitorHandle;
 use steward_tenancy::Tenancy;
 use tokio_util::sync::CancellationToken;
 
-/// How long tonic's runtime gets to wind down after the actix system stopped.
+/// How long tonic's runtime gets to wind down after the actix system stopped, at most (and never
+/// past `[shutdown] grace`, counted from the signal).
 const RUNTIME_STOP: Duration = Duration::from_secs(1);
 
 /// Runs the server until it has shut down; returns the process exit status.
@@ -36,13 +37,22 @@ pub(crate) fn serve(config: Config) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start tonic's runtime")?;
     let system = actix_rt::System::new();
-    let result = system.block_on(run(config, grpc_runtime.handle().clone()));
+    let grace = config.shutdown.grace;
+    let mut shutdown_began = None;
+    let result = system.block_on(run(config, grpc_runtime.handle().clone(), &mut shutdown_began));
     actix_rt::System::current().stop();
-    grpc_runtime.shutdown_timeout(RUNTIME_STOP);
+    let left = shutdown_began.map_or(RUNTIME_STOP, |began: std::time::Instant| {
+        grace.saturating_sub(began.elapsed()).min(RUNTIME_STOP)
+    });
+    grpc_runtime.shutdown_timeout(left);
     result
 }
 
-async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Result<ExitCode> {
+async fn run(
+    config: Config,
+    grpc_runtime: tokio::runtime::Handle,
+    shutdown_began: &mut Option<std::time::Instant>,
+) -> anyhow::Result<ExitCode> {
     let token = admin_token(&config)?;
     if !config.admin.listen.ip().is_loopback() {
         tracing::warn!(addr = %config.admin.listen, "the admin listener is bound beyond loopback; protect it");
@@ -220,6 +230,7 @@ async fn run(config: Config, grpc_runtime: tokio::runtime::Handle) -> anyhow::Re
             ExitCode::FAILURE
         }
     };
+    *shutdown_began = Some(std::time::Instant::now());
     let report = coordinator.run(Some(&root.handle)).await;
     tracing::info!(
         closed = report.closed(),

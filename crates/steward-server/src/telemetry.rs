@@ -21,21 +21,16 @@ pub(crate) fn init(config: &LogConfig) -> anyhow::Result<()> {
 /// Exit status when a panic escapes supervision (EX_SOFTWARE).
 const EXIT_PANIC: i32 = 70;
 
-/// Every panic is logged with its location and the resource span it happened in. A panic inside
-/// a resource (its actor runs in a `resource` span) is left to the lifeline and the supervisor's
-/// policy; any other panic escaped supervision and ends the process with status 70.
+/// Every panic is logged with its location, inside the span it happened in. A panic with an
+/// owner — in an actor or in a task started through a resource's tracker, both of which run
+/// inside the kernel's panic boundary (`steward_core::lifeline`) — is caught there, and the
+/// owner's supervisor applies its restart policy; any other panic escaped supervision and ends
+/// the process with status 70.
 pub(crate) fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let location = info.location().map(ToString::to_string).unwrap_or_default();
-        let message = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "non-string panic payload".into());
-        let span = tracing::Span::current();
-        let supervised = span.metadata().is_some_and(|m| m.name() == "resource");
-        if supervised {
+        let message = steward_core::lifeline::panic_message(info.payload());
+        if steward_core::lifeline::panic_has_owner() {
             tracing::error!(panic = %message, %location, "panic in a resource; its supervisor applies the restart policy");
         } else {
             tracing::error!(panic = %message, %location, thread = std::thread::current().name().unwrap_or("-"), "panic outside supervision; exiting");

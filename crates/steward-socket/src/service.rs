@@ -10,7 +10,7 @@ use futures_util::future::join_all;
 use ipnet::IpNet;
 use steward_config::{SocketConfig, SupervisorConfig};
 use steward_core::{
-    ChildSpec, ExitReason, Registry, ResourceId, ResourceKind, RestartType, Strategy,
+    ChildSpec, Control, ExitReason, Registry, ResourceId, ResourceKind, RestartType, Strategy,
     SupervisorCell, SupervisorSpec,
 };
 use tokio::sync::mpsc;
@@ -159,13 +159,15 @@ impl SocketService {
     /// many were asked. For the shutdown's `notify_clients` phase.
     pub async fn close_all(&self, registry: &Registry, deadline: Instant) -> usize {
         let ids = registry.ids_of(&[ResourceKind::Socket]);
+        let control = Control::new(registry.clone());
         let batch = (self.config.shutdown_batch as usize).max(1);
         for chunk in ids.chunks(batch) {
             if Instant::now() >= deadline {
                 break;
             }
             for id in chunk {
-                registry.stop_direct(*id, ExitReason::Shutdown);
+                // one that is already going is as good
+                let _ = control.stop(*id, ExitReason::Shutdown);
             }
             join_all(chunk.iter().map(|id| registry.wait_gone(*id, deadline))).await;
         }

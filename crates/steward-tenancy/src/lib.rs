@@ -42,9 +42,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use steward_config::{QuotaDefaults, StoreConfig, TenancyConfig};
-use steward_core::{ChildSpec, ExitReason, Registry, ResourceKind};
+use steward_core::{ChildSpec, Control, ExitReason, Registry, ResourceKind};
 
 use crate::auth::{Cached, TokenCache};
+
+/// How long after the stop deadline deleting a tenant still waits: the supervisors kill what
+/// has not stopped at the deadline, and a killed actor is dropped within moments.
+const KILL_MARGIN: Duration = Duration::from_millis(250);
 use crate::model::{
     MAX_DISPLAY_NAME, MAX_TOKEN_NAME, validate_browser_allow, validate_endpoint, validate_labels,
     validate_name,
@@ -345,13 +349,16 @@ impl Tenancy {
         }
         self.inner.cache.invalidate_tenant(id);
         let registry = &self.inner.registry;
+        let control = Control::new(registry.clone());
         let ids = registry.ids_of_tenant(id.as_str());
         for rid in &ids {
-            if let Err(e) = registry.request_stop(*rid, ExitReason::Shutdown).await {
+            if let Err(e) = control.stop(*rid, ExitReason::Shutdown) {
                 tracing::debug!(tenant = %id, resource.id = %rid, error = %e, "resource already gone");
             }
         }
-        let deadline = std::time::Instant::now() + self.inner.stop_deadline;
+        // each supervisor kills what has not stopped by its deadline; the margin lets the kill
+        // land before this one counts what is left
+        let deadline = std::time::Instant::now() + self.inner.stop_deadline + KILL_MARGIN;
         let mut left = 0;
         for rid in &ids {
             if !registry.wait_gone(*rid, deadline).await {

@@ -74,7 +74,8 @@ impl Drop for PgTestDb {
     fn drop(&mut self) {
         let server = self.server.clone();
         let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        // Drop cannot await; a short-lived runtime on its own thread does it.
+        // Drop cannot await; a short-lived runtime on its own thread does it
+        #[allow(clippy::disallowed_methods)] // test support, and the thread is joined right here
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             rt.block_on(async move {

@@ -169,7 +169,9 @@ async fn an_operator_stop_is_not_relaunched_and_removes_the_profile() {
     let info = h.browsers.create_session(&s, SessionOptions::default(), &admit_all).await.unwrap();
     let b = h.browsers.browsers()[0].clone();
     let id: steward_core::ResourceId = b.id.parse().unwrap();
-    h.registry.request_stop(id, steward_core::ExitReason::Shutdown).await.unwrap();
+    steward_core::Control::new(h.registry.clone())
+        .stop(id, steward_core::ExitReason::Shutdown)
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     assert!(h.registry.wait_gone(id, deadline).await);
     assert!(h.browsers.browsers().is_empty());
@@ -193,6 +195,7 @@ async fn a_connect_that_never_answers_fails_within_its_deadline_and_leaves_nothi
     // accepts, never answers the WebSocket handshake
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    #[allow(clippy::disallowed_methods)] // the silent endpoint; joined below
     let held = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
     let handles = h.registry.handle_counts();
     let mut s = scope("acme");
@@ -242,7 +245,7 @@ async fn the_reconciler_disposes_a_context_whose_session_was_killed() {
     let endpoint = h.browsers.browsers()[0].endpoint.clone().unwrap();
     assert_eq!(chromium_contexts(&endpoint).await, 1);
     // killed: no cleanup ran, the context stays in Chromium
-    assert!(h.registry.kill(info.id.parse().unwrap()));
+    assert!(steward_core::Control::new(h.registry.clone()).kill(info.id.parse().unwrap()));
     until("the session to go", || h.browsers.live_sessions() == 0).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -531,7 +534,9 @@ async fn a_tenant_with_a_remote_endpoint_gets_its_sessions_there() {
     assert_eq!(chromium_contexts(&endpoint).await, 1, "only the host's own session is left");
     // stopping the remote browser never closes the tenant's Chromium
     let id: steward_core::ResourceId = remote[0].id.parse().unwrap();
-    h.registry.request_stop(id, steward_core::ExitReason::Shutdown).await.unwrap();
+    steward_core::Control::new(h.registry.clone())
+        .stop(id, steward_core::ExitReason::Shutdown)
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     assert!(h.registry.wait_gone(id, deadline).await);
     h.browsers.session("host", &local.id).await.unwrap();

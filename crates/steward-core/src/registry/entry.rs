@@ -1,3 +1,5 @@
+//! One registry entry: its shared mutable part and the snapshot APIs return.
+
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -14,9 +16,19 @@ pub struct EntryShared {
     pub(crate) tasks: AtomicU32,
     pub(crate) timers: AtomicU32,
     pub(crate) processes: AtomicU32,
-    pub(crate) forced: AtomicBool,
+    /// The current incarnation was killed (its task aborted) by its supervisor or the shutdown.
+    killed: AtomicBool,
+    /// The current incarnation, or a task it owns, panicked.
+    panicked: AtomicBool,
+    /// Stop requests already sent for the current incarnation: [`STOP`] and [`TERMINATE`] bits.
+    stop_requested: AtomicU8,
     last_exit: Mutex<Option<ExitReason>>,
 }
+
+/// A stop that lets the restart policy decide (a panic in a tracked task).
+pub(crate) const STOP: u8 = 1;
+/// A stop for good (`Control::stop`, an unclaimed start).
+pub(crate) const TERMINATE: u8 = 2;
 
 impl EntryShared {
     pub(crate) fn new(now_ms: u64) -> Self {
@@ -27,7 +39,9 @@ impl EntryShared {
             tasks: AtomicU32::new(0),
             timers: AtomicU32::new(0),
             processes: AtomicU32::new(0),
-            forced: AtomicBool::new(false),
+            killed: AtomicBool::new(false),
+            panicked: AtomicBool::new(false),
+            stop_requested: AtomicU8::new(0),
             last_exit: Mutex::new(None),
         }
     }
@@ -51,6 +65,38 @@ impl EntryShared {
                 Err(actual) => cur = actual,
             }
         }
+    }
+
+    /// A new incarnation starts: it has not been killed, has not panicked and was not asked to
+    /// stop.
+    pub(crate) fn reset_incarnation(&self) {
+        self.killed.store(false, Ordering::Relaxed);
+        self.panicked.store(false, Ordering::Relaxed);
+        self.stop_requested.store(0, Ordering::Relaxed);
+    }
+
+    pub(crate) fn mark_killed(&self) {
+        self.killed.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn killed(&self) -> bool {
+        self.killed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn mark_panicked(&self) {
+        self.panicked.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn panicked(&self) -> bool {
+        self.panicked.load(Ordering::Relaxed)
+    }
+
+    /// Records a stop request of kind `bit` ([`STOP`] or [`TERMINATE`]); returns whether it is
+    /// new for this incarnation, i.e. whether it must be sent. A [`STOP`] after a
+    /// [`TERMINATE`] is not new (the stronger one is on its way).
+    pub(crate) fn request_stop(&self, bit: u8) -> bool {
+        let before = self.stop_requested.fetch_or(bit, Ordering::AcqRel);
+        before & bit == 0 && !(bit == STOP && before & TERMINATE != 0)
     }
 
     pub(crate) fn touch(&self, now_ms: u64) {

@@ -2,8 +2,12 @@
 //!
 //! One entry per resource slot: id, kind, name, tenant, parent, state, start time, last activity,
 //! restarts, last exit reason and the counts of the timers, tasks and processes it owns. It holds
-//! only weak addresses (`WeakRecipient`, `WeakAddr`) and abort handles, so it never keeps an actor
-//! alive. Stopped entries move to a bounded list kept for `stopped_retention`.
+//! only weak addresses (`WeakRecipient`), abort handles and supervisors' inboxes, so it never
+//! keeps an actor alive. Stopped entries move to a bounded list kept for `stopped_retention`.
+//!
+//! It is data: it does not act on what it holds. Stopping, restarting and killing a resource by
+//! id is the supervisor side's work (`crate::supervisor::Control`), and this module imports no
+//! supervisor module (checked by `architecture::the_registry_does_not_know_the_supervisor`).
 //!
 //! The registry also owns the resource event stream, the per-kind counters exported as metrics,
 //! the table of tracked handles (for the watchdog's orphan count) and the system-wide
@@ -14,22 +18,20 @@ mod entry;
 mod tests;
 
 pub use entry::{EntryShared, ResourceInfo};
+pub(crate) use entry::{STOP, TERMINATE};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use actix::{WeakAddr, WeakRecipient};
+use actix::WeakRecipient;
 use steward_config::{IdleConfig, RegistryConfig};
 use tokio::sync::{Notify, broadcast};
 use tokio::task::AbortHandle;
 
-use crate::context::StopResource;
-use crate::supervisor::{RestartChild, Supervisor, TerminateChild};
-use crate::{
-    Error, EventKind, ExitReason, LifecycleState, ResourceEvent, ResourceId, ResourceKind, Result,
-};
+use crate::messages::{NoticeSender, StopResource};
+use crate::{EventKind, ExitReason, LifecycleState, ResourceEvent, ResourceId, ResourceKind};
 
 const EVENT_CAPACITY: usize = 1024;
 
@@ -64,6 +66,7 @@ struct KindCounters {
     stopped: AtomicU64,
     restarted: AtomicU64,
     failed: AtomicU64,
+    killed: AtomicU64,
     restart_pending: AtomicU64,
 }
 
@@ -83,6 +86,9 @@ pub struct KindStats {
     pub restarted: u64,
     /// Abnormal exits since boot.
     pub failed: u64,
+    /// Incarnations killed since boot: their task was aborted because they had not stopped by
+    /// their deadline (a child's `shutdown`, a shutdown phase's deadline) — the forced stops.
+    pub killed: u64,
     /// Slots waiting out a restart backoff now.
     pub restart_pending: u64,
 }
@@ -92,7 +98,18 @@ struct Entry {
     shared: Arc<EntryShared>,
     stop: Option<WeakRecipient<StopResource>>,
     abort: Option<AbortHandle>,
-    supervisor: Option<WeakAddr<Supervisor>>,
+    /// A supervisor's inbox (`None` for other resources).
+    port: Option<NoticeSender>,
+}
+
+/// How to reach a live resource and its supervisor; see [`Registry::route`].
+pub(crate) struct Route {
+    pub(crate) kind: ResourceKind,
+    pub(crate) shared: Arc<EntryShared>,
+    pub(crate) is_supervisor: bool,
+    pub(crate) parent_port: Option<NoticeSender>,
+    pub(crate) stop: Option<WeakRecipient<StopResource>>,
+    pub(crate) abort: Option<AbortHandle>,
 }
 
 /// The parts of an entry that do not change while it lives.
@@ -220,7 +237,7 @@ impl Registry {
             shared: shared.clone(),
             stop: None,
             abort: None,
-            supervisor: None,
+            port: None,
         };
         if let Some(tenant) = &entry.info.tenant {
             let mut tenants = self.lock_tenants();
@@ -247,10 +264,11 @@ impl Registry {
         self.emit(event);
     }
 
-    /// Marks `id` as a supervisor, so stop and restart requests for its children go through it.
-    pub(crate) fn attach_supervisor(&self, id: ResourceId, addr: WeakAddr<Supervisor>) {
+    /// Marks `id` as a supervisor with inbox `port`, through which stop and restart requests for
+    /// its children go (`crate::supervisor::Control`).
+    pub(crate) fn attach_port(&self, id: ResourceId, port: NoticeSender) {
         if let Some(entry) = self.lock_live().get_mut(&id) {
-            entry.supervisor = Some(addr);
+            entry.port = Some(port);
         }
     }
 
@@ -480,6 +498,7 @@ impl Registry {
                     stopped: c.stopped.load(Ordering::Relaxed),
                     restarted: c.restarted.load(Ordering::Relaxed),
                     failed: c.failed.load(Ordering::Relaxed),
+                    killed: c.killed.load(Ordering::Relaxed),
                     restart_pending: c.restart_pending.load(Ordering::Relaxed),
                 },
             )
@@ -499,103 +518,19 @@ impl Registry {
         }
     }
 
-    /// Asks `id` to stop gracefully with `reason`. A supervised resource is terminated through its
-    /// supervisor, which then does not restart it; an unsupervised one gets [`StopResource`].
-    ///
-    /// # Errors
-    /// [`Error::NotFound`] when `id` is not live; [`Error::IsSupervisor`] for a supervisor;
-    /// [`Error::Gone`] when the actor to ask has just gone.
-    pub async fn request_stop(&self, id: ResourceId, reason: ExitReason) -> Result<()> {
-        enum Via {
-            Parent(actix::Addr<Supervisor>),
-            Direct(actix::Recipient<StopResource>),
-            AlreadyStopping,
-        }
-        let via = {
-            let live = self.lock_live();
-            let entry = live.get(&id).ok_or(Error::NotFound(id))?;
-            if entry.supervisor.is_some() {
-                return Err(Error::IsSupervisor(id));
-            }
-            let parent =
-                entry.info.parent.and_then(|p| live.get(&p)).and_then(|p| p.supervisor.as_ref());
-            match (
-                parent.and_then(WeakAddr::upgrade),
-                entry.stop.as_ref().and_then(WeakRecipient::upgrade),
-            ) {
-                (Some(sup), _) => Via::Parent(sup),
-                (None, Some(stop)) => Via::Direct(stop),
-                (None, None) => Via::AlreadyStopping,
-            }
-        };
-        match via {
-            Via::Parent(sup) => sup
-                .send(TerminateChild { id, reason })
-                .await
-                .map_err(|_| Error::Gone("supervisor"))?,
-            Via::Direct(stop) => {
-                stop.send(StopResource { reason }).await.map_err(|_| Error::Gone("resource"))
-            }
-            Via::AlreadyStopping => Ok(()),
-        }
-    }
-
-    /// Asks the supervisor of `id` to restart it now with a fresh actor.
-    ///
-    /// # Errors
-    /// [`Error::NotFound`], [`Error::IsSupervisor`], [`Error::NotSupervised`] when it has no
-    /// supervisor, [`Error::Gone`] when the supervisor has just gone, or the supervisor's refusal.
-    pub async fn request_restart(&self, id: ResourceId) -> Result<()> {
-        let sup = {
-            let live = self.lock_live();
-            let entry = live.get(&id).ok_or(Error::NotFound(id))?;
-            if entry.supervisor.is_some() {
-                return Err(Error::IsSupervisor(id));
-            }
-            entry
-                .info
-                .parent
-                .and_then(|p| live.get(&p))
-                .and_then(|p| p.supervisor.as_ref())
-                .and_then(WeakAddr::upgrade)
-                .ok_or(Error::NotSupervised(id))?
-        };
-        sup.send(RestartChild { id }).await.map_err(|_| Error::Gone("supervisor"))?
-    }
-
-    /// Sends [`StopResource`] straight to `id`'s running actor (used by the shutdown
-    /// coordinator, once restarts are off). Returns whether a running actor was asked.
-    pub fn stop_direct(&self, id: ResourceId, reason: ExitReason) -> bool {
-        let stop = self
-            .lock_live()
-            .get(&id)
-            .and_then(|e| e.stop.as_ref().and_then(WeakRecipient::upgrade));
-        match stop {
-            Some(stop) => {
-                // the request future is dropped; the message is already queued when try_send
-                // succeeds; a full mailbox falls back to a detached send
-                if let Err(actix::prelude::SendError::Full(msg)) =
-                    stop.try_send(StopResource { reason })
-                {
-                    #[allow(clippy::disallowed_methods)]
-                    // a bounded wait for mailbox room; it ends when the message is queued or the actor is gone
-                    actix_rt::spawn(async move {
-                        let _ = stop.send(msg).await;
-                    });
-                }
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Kills `id`'s running actor: aborts its task so it is dropped (its lifeline reports
-    /// [`ExitReason::Killed`]). Returns whether there was an actor to kill.
-    pub fn kill(&self, id: ResourceId) -> bool {
+    /// What the supervisor side needs to stop, restart or kill `id`: its shared state, its
+    /// parent's inbox, its own stop recipient and abort handle. `None` when `id` is not live.
+    pub(crate) fn route(&self, id: ResourceId) -> Option<Route> {
         let live = self.lock_live();
-        let Some(entry) = live.get(&id) else { return false };
-        entry.shared.forced.store(true, Ordering::Relaxed);
-        entry.abort.as_ref().map(AbortHandle::abort).is_some()
+        let entry = live.get(&id)?;
+        Some(Route {
+            kind: entry.info.kind,
+            shared: entry.shared.clone(),
+            is_supervisor: entry.port.is_some(),
+            parent_port: entry.info.parent.and_then(|p| live.get(&p)).and_then(|p| p.port.clone()),
+            stop: entry.stop.clone(),
+            abort: entry.abort.clone(),
+        })
     }
 
     /// Waits until none of `kinds` is live, or `deadline` passes. Returns whether they are gone.
@@ -624,15 +559,14 @@ impl Registry {
         }
     }
 
-    /// Counts a task that `id` owns but could not start through its [`crate::Tracker`] (it
-    /// runs on another thread, e.g. an edge's pump feeding a socket from an HTTP worker): it is
-    /// counted in `id`'s entry and the handle table until the returned guard drops. The task
-    /// must end when its owner goes; one that outlives it is counted as an orphan by the leak
-    /// watchdog. `None` when `id` is not live.
-    #[must_use]
-    pub fn count_task(&self, id: ResourceId) -> Option<crate::tracker::CountedTask> {
-        let shared = self.lock_live().get(&id).map(|e| e.shared.clone())?;
-        Some(crate::tracker::CountedTask::new(self, id, &shared))
+    /// Counts a forced stop of a resource of `kind` (see [`KindStats::killed`]).
+    pub(crate) fn count_kill(&self, kind: ResourceKind) {
+        self.inner.kinds[kind.index()].killed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The shared state of live `id` (for handles counted outside a tracker).
+    pub(crate) fn shared_of(&self, id: ResourceId) -> Option<Arc<EntryShared>> {
+        self.lock_live().get(&id).map(|e| e.shared.clone())
     }
 
     /// Turns restarts off for good: from now on supervisors let exited children go.
@@ -707,7 +641,7 @@ impl Registry {
             tasks: s.tasks.load(Ordering::Relaxed),
             timers: s.timers.load(Ordering::Relaxed),
             processes: s.processes.load(Ordering::Relaxed),
-            is_supervisor: e.supervisor.is_some(),
+            is_supervisor: e.port.is_some(),
             stopped_at: None,
         }
     }

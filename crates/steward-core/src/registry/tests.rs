@@ -1,61 +1,13 @@
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use actix::prelude::*;
 use steward_config::{Config, RegistryConfig};
 
 use super::*;
-use crate::resource::ParseError;
-use crate::supervisor::Supervisor;
-use crate::testing::{eventually, fast_spec};
-use crate::{ChildSpec, Resource, ResourceCtx, Strategy, stop_resource};
+use crate::ParseError;
+use crate::testing::{Quiet, eventually};
 
 const WITHIN: Duration = Duration::from_secs(5);
-
-/// A resource that can also stop itself without recording a reason.
-struct Quiet {
-    rcx: ResourceCtx,
-    incarnations: Arc<Mutex<Vec<Addr<Quiet>>>>,
-}
-
-impl Actor for Quiet {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        self.incarnations.lock().unwrap().push(ctx.address());
-    }
-}
-
-impl Resource for Quiet {
-    fn resource_ctx(&self) -> &ResourceCtx {
-        &self.rcx
-    }
-
-    fn resource_ctx_mut(&mut self) -> &mut ResourceCtx {
-        &mut self.rcx
-    }
-}
-
-impl Handler<StopResource> for Quiet {
-    type Result = ();
-
-    fn handle(&mut self, msg: StopResource, ctx: &mut Context<Self>) {
-        stop_resource(self, ctx, msg.reason);
-    }
-}
-
-/// `ctx.stop()` with no exit reason recorded.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct StopWithoutReason;
-
-impl Handler<StopWithoutReason> for Quiet {
-    type Result = ();
-
-    fn handle(&mut self, _: StopWithoutReason, ctx: &mut Context<Self>) {
-        ctx.stop();
-    }
-}
 
 fn registration(kind: ResourceKind, tenant: &str) -> Registration {
     Registration { kind, name: "r".into(), tenant: Some(tenant.into()), parent: None }
@@ -221,33 +173,6 @@ async fn events_tell_started_and_stopped_with_the_reason() {
             (EventKind::Stopped, id, ResourceKind::Consumer, Some(ExitReason::Normal)),
         ]
     );
-}
-
-#[actix_rt::test]
-async fn a_kill_does_not_mark_later_incarnations_as_killed() {
-    let registry = Registry::with_defaults();
-    let root =
-        Supervisor::start_root(&registry, fast_spec("root", Strategy::OneForOne)).await.unwrap();
-    let incarnations: Arc<Mutex<Vec<Addr<Quiet>>>> = Arc::default();
-    let spec = ChildSpec::new("q", ResourceKind::Consumer, {
-        let incarnations = incarnations.clone();
-        move |rcx| Ok::<_, String>(Quiet { rcx, incarnations: incarnations.clone() })
-    });
-    let (id, _first) = root.handle.start_child::<Quiet>(spec).await.unwrap();
-    let running = |restarts| {
-        registry
-            .get(id)
-            .is_some_and(|i| i.restarts == restarts && i.state == LifecycleState::Running)
-    };
-
-    assert!(registry.kill(id));
-    assert!(eventually(WITHIN, || running(1)).await);
-    assert_eq!(registry.get(id).unwrap().last_exit, Some(ExitReason::Killed));
-
-    let second = incarnations.lock().unwrap().last().cloned().unwrap();
-    second.send(StopWithoutReason).await.unwrap();
-    assert!(eventually(WITHIN, || running(2)).await);
-    assert_eq!(registry.get(id).unwrap().last_exit, Some(ExitReason::Abnormal));
 }
 
 #[test]

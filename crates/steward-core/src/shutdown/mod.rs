@@ -4,8 +4,12 @@
 //! [`ShutdownCoordinator`], which turns restarts off and walks the [`Phase`]s in a fixed order,
 //! each bounded by its deadline from `[shutdown.deadlines]` (their sum fits `shutdown.grace`).
 //! A phase runs the hooks edges registered for it and stops the resource kinds it owns; what is
-//! still alive at its deadline is killed and counted as forced. The [`ShutdownReport`] says what
-//! was closed and what was forced, phase by phase.
+//! still alive near its deadline is killed and counted as forced. The [`ShutdownReport`] says
+//! what was closed and what was forced, phase by phase, naming the forced.
+//!
+//! The bound is strict: no phase runs past its deadline (the kills happen inside it, a
+//! [`KILL_RESERVE`] before it ends), no phase runs past `shutdown.grace` counted from the start,
+//! and nothing the coordinator awaits is without a deadline.
 
 #[cfg(test)]
 mod tests;
@@ -18,12 +22,20 @@ use futures_util::future::{BoxFuture, join_all};
 use steward_config::{PhaseDeadlines, ShutdownConfig};
 use tokio::sync::watch;
 
-use crate::supervisor::SupervisorHandle;
-use crate::{ExitReason, Registry, ResourceKind};
+use crate::supervisor::{Control, SupervisorHandle};
+use crate::{ExitReason, Registry, ResourceId, ResourceKind};
 
-/// After a phase's deadline, how long killed actors get to be dropped before they are counted
-/// as forced and left behind.
-const KILL_GRACE: Duration = Duration::from_secs(1);
+/// The end of every phase kept for its kills: what is still alive this long before the phase's
+/// deadline (or a quarter of the phase, when that is shorter) is killed, and gets the rest of the
+/// phase to be dropped.
+pub const KILL_RESERVE: Duration = Duration::from_millis(250);
+
+/// The part of [`Phase::Flush`] kept for its hooks (flushing stores and telemetry), which run
+/// after the services have stopped: a quarter.
+const FLUSH_HOOKS_SHARE: u32 = 4;
+
+/// At most this many forced resources or hooks are named per phase in the report.
+const NAMED_PER_PHASE: usize = 16;
 
 /// The shutdown phases, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -250,6 +262,9 @@ pub struct PhaseReport {
     pub closed: u64,
     /// Resources killed past the deadline, plus hooks that missed it.
     pub forced: u64,
+    /// What was forced: `<kind> <name> <id>` of each killed resource, `hook <name>` of each hook
+    /// cut at the deadline; at most 16, then `+N more`.
+    pub forced_what: Vec<String>,
 }
 
 /// What the whole shutdown did; its `Display` is the one log line Steward ends with.
@@ -296,6 +311,9 @@ impl fmt::Display for ShutdownReport {
                 p.closed,
                 p.forced
             )?;
+            if !p.forced_what.is_empty() {
+                write!(f, " ({})", p.forced_what.join(", "))?;
+            }
         }
         f.write_str("]")
     }
@@ -337,43 +355,53 @@ impl ShutdownCoordinator {
     }
 
     /// Runs every phase in order and returns the report. `root` is the supervisor of Steward's
-    /// services, stopped in [`Phase::Flush`].
+    /// services, stopped in [`Phase::Flush`]. Returns within `shutdown.grace` (each phase within
+    /// its deadline), whatever the resources and hooks do, as long as actors do not block their
+    /// threads.
+    ///
+    /// # Cancel safety
+    /// Not cancel-safe: dropped midway, the remaining phases do not run (restarts stay off).
     pub async fn run(&self, root: Option<&SupervisorHandle>) -> ShutdownReport {
         let started = Instant::now();
+        let end = started + self.config.grace;
         self.registry.begin_shutdown();
         lock(&self.progress).clear();
         for phase in Phase::ALL {
             let budget = phase.deadline(&self.config.deadlines);
             let t0 = Instant::now();
-            let deadline = t0 + budget;
+            let deadline = (t0 + budget).min(end);
             if phase == Phase::ReadinessOff {
                 self.readiness.set_draining();
             }
-            let mut forced = self.run_hooks(phase, deadline).await;
-            if phase == Phase::ReadinessOff {
-                // hold 503 for the whole phase so load balancers and Kubernetes endpoints see it
-                // before anything stops accepting
-                tokio::time::sleep_until(deadline.into()).await;
+            let mut outcome = Outcome::default();
+            if phase == Phase::Flush {
+                // services stop first, in their order, while the store they use is still open;
+                // then stores and telemetry flush
+                let hooks_from =
+                    deadline - deadline.saturating_duration_since(t0) / FLUSH_HOOKS_SHARE;
+                outcome.add(self.stop_root(root, t0, hooks_from).await);
+                outcome.add(self.run_hooks(phase, deadline).await);
+            } else {
+                outcome.add(self.run_hooks(phase, deadline).await);
+                if phase == Phase::ReadinessOff {
+                    // hold 503 for the whole phase so load balancers and Kubernetes endpoints see
+                    // it before anything stops accepting
+                    tokio::time::sleep_until(deadline.into()).await;
+                }
+                outcome.add(self.stop_kinds(phase.kinds(), t0, deadline).await);
             }
-            let (closed, killed) = if phase == Phase::Flush {
-                self.stop_root(root, deadline).await
+            let report = outcome.report(phase, t0.elapsed(), budget);
+            if report.forced > 0 {
+                tracing::warn!(phase = %phase, closed = report.closed, forced = report.forced, what = %report.forced_what.join(", "), "shutdown phase forced");
             } else {
-                self.stop_kinds(phase.kinds(), deadline).await
-            };
-            forced += killed;
-            let report =
-                PhaseReport { phase, duration: t0.elapsed(), deadline: budget, closed, forced };
-            if forced > 0 {
-                tracing::warn!(phase = %phase, closed, forced, "shutdown phase forced");
-            } else {
-                tracing::info!(phase = %phase, closed, duration_ms = report.duration.as_millis() as u64, "shutdown phase done");
+                tracing::info!(phase = %phase, closed = report.closed, duration_ms = report.duration.as_millis() as u64, "shutdown phase done");
             }
             lock(&self.progress).push(report);
         }
         ShutdownReport { phases: self.progress(), total: started.elapsed() }
     }
 
-    async fn run_hooks(&self, phase: Phase, deadline: Instant) -> u64 {
+    async fn run_hooks(&self, phase: Phase, deadline: Instant) -> Outcome {
         let hooks: Vec<(String, Hook)> = lock(&self.hooks)
             .iter()
             .filter(|(p, _, _)| *p == phase)
@@ -386,56 +414,128 @@ impl ShutdownCoordinator {
                 if !done {
                     tracing::warn!(phase = %phase, hook = %name, "shutdown hook missed its deadline");
                 }
-                u64::from(!done)
+                (!done).then(|| format!("hook {name}"))
             }
         });
-        join_all(runs).await.into_iter().sum()
+        let mut outcome = Outcome::default();
+        for missed in join_all(runs).await.into_iter().flatten() {
+            outcome.forced(missed);
+        }
+        outcome
     }
 
-    /// Stops every live resource of `kinds`; kills what is left at `deadline`.
-    async fn stop_kinds(&self, kinds: &[ResourceKind], deadline: Instant) -> (u64, u64) {
+    /// Stops every live resource of `kinds` for good through its supervisor (each also bounded
+    /// by its own deadline); kills what is left a [`KILL_RESERVE`] before `deadline`.
+    async fn stop_kinds(&self, kinds: &[ResourceKind], t0: Instant, deadline: Instant) -> Outcome {
+        let mut outcome = Outcome::default();
         if kinds.is_empty() {
-            return (0, 0);
+            return outcome;
         }
+        let control = Control::new(self.registry.clone());
         let ids = self.registry.ids_of(kinds);
-        let mut idle_slots = Vec::new();
         for id in &ids {
-            if !self.registry.stop_direct(*id, ExitReason::Shutdown) {
-                idle_slots.push(*id);
+            // a slot waiting out a restart backoff has no actor: its supervisor forgets it
+            if let Err(e) = control.stop(*id, ExitReason::Shutdown) {
+                tracing::debug!(resource.id = %id, error = %e, "shutdown stop not sent");
             }
         }
-        // a slot waiting out a restart backoff has no actor to ask: its supervisor forgets it
-        for id in idle_slots {
-            let _ = self.registry.request_stop(id, ExitReason::Shutdown).await;
+        let kill_at = kill_point(t0, deadline);
+        if !self.registry.wait_none_of(kinds, kill_at).await {
+            for id in self.registry.ids_of(kinds) {
+                outcome.forced(self.describe(id));
+                let _ = control.kill(id);
+            }
+            self.registry.wait_none_of(kinds, deadline).await;
         }
-        if self.registry.wait_none_of(kinds, deadline).await {
-            return (ids.len() as u64, 0);
-        }
-        let left = self.registry.ids_of(kinds);
-        for id in &left {
-            self.registry.kill(*id);
-        }
-        self.registry.wait_none_of(kinds, Instant::now() + KILL_GRACE).await;
-        let forced = left.len() as u64;
-        ((ids.len() as u64).saturating_sub(forced), forced)
+        outcome.closed = (ids.len() as u64).saturating_sub(outcome.forced);
+        outcome
     }
 
-    /// Stops the services' root supervisor (it stops its children in reverse start order).
-    async fn stop_root(&self, root: Option<&SupervisorHandle>, deadline: Instant) -> (u64, u64) {
-        let Some(root) = root else { return (0, 0) };
+    /// Stops the services' root supervisor by `until`: it stops its children in reverse start
+    /// order, each within a fair share of the time left; what is alive a [`KILL_RESERVE`]
+    /// before `until` is killed.
+    async fn stop_root(
+        &self,
+        root: Option<&SupervisorHandle>,
+        t0: Instant,
+        until: Instant,
+    ) -> Outcome {
+        let mut outcome = Outcome::default();
+        let Some(root) = root else { return outcome };
         let services = self.registry.count_of(&[ResourceKind::Service]);
-        if root.stop(ExitReason::Shutdown).await.is_ok()
-            && self.registry.wait_gone(root.id(), deadline).await
-        {
-            return (services, 0);
+        let kill_at = kill_point(t0, until);
+        let asked = root
+            .stop_within(ExitReason::Shutdown, kill_at.saturating_duration_since(Instant::now()));
+        if asked.is_ok() && self.registry.wait_gone(root.id(), kill_at).await {
+            outcome.closed = services;
+            return outcome;
         }
-        let left = self.registry.ids_of(&[ResourceKind::Service]);
-        for id in &left {
-            self.registry.kill(*id);
+        let control = Control::new(self.registry.clone());
+        // the stubborn services first in the report, then the supervisors that waited for them
+        let mut left = self.registry.ids_of(&[ResourceKind::Service]);
+        left.sort_by_key(|id| self.registry.get(*id).is_some_and(|i| i.is_supervisor));
+        for id in left {
+            outcome.forced(self.describe(id));
+            let _ = control.kill(id);
         }
-        self.registry.wait_gone(root.id(), Instant::now() + KILL_GRACE).await;
-        let forced = left.len() as u64;
-        (services.saturating_sub(forced), forced)
+        self.registry.wait_gone(root.id(), until).await;
+        outcome.closed = services.saturating_sub(outcome.forced);
+        outcome
+    }
+
+    /// `<kind> <name> <id>` of `id`, for the report.
+    fn describe(&self, id: ResourceId) -> String {
+        match self.registry.get(id) {
+            Some(info) => format!("{} {} {id}", info.kind, info.name),
+            None => id.to_string(),
+        }
+    }
+}
+
+/// When the kills of a phase that began at `t0` and ends at `deadline` happen.
+fn kill_point(t0: Instant, deadline: Instant) -> Instant {
+    let span = deadline.saturating_duration_since(t0);
+    deadline - KILL_RESERVE.min(span / 4)
+}
+
+/// What one phase, or one part of it, did.
+#[derive(Default)]
+struct Outcome {
+    closed: u64,
+    forced: u64,
+    forced_what: Vec<String>,
+}
+
+impl Outcome {
+    fn forced(&mut self, what: String) {
+        self.forced += 1;
+        if self.forced_what.len() < NAMED_PER_PHASE {
+            self.forced_what.push(what);
+        }
+    }
+
+    fn add(&mut self, other: Self) {
+        self.closed += other.closed;
+        let unnamed = other.forced.saturating_sub(other.forced_what.len() as u64);
+        for what in other.forced_what {
+            self.forced(what);
+        }
+        self.forced += unnamed;
+    }
+
+    fn report(mut self, phase: Phase, duration: Duration, deadline: Duration) -> PhaseReport {
+        let named = self.forced_what.len() as u64;
+        if self.forced > named {
+            self.forced_what.push(format!("+{} more", self.forced - named));
+        }
+        PhaseReport {
+            phase,
+            duration,
+            deadline,
+            closed: self.closed,
+            forced: self.forced,
+            forced_what: self.forced_what,
+        }
     }
 }
 

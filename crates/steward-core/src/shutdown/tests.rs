@@ -210,6 +210,11 @@ fn the_report_line_names_every_phase_with_its_counts() {
             deadline: Duration::from_secs(1),
             closed: u64::from(phase == Phase::Sessions) * 2,
             forced: u64::from(phase == Phase::Browsers),
+            forced_what: if phase == Phase::Browsers {
+                vec!["browser chromium-0 3fa2c10000000007".to_owned()]
+            } else {
+                Vec::new()
+            },
         })
         .collect();
     let report = ShutdownReport { phases, total: Duration::from_millis(9) };
@@ -217,7 +222,10 @@ fn the_report_line_names_every_phase_with_its_counts() {
     let line = report.to_string();
     assert!(line.starts_with("closed 2 forced 1 in 9ms ["), "{line}");
     assert!(line.contains("sessions 1ms closed 2 forced 0"), "{line}");
-    assert!(line.contains("browsers 1ms closed 0 forced 1"), "{line}");
+    assert!(
+        line.contains("browsers 1ms closed 0 forced 1 (browser chromium-0 3fa2c10000000007)"),
+        "{line}"
+    );
     for phase in Phase::ALL {
         assert!(line.contains(phase.as_str()), "{phase} missing from {line}");
     }

@@ -1,25 +1,21 @@
-//! The supervisor's lifecycle and restart logic.
+//! The supervisor's lifecycle and restart logic: what happens when a child exits, restart
+//! intensity and escalation, one-for-all rounds, and stopping its children in order.
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::{After, Drain, Strategy, Supervisor};
-use crate::context::ChildExited;
-use crate::{ExitReason, LifecycleState, Resource, ResourceCtx, ResourceId};
-
-/// After a child was killed for missing its deadline, how long to wait for its actor to be
-/// dropped before the supervisor gives up on it (logged as an error; it cannot stop a thread).
-const KILL_GRACE: Duration = Duration::from_secs(2);
+use super::{After, Drain, RestartType, Strategy, Supervisor};
+use crate::{ExitReason, LifecycleState, Resource, ResourceCtx};
 
 impl Actor for Supervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // The mailbox cap of a supervisor only bounds commands; lifelines use their own channel.
+        // The mailbox cap of a supervisor only bounds commands; notices use its inbox.
         ctx.set_mailbox_capacity(1024);
-        if let Some(rx) = self.exit_rx.take() {
+        self.rcx.registry().attach_port(self.rcx.id(), self.port.clone());
+        if let Some(rx) = self.inbox.take() {
             let stream = futures_util::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|m| (m, rx))
             });
@@ -33,7 +29,7 @@ impl Actor for Supervisor {
                 if let Some(ready) = self.ready.take() {
                     let _ = ready.send(Err(e.clone()));
                 }
-                self.begin_stop(ExitReason::error(e), ctx);
+                self.begin_stop(ExitReason::error(e), None, ctx);
                 return;
             }
         }
@@ -59,7 +55,7 @@ impl Drop for Supervisor {
         // kill): its children die with it, as linked processes do in OTP.
         for slot in self.slots.values() {
             if let Some(running) = &slot.running {
-                slot.shared.forced.store(true, std::sync::atomic::Ordering::Relaxed);
+                slot.shared.mark_killed();
                 running.abort.abort();
             } else {
                 self.rcx.registry().remove(slot.id, &ExitReason::Shutdown);
@@ -72,43 +68,47 @@ impl Drop for Supervisor {
 }
 
 impl Supervisor {
-    /// A lifeline reported that a child's actor is gone.
-    pub(super) fn on_child_exited(&mut self, msg: ChildExited, ctx: &mut Context<Self>) {
-        let ChildExited { id, incarnation, reason } = msg;
-        let Some(&seq) = self.by_id.get(&id) else { return };
+    /// Slot `seq`'s running incarnation is gone (its lifeline reported, or it was given up on)
+    /// with `reason`: release it, then terminate, drain, restart now or apply the policy.
+    pub(super) fn child_gone(&mut self, seq: u64, reason: &ExitReason, ctx: &mut Context<Self>) {
         let Some(slot) = self.slots.get_mut(&seq) else { return };
-        if slot.incarnation != incarnation || slot.running.is_none() {
+        let Some(running) = slot.running.take() else { return };
+        let id = slot.id;
+        if let Some(at) = running.kill_at {
+            self.kills.remove(&(at, seq));
+            self.arm_kill_timer(ctx);
+        }
+        let uptime = running.since.elapsed();
+        self.rcx.registry().detach(id);
+        if let Some(drain) = &mut self.drain {
+            drain.current.remove(&id);
+        }
+        let slot = &self.slots[&seq];
+        if slot.terminating {
+            // an operator's terminate wins over any restart, a one-for-all round's included
+            self.forget(seq, reason);
+            self.drain_step(ctx);
             return;
         }
-        let uptime = slot.running.take().map_or(Duration::ZERO, |r| r.since.elapsed());
-        self.rcx.registry().detach(id);
-
-        if let Some(drain) = &mut self.drain
-            && drain.members.remove(&id)
-        {
-            {
-                drain.current.remove(&id);
-                if matches!(drain.after, After::RestartAll(_)) {
+        if let Some(drain) = &self.drain {
+            match drain.after {
+                // it comes back with the round, unless it is temporary (OTP: a temporary child
+                // is never restarted, even when a sibling's exit stopped it)
+                After::RestartAll(_) if slot.spec.restart != RestartType::Temporary => {
                     self.rcx.registry().set_state(id, LifecycleState::Restarting);
-                } else {
-                    self.forget(seq, &reason);
                 }
-                self.drain_step(ctx);
-                return;
+                _ => self.forget(seq, reason),
             }
-        }
-        let slot = &mut self.slots.get_mut(&seq).expect("slot exists");
-        if slot.terminating {
-            self.forget(seq, &reason);
+            self.drain_step(ctx);
             return;
         }
         if slot.restart_now {
-            slot.restart_now = false;
-            self.rcx.registry().record_restart(id, &reason, 0, Duration::ZERO);
+            self.slots.get_mut(&seq).expect("slot exists").restart_now = false;
+            self.rcx.registry().record_restart(id, reason, 0, Duration::ZERO);
             self.restart_slot(seq, ctx);
             return;
         }
-        self.handle_exit(seq, &reason, uptime, ctx);
+        self.handle_exit(seq, reason, uptime, ctx);
     }
 
     /// Applies the restart policy to slot `seq`, whose incarnation exited with `reason`.
@@ -123,7 +123,7 @@ impl Supervisor {
         let restart = slot.spec.restart.should_restart(reason)
             && !self.rcx.registry().is_shutting_down()
             && self.drain.is_none()
-            && !self.rcx.is_stopping();
+            && !self.stopping;
         if !restart {
             self.forget(seq, reason);
             return;
@@ -145,10 +145,7 @@ impl Supervisor {
         self.rcx.registry().record_restart(id, reason, attempt, delay);
         match self.spec.strategy {
             Strategy::OneForOne | Strategy::Dynamic => self.schedule_restart(seq, delay, ctx),
-            Strategy::OneForAll => {
-                let others = self.running_in_reverse();
-                self.begin_drain(others, After::RestartAll(delay), ctx);
-            }
+            Strategy::OneForAll => self.begin_drain(After::RestartAll(delay), None, ctx),
         }
     }
 
@@ -169,7 +166,7 @@ impl Supervisor {
 
     /// Starts a fresh incarnation of slot `seq`; a failed start counts as an abnormal exit.
     pub(super) fn restart_slot(&mut self, seq: u64, ctx: &mut Context<Self>) {
-        if self.rcx.registry().is_shutting_down() || self.rcx.is_stopping() {
+        if self.rcx.registry().is_shutting_down() || self.stopping {
             self.forget(seq, &ExitReason::Shutdown);
             return;
         }
@@ -179,9 +176,25 @@ impl Supervisor {
         }
     }
 
-    /// Ids of running children, latest started first.
-    fn running_in_reverse(&self) -> Vec<ResourceId> {
-        self.slots.values().rev().filter(|s| s.running.is_some()).map(|s| s.id).collect()
+    /// A one-for-all round's backoff is over: start every stopped slot again, in start order.
+    /// A failed start is an exit like any other: the policy applies (which stops the children
+    /// this round started and begins another round, or escalates) and this round ends.
+    fn restart_round(&mut self, ctx: &mut Context<Self>) {
+        let seqs: Vec<u64> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.running.is_none() && !s.terminating && s.pending.is_none())
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in seqs {
+            if self.stopping || self.drain.is_some() || self.rcx.registry().is_shutting_down() {
+                return;
+            }
+            if !self.slots.contains_key(&seq) {
+                continue;
+            }
+            self.restart_slot(seq, ctx);
+        }
     }
 
     /// Restart intensity exceeded: stop everything in reverse order, then exit abnormally so the
@@ -193,38 +206,47 @@ impl Supervisor {
         ));
         tracing::error!(supervisor = %self.rcx.id(), name = %self.spec.name, exit_reason = %reason, "escalating to parent");
         self.rcx.registry().record_escalation(self.rcx.id(), &reason);
+        self.stopping = true;
         self.cancel_pending(ctx);
-        let all = self.running_in_reverse();
-        self.begin_drain(all, After::Escalate(reason), ctx);
+        match &mut self.drain {
+            Some(drain) => drain.after = After::Escalate(reason),
+            None => self.begin_drain(After::Escalate(reason), None, ctx),
+        }
     }
 
-    /// Stops every child and then this supervisor with `reason`.
-    pub(super) fn begin_stop(&mut self, reason: ExitReason, ctx: &mut Context<Self>) {
-        self.rcx.set_exit_reason(reason.clone());
+    /// Stops every child (each within its deadline, all within `until` when given) and then
+    /// this supervisor with `reason`. A stop during a one-for-all round takes the round over:
+    /// every child running at each step is stopped, whenever it started.
+    pub(super) fn begin_stop(
+        &mut self,
+        reason: ExitReason,
+        until: Option<Instant>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
         self.rcx.registry().set_state(self.rcx.id(), LifecycleState::Stopping);
         self.cancel_pending(ctx);
         match &mut self.drain {
             Some(drain) => {
-                if matches!(drain.after, After::RestartAll(_)) {
-                    drain.after = After::Exit(reason);
-                }
+                drain.after = After::Exit(reason);
+                drain.until = until;
             }
-            None => {
-                let all = self.running_in_reverse();
-                self.begin_drain(all, After::Exit(reason), ctx);
-            }
+            None => self.begin_drain(After::Exit(reason), until, ctx),
         }
     }
 
-    /// Cancels every pending restart; those slots leave the registry.
+    /// Cancels every pending restart (backoffs and a one-for-all round); the slots that are not
+    /// running leave the registry.
     fn cancel_pending(&mut self, ctx: &mut Context<Self>) {
-        let pending: Vec<u64> = self
-            .slots
-            .iter()
-            .filter(|(_, s)| s.pending.is_some() || s.running.is_none())
-            .map(|(k, _)| *k)
-            .collect();
-        for seq in pending {
+        if let Some(round) = self.round.take() {
+            ctx.cancel_future(round);
+        }
+        let idle: Vec<u64> =
+            self.slots.iter().filter(|(_, s)| s.running.is_none()).map(|(k, _)| *k).collect();
+        for seq in idle {
             if let Some(handle) = self.slots.get_mut(&seq).and_then(|s| s.pending.take()) {
                 ctx.cancel_future(handle);
                 if let Some(slot) = self.slots.get(&seq) {
@@ -235,113 +257,56 @@ impl Supervisor {
         }
     }
 
-    fn begin_drain(&mut self, ids: Vec<ResourceId>, after: After, ctx: &mut Context<Self>) {
-        let batches = if self.spec.strategy == Strategy::Dynamic {
-            vec![ids.clone()]
-        } else {
-            ids.iter().map(|id| vec![*id]).collect()
-        };
-        self.drain = Some(Drain {
-            batches: batches.into_iter().rev().collect(), // popped from the back
-            current: HashSet::new(),
-            members: ids.into_iter().collect(),
-            timer: None,
-            after,
-        });
+    fn begin_drain(&mut self, after: After, until: Option<Instant>, ctx: &mut Context<Self>) {
+        self.drain = Some(Drain { current: Default::default(), until, after });
         self.drain_step(ctx);
     }
 
-    /// Advances the drain: when the current batch is done, stop the next; when all are done,
+    /// Advances the drain: once the current batch is gone, stop the next one among the children
+    /// running now (the latest started; all of them for a dynamic supervisor); once none runs,
     /// carry out what comes after.
-    fn drain_step(&mut self, ctx: &mut Context<Self>) {
-        loop {
-            let Some(drain) = &mut self.drain else { return };
-            if !drain.current.is_empty() {
-                return;
-            }
-            if let Some(timer) = drain.timer.take() {
-                ctx.cancel_future(timer);
-            }
-            let Some(batch) = drain.batches.pop() else {
-                let drain = self.drain.take().expect("drain exists");
-                self.finish_drain(drain.after, ctx);
-                return;
-            };
-            let batch: Vec<ResourceId> =
-                batch.into_iter().filter(|id| drain.members.contains(id)).collect();
-            if batch.is_empty() {
-                continue;
-            }
-            let mut deadline = Duration::ZERO;
-            let mut requests = Vec::with_capacity(batch.len());
-            for id in &batch {
-                let Some(slot) = self.by_id.get(id).and_then(|seq| self.slots.get(seq)) else {
-                    continue;
-                };
-                let Some(running) = &slot.running else { continue };
-                deadline = deadline.max(slot.spec.shutdown.unwrap_or(self.spec.child_shutdown));
-                slot.shared.set_state(LifecycleState::Stopping);
-                requests.push(running.stop.clone());
-            }
-            let drain = self.drain.as_mut().expect("drain exists");
-            drain.current = batch.into_iter().collect();
-            for stop in requests {
-                send_stop(&stop, ExitReason::Shutdown, ctx);
-            }
-            let timer =
-                self.rcx.run_later(ctx, deadline, |act: &mut Self, ctx| act.drain_deadline(ctx));
-            if let Some(drain) = &mut self.drain {
-                drain.timer = Some(timer);
-            }
+    pub(super) fn drain_step(&mut self, ctx: &mut Context<Self>) {
+        let Some(drain) = &self.drain else { return };
+        if !drain.current.is_empty() {
             return;
         }
-    }
-
-    /// Children of the current batch missed their deadline: kill them.
-    fn drain_deadline(&mut self, ctx: &mut Context<Self>) {
-        let Some(drain) = &mut self.drain else { return };
-        drain.timer = None;
-        let late: Vec<ResourceId> = drain.current.iter().copied().collect();
-        for id in &late {
-            tracing::warn!(child = %id, "child missed its shutdown deadline, killing");
-            self.rcx.registry().kill(*id);
+        let running: Vec<u64> =
+            self.slots.iter().filter(|(_, s)| s.running.is_some()).map(|(k, _)| *k).collect();
+        let batch: Vec<u64> = if self.spec.strategy == Strategy::Dynamic {
+            running.clone()
+        } else {
+            running.last().copied().into_iter().collect()
+        };
+        if batch.is_empty() {
+            let drain = self.drain.take().expect("drain exists");
+            self.finish_drain(drain.after, ctx);
+            return;
         }
-        let timer = self.rcx.run_later(ctx, KILL_GRACE, move |act: &mut Self, ctx| {
-            let Some(drain) = &mut act.drain else { return };
-            drain.timer = None;
-            let stuck: Vec<ResourceId> = drain.current.drain().collect();
-            for id in &stuck {
-                drain.members.remove(id);
-            }
-            for id in stuck {
-                tracing::error!(child = %id, "killed child was not dropped in time; giving up on it");
-                if let Some(seq) = act.by_id.get(&id).copied() {
-                    if let Some(slot) = act.slots.get_mut(&seq) {
-                        slot.running = None;
-                    }
-                    act.forget(seq, &ExitReason::Killed);
-                }
-            }
-            act.drain_step(ctx);
+        let batches_left = if self.spec.strategy == Strategy::Dynamic { 1 } else { running.len() };
+        let within = drain.until.map(|until| {
+            let left = until.saturating_duration_since(Instant::now());
+            left / u32::try_from(batches_left).unwrap_or(u32::MAX)
         });
-        if let Some(drain) = &mut self.drain {
-            drain.timer = Some(timer);
+        for seq in batch {
+            let id = self.slots[&seq].id;
+            if let Some(drain) = &mut self.drain {
+                drain.current.insert(id);
+            }
+            self.stop_child(seq, ExitReason::Shutdown, within, ctx);
         }
     }
 
     fn finish_drain(&mut self, after: After, ctx: &mut Context<Self>) {
         match after {
             After::RestartAll(delay) => {
-                let seqs: Vec<u64> = self.slots.keys().copied().collect();
-                self.rcx.run_later(ctx, delay, move |act: &mut Self, ctx| {
-                    for seq in seqs {
-                        if act.slots.get(&seq).is_some_and(|s| s.running.is_none()) {
-                            act.restart_slot(seq, ctx);
-                        }
-                    }
+                let round = self.rcx.run_later(ctx, delay, |act: &mut Self, ctx| {
+                    act.round = None;
+                    act.restart_round(ctx);
                 });
+                self.round = Some(round);
             }
             After::Escalate(reason) | After::Exit(reason) => {
+                debug_assert!(self.slots.values().all(|s| s.running.is_none()));
                 let rest: Vec<u64> = self.slots.keys().copied().collect();
                 for seq in rest {
                     self.forget(seq, &ExitReason::Shutdown);
@@ -350,20 +315,5 @@ impl Supervisor {
                 ctx.stop();
             }
         }
-    }
-}
-
-/// Queues a [`crate::StopResource`] for a child; a full mailbox is waited on in a future the
-/// supervisor owns (dropped with it), never grown without bound.
-pub(super) fn send_stop(
-    stop: &Recipient<crate::StopResource>,
-    reason: ExitReason,
-    ctx: &mut Context<Supervisor>,
-) {
-    if let Err(SendError::Full(msg)) = stop.try_send(crate::StopResource { reason }) {
-        let stop = stop.clone();
-        ctx.spawn(actix::fut::wrap_future(async move {
-            let _ = stop.send(msg).await;
-        }));
     }
 }

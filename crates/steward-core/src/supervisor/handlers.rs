@@ -1,18 +1,45 @@
-//! Message handlers of the supervisor.
+//! Message handlers of the supervisor: its mailbox (commands with answers) and its inbox
+//! ([`Notice`]s, without).
+
+use std::time::Instant;
 
 use actix::prelude::*;
 
 use super::Supervisor;
-use super::actor::send_stop;
 use super::messages::{
-    ChildInfo, RestartChild, StartChild, StartedChild, TerminateChild, WhichChildren,
+    ChildInfo, RestartChild, StartChild, StartedChild, StopWithin, TerminateChild, Unclaimed,
+    WhichChildren,
 };
-use crate::context::ChildExited;
-use crate::{Error, ExitReason, LifecycleState, Result, StopResource};
+use crate::messages::Notice;
+use crate::{Result, StopResource};
 
-impl StreamHandler<ChildExited> for Supervisor {
-    fn handle(&mut self, msg: ChildExited, ctx: &mut Context<Self>) {
-        self.on_child_exited(msg, ctx);
+impl StreamHandler<Notice> for Supervisor {
+    fn handle(&mut self, notice: Notice, ctx: &mut Context<Self>) {
+        match notice {
+            Notice::Exited { id, incarnation, reason } => {
+                if let Some(seq) = self.running_slot(id, Some(incarnation)) {
+                    self.child_gone(seq, &reason, ctx);
+                }
+            }
+            Notice::Stopping { id, incarnation } => {
+                if let Some(seq) = self.running_slot(id, Some(incarnation)) {
+                    let at = Instant::now() + self.deadline_of(seq);
+                    self.arm_kill(seq, at, ctx);
+                }
+            }
+            Notice::Stop { id, reason, terminate: true, .. } => {
+                // for good: whichever incarnation runs, or none (a restart pending)
+                let _ = self.terminate(id, reason, ctx);
+            }
+            Notice::Stop { id, incarnation, reason, terminate: false } => {
+                if let Some(seq) = self.running_slot(id, incarnation) {
+                    self.stop_child(seq, reason, None, ctx);
+                }
+            }
+            Notice::Restart { id, reply } => {
+                let _ = reply.send(self.restart(id, ctx));
+            }
+        }
     }
 
     fn finished(&mut self, _ctx: &mut Context<Self>) {
@@ -24,7 +51,12 @@ impl Handler<StartChild> for Supervisor {
     type Result = Result<StartedChild>;
 
     fn handle(&mut self, msg: StartChild, _ctx: &mut Context<Self>) -> Self::Result {
-        self.add_child(msg.0).map(|(id, addr)| StartedChild { id, addr })
+        let (id, shared, addr) = self.add_child(msg.0)?;
+        Ok(StartedChild {
+            id,
+            addr: Some(addr),
+            claim: Unclaimed { claimed: false, id, shared, port: self.port.clone() },
+        })
     }
 }
 
@@ -32,24 +64,7 @@ impl Handler<TerminateChild> for Supervisor {
     type Result = Result<()>;
 
     fn handle(&mut self, msg: TerminateChild, ctx: &mut Context<Self>) -> Self::Result {
-        let seq = *self.by_id.get(&msg.id).ok_or(Error::NotFound(msg.id))?;
-        let slot = self.slots.get_mut(&seq).ok_or(Error::NotFound(msg.id))?;
-        slot.terminating = true;
-        match &slot.running {
-            Some(running) => {
-                slot.shared.set_state(LifecycleState::Stopping);
-                let stop = running.stop.clone();
-                send_stop(&stop, msg.reason, ctx);
-            }
-            None => {
-                if let Some(handle) = slot.pending.take() {
-                    ctx.cancel_future(handle);
-                    self.rcx.registry().restart_pending(slot.spec.kind, false);
-                }
-                self.forget(seq, &msg.reason);
-            }
-        }
-        Ok(())
+        self.terminate(msg.id, msg.reason, ctx)
     }
 }
 
@@ -57,28 +72,7 @@ impl Handler<RestartChild> for Supervisor {
     type Result = Result<()>;
 
     fn handle(&mut self, msg: RestartChild, ctx: &mut Context<Self>) -> Self::Result {
-        if self.rcx.is_stopping() || self.drain.is_some() || self.rcx.registry().is_shutting_down()
-        {
-            return Err(Error::ShuttingDown);
-        }
-        let seq = *self.by_id.get(&msg.id).ok_or(Error::NotFound(msg.id))?;
-        let slot = self.slots.get_mut(&seq).ok_or(Error::NotFound(msg.id))?;
-        match &slot.running {
-            Some(running) => {
-                slot.restart_now = true;
-                slot.shared.set_state(LifecycleState::Stopping);
-                let stop = running.stop.clone();
-                send_stop(&stop, ExitReason::Shutdown, ctx);
-            }
-            None => {
-                if let Some(handle) = slot.pending.take() {
-                    ctx.cancel_future(handle);
-                    self.rcx.registry().restart_pending(slot.spec.kind, false);
-                }
-                self.restart_slot(seq, ctx);
-            }
-        }
-        Ok(())
+        self.restart(msg.id, ctx)
     }
 }
 
@@ -104,9 +98,14 @@ impl Handler<StopResource> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: StopResource, ctx: &mut Context<Self>) {
-        if self.rcx.is_stopping() {
-            return;
-        }
-        self.begin_stop(msg.reason, ctx);
+        self.begin_stop(msg.reason, None, ctx);
+    }
+}
+
+impl Handler<StopWithin> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StopWithin, ctx: &mut Context<Self>) {
+        self.begin_stop(msg.reason, Some(Instant::now() + msg.within), ctx);
     }
 }

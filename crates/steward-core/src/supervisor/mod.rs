@@ -7,36 +7,41 @@
 //! calls the child's factory again, so stale state is never reused.
 //!
 //! Children run on the supervisor's arbiter, spawned by the supervisor itself so it holds their
-//! abort handles: a child that misses its shutdown deadline is killed (its task aborted, its
-//! lifeline reports [`crate::ExitReason::Killed`]).
+//! abort handles. Every stop of a child is bounded (`stop.rs`): a child that misses its shutdown
+//! deadline is killed (its task aborted, its lifeline reports [`crate::ExitReason::Killed`]).
+//! Requests by resource id go through [`Control`]; children, their trackers and `Control` reach
+//! a supervisor through its inbox (unbounded, at most a few notices per child incarnation).
 
 mod actor;
+mod control;
 mod handlers;
 mod messages;
 mod policy;
+mod stop;
 #[cfg(test)]
 mod tests;
 
+pub use control::Control;
 pub use messages::{
-    ChildInfo, RestartChild, StartChild, StartedChild, TerminateChild, WhichChildren,
+    ChildInfo, RestartChild, StartChild, StartedChild, StopWithin, TerminateChild, WhichChildren,
 };
 pub use policy::{Backoff, RestartIntensity, RestartType};
 
 use std::any::Any;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::WeakAddr;
 use actix::prelude::*;
 use steward_config::SupervisorConfig;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
-use tracing::Instrument;
 
-use crate::context::{ChildExited, ExitNotify, StopResource, arm_idle_timer};
+use crate::lifeline::{ExitNotify, catch};
+use crate::messages::{Notice, NoticeSender, StopResource};
 use crate::registry::{EntryShared, Registration, Registry};
+use crate::resource::arm_idle_timer;
 use crate::{Error, ExitReason, Resource, ResourceCtx, ResourceId, ResourceKind, Result};
 
 /// How a supervisor reacts to a child's exit.
@@ -69,7 +74,6 @@ pub(crate) struct Started {
     stop: Recipient<StopResource>,
     abort: AbortHandle,
     addr: Box<dyn Any + Send>,
-    supervisor: Option<WeakAddr<Supervisor>>,
 }
 
 /// How to build (and rebuild) one child: its identity, restart type, shutdown deadline and the
@@ -89,7 +93,8 @@ pub struct ChildSpec {
 impl ChildSpec {
     /// A child built by `factory`; [`RestartType::Permanent`] and the supervisor's default
     /// shutdown deadline unless changed. The factory runs on the supervisor's arbiter every time
-    /// the child (re)starts; an `Err` is a failed start.
+    /// the child (re)starts; an `Err` or a panic is a failed start (the supervisor and its other
+    /// children live on; a failed restart counts toward the restart intensity).
     pub fn new<A, F, E>(name: impl Into<Arc<str>>, kind: ResourceKind, factory: F) -> Self
     where
         A: Resource,
@@ -97,20 +102,20 @@ impl ChildSpec {
         E: fmt::Display,
     {
         let start = move |rcx: ResourceCtx| {
-            let span = rcx.span();
             let mut ctx = Context::<A>::new();
-            arm_idle_timer(&rcx, &mut ctx);
-            let actor = factory(rcx).map_err(|e| e.to_string())?;
             let addr = ctx.address();
-            #[allow(clippy::disallowed_methods)]
-            // the supervisor spawns its children itself and keeps their abort handles
-            let task = actix_rt::spawn(ctx.into_future(actor).instrument(span));
-            Ok(Started {
-                stop: addr.clone().recipient(),
-                abort: task.abort_handle(),
-                addr: Box::new(addr),
-                supervisor: None,
-            })
+            rcx.bind(&addr);
+            arm_idle_timer(&rcx, &mut ctx);
+            let (shared, span) = (rcx.shared().clone(), rcx.span());
+            // a panicking factory is a failed start, as an exception in an OTP start function
+            // is; its context (moved into the factory) reports nothing the supervisor will use
+            let actor = match catch(|| factory(rcx)) {
+                Ok(Ok(actor)) => actor,
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(panic) => return Err(format!("factory panicked: {panic}")),
+            };
+            let abort = ResourceCtx::spawn_actor(ctx, actor, shared, span);
+            Ok(Started { stop: addr.clone().recipient(), abort, addr: Box::new(addr) })
         };
         Self::with_start(name.into(), kind, Arc::new(start))
     }
@@ -140,20 +145,15 @@ impl ChildSpec {
     pub fn supervisor_in(spec: SupervisorSpec, cell: SupervisorCell) -> Self {
         let name = spec.name.clone();
         let start = move |rcx: ResourceCtx| {
-            let span = rcx.span();
             let ctx = Context::<Supervisor>::new();
             let addr = ctx.address();
-            cell.set(SupervisorHandle { id: rcx.id(), addr: addr.clone() });
+            rcx.bind(&addr);
+            let (shared, span) = (rcx.shared().clone(), rcx.span());
+            let id = rcx.id();
             let actor = Supervisor::new(rcx, spec.clone(), None);
-            #[allow(clippy::disallowed_methods)]
-            // the supervisor spawns its children itself and keeps their abort handles
-            let task = actix_rt::spawn(ctx.into_future(actor).instrument(span));
-            Ok(Started {
-                stop: addr.clone().recipient(),
-                abort: task.abort_handle(),
-                supervisor: Some(addr.downgrade()),
-                addr: Box::new(addr),
-            })
+            cell.set(SupervisorHandle { id, addr: addr.clone() });
+            let abort = ResourceCtx::spawn_actor(ctx, actor, shared, span);
+            Ok(Started { stop: addr.clone().recipient(), abort, addr: Box::new(addr) })
         };
         Self::with_start(name, ResourceKind::Service, Arc::new(start))
     }
@@ -279,11 +279,19 @@ pub struct Supervisor {
     next_seq: u64,
     /// Times of recent automatic restarts, for the restart intensity.
     restart_log: VecDeque<Instant>,
-    /// Lifelines of children report here.
-    exit_tx: mpsc::UnboundedSender<ChildExited>,
-    exit_rx: Option<mpsc::UnboundedReceiver<ChildExited>>,
-    /// A stop of several children in progress.
+    /// Its inbox: lifelines, trackers, unclaimed starts and [`Control`] send [`Notice`]s here.
+    port: NoticeSender,
+    inbox: Option<mpsc::UnboundedReceiver<Notice>>,
+    /// A stop of its children in progress (reverse start order, or all at once when dynamic).
     drain: Option<Drain>,
+    /// Stopping for good (asked to, or escalating): nothing new starts.
+    stopping: bool,
+    /// A one-for-all restart round waiting out its backoff.
+    round: Option<SpawnHandle>,
+    /// Kill deadlines of children asked to stop: (deadline, start sequence), earliest first.
+    kills: BTreeSet<(Instant, u64)>,
+    /// The one timer, armed at the earliest kill deadline.
+    kill_timer: Option<(Instant, SpawnHandle)>,
     /// Tells a root's starter whether the static children started.
     ready: Option<oneshot::Sender<Result<()>>>,
 }
@@ -296,24 +304,32 @@ struct Slot {
     running: Option<Running>,
     incarnation: u32,
     consecutive: u32,
+    /// A restart waiting out its backoff.
     pending: Option<SpawnHandle>,
+    /// Terminated: forget it when it exits, whatever its restart type.
     terminating: bool,
+    /// An operator's restart: start it again at once when it exits.
     restart_now: bool,
 }
 
+/// The running incarnation of a slot.
 struct Running {
     stop: Recipient<StopResource>,
     abort: AbortHandle,
     since: Instant,
+    /// When it will be killed (asked to stop, or stopping by itself), or given up on (killed).
+    kill_at: Option<Instant>,
+    /// Its task was aborted; `kill_at` is then the end of the wait for its drop.
+    killed: bool,
 }
 
-/// Children being stopped, batch by batch (reverse start order, one per batch; or all at once
-/// for a dynamic supervisor), then what to do next.
+/// A stop of several children: one batch at a time (`current`), each next batch chosen among the
+/// children running *then* (the latest started; or all of them for a dynamic supervisor), so a
+/// child started meanwhile is never forgotten; then what to do next.
 struct Drain {
-    batches: Vec<Vec<ResourceId>>,
     current: HashSet<ResourceId>,
-    members: HashSet<ResourceId>,
-    timer: Option<SpawnHandle>,
+    /// Everything must be stopped by then (shared fairly among the batches left).
+    until: Option<Instant>,
     after: After,
 }
 
@@ -346,24 +362,33 @@ impl SupervisorHandle {
     /// [`Error::MaxChildren`], [`Error::ShuttingDown`], [`Error::StartFailed`], or
     /// [`Error::Gone`] when the supervisor has stopped. An address of another actor type than
     /// `A` is reported as [`Error::StartFailed`] (the child is then terminated).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a caller that gives up gets no child. Dropped before the supervisor handled
+    /// the request, nothing is started (actix skips a request whose caller is gone); dropped
+    /// after, the started child is never claimed and its [`StartedChild`] terminates it (its
+    /// guard, and with it any quota it held, is released once it has stopped).
     pub async fn start_child<A: Actor>(&self, spec: ChildSpec) -> Result<(ResourceId, Addr<A>)> {
         let name = spec.name.to_string();
         let started =
             self.addr.send(StartChild(spec)).await.map_err(|_| Error::Gone("supervisor"))??;
         let id = started.id;
-        match started.addr::<A>() {
-            Some(addr) => Ok((id, addr)),
-            None => {
-                let _ = self.terminate_child(id, ExitReason::Shutdown).await;
-                Err(Error::StartFailed { name, reason: "factory built another actor type".into() })
-            }
-        }
+        // an address of another type leaves `started` unclaimed: dropped, it terminates the child
+        started.addr::<A>().map(|addr| (id, addr)).ok_or_else(|| Error::StartFailed {
+            name,
+            reason: "factory built another actor type".into(),
+        })
     }
 
-    /// Stops a child gracefully; it is not restarted.
+    /// Stops a child gracefully; it is not restarted. Killed if it has not stopped by its
+    /// `shutdown` deadline.
     ///
     /// # Errors
     /// [`Error::NotFound`] for an unknown child; [`Error::Gone`] when the supervisor has stopped.
+    ///
+    /// # Cancel safety
+    /// Dropped before the supervisor handled it, the request is withdrawn and the child keeps
+    /// running; [`Control::stop`] is the form that cannot be withdrawn.
     pub async fn terminate_child(&self, id: ResourceId, reason: ExitReason) -> Result<()> {
         self.addr
             .send(TerminateChild { id, reason })
@@ -374,7 +399,11 @@ impl SupervisorHandle {
     /// Restarts a child now with a fresh actor.
     ///
     /// # Errors
-    /// [`Error::NotFound`] for an unknown child; [`Error::Gone`] when the supervisor has stopped.
+    /// [`Error::NotFound`] for an unknown child; [`Error::ShuttingDown`] while the supervisor
+    /// stops or restarts all its children; [`Error::Gone`] when the supervisor has stopped.
+    ///
+    /// # Cancel safety
+    /// Dropped before the supervisor handled it, the request is withdrawn.
     pub async fn restart_child(&self, id: ResourceId) -> Result<()> {
         self.addr.send(RestartChild { id }).await.map_err(|_| Error::Gone("supervisor"))?
     }
@@ -383,16 +412,38 @@ impl SupervisorHandle {
     ///
     /// # Errors
     /// [`Error::Gone`] when the supervisor has stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
     pub async fn which_children(&self) -> Result<Vec<ChildInfo>> {
         self.addr.send(WhichChildren).await.map_err(|_| Error::Gone("supervisor"))
     }
 
-    /// Asks it to stop its children (reverse start order) and then itself.
+    /// Asks it to stop its children (reverse start order, each within its `shutdown` deadline)
+    /// and then itself.
     ///
     /// # Errors
     /// [`Error::Gone`] when the supervisor has already stopped.
+    ///
+    /// # Cancel safety
+    /// Dropped before the supervisor handled it, the request is withdrawn.
     pub async fn stop(&self, reason: ExitReason) -> Result<()> {
         self.addr.send(StopResource { reason }).await.map_err(|_| Error::Gone("supervisor"))
+    }
+
+    /// Asks it to stop as [`SupervisorHandle::stop`] does, all of it within `within`: each child
+    /// in turn gets at most an equal share of the time left (and never more than its own
+    /// `shutdown` deadline), so the last ones to stop still stop in their order rather than
+    /// being killed together. Returns once the request is queued; does not wait for the stop.
+    ///
+    /// # Errors
+    /// [`Error::Gone`] when the supervisor has already stopped; [`Error::Busy`] when its mailbox
+    /// is full.
+    pub fn stop_within(&self, reason: ExitReason, within: Duration) -> Result<()> {
+        self.addr.try_send(StopWithin { reason, within }).map_err(|e| match e {
+            SendError::Full(_) => Error::Busy(self.id),
+            SendError::Closed(_) => Error::Gone("supervisor"),
+        })
     }
 }
 
@@ -474,7 +525,7 @@ impl Supervisor {
             id,
             ResourceKind::Service,
             None,
-            shared,
+            shared.clone(),
             spec.child_shutdown,
             ExitNotify::Root(exit_tx),
         );
@@ -482,12 +533,10 @@ impl Supervisor {
         let (ready_tx, ready_rx) = oneshot::channel();
         let ctx = Context::<Supervisor>::new();
         let addr = ctx.address();
-        #[allow(clippy::disallowed_methods)]
-        // the supervisor spawns its children itself and keeps their abort handles
-        let task =
-            actix_rt::spawn(ctx.into_future(Self::new(rcx, spec, Some(ready_tx))).instrument(span));
-        registry.attach(id, addr.clone().recipient().downgrade(), task.abort_handle());
-        registry.attach_supervisor(id, addr.downgrade());
+        rcx.bind(&addr);
+        let abort =
+            ResourceCtx::spawn_actor(ctx, Self::new(rcx, spec, Some(ready_tx)), shared, span);
+        registry.attach(id, addr.clone().recipient().downgrade(), abort);
         ready_rx.await.map_err(|_| Error::Gone("supervisor"))??;
         Ok(RootSupervisor { handle: SupervisorHandle { id, addr }, exited })
     }
@@ -497,7 +546,7 @@ impl Supervisor {
         spec: SupervisorSpec,
         ready: Option<oneshot::Sender<Result<()>>>,
     ) -> Self {
-        let (exit_tx, exit_rx) = mpsc::unbounded_channel();
+        let (port, inbox) = mpsc::unbounded_channel();
         Self {
             rcx,
             spec,
@@ -505,19 +554,24 @@ impl Supervisor {
             by_id: HashMap::new(),
             next_seq: 0,
             restart_log: VecDeque::new(),
-            exit_tx,
-            exit_rx: Some(exit_rx),
+            port,
+            inbox: Some(inbox),
             drain: None,
+            stopping: false,
+            round: None,
+            kills: BTreeSet::new(),
+            kill_timer: None,
             ready,
         }
     }
 
-    /// Registers a child slot and starts its first incarnation.
-    fn add_child(&mut self, spec: ChildSpec) -> Result<(ResourceId, Box<dyn Any + Send>)> {
-        if self.drain.as_ref().is_some_and(|d| !matches!(d.after, After::RestartAll(_)))
-            || self.rcx.is_stopping()
-            || self.rcx.registry().is_shutting_down()
-        {
+    /// Registers a child slot and starts its first incarnation; returns its id, its shared
+    /// registry state and its address (an `Addr<A>` in a box).
+    fn add_child(
+        &mut self,
+        spec: ChildSpec,
+    ) -> Result<(ResourceId, Arc<EntryShared>, Box<dyn Any + Send>)> {
+        if self.stopping || self.rcx.registry().is_shutting_down() {
             return Err(Error::ShuttingDown);
         }
         if let Some(max) = self.spec.max_children
@@ -551,23 +605,24 @@ impl Supervisor {
         );
         self.by_id.insert(id, seq);
         match self.start_slot(seq) {
-            Ok(addr) => Ok((id, addr)),
+            Ok(addr) => Ok((id, self.slots[&seq].shared.clone(), addr)),
             Err(reason) => {
+                tracing::warn!(child = %id, name = %name, error = %reason, "child failed to start");
                 self.forget(seq, &ExitReason::error(format!("start failed: {reason}")));
                 Err(Error::StartFailed { name, reason })
             }
         }
     }
 
-    /// Builds a fresh actor for slot `seq` and returns its address (an `Addr<A>` in a box).
+    /// Builds a fresh actor for slot `seq`; returns its address.
     fn start_slot(&mut self, seq: u64) -> std::result::Result<Box<dyn Any + Send>, String> {
         let registry = self.rcx.registry().clone();
         let default_shutdown = self.spec.child_shutdown;
-        let tx = self.exit_tx.clone();
+        let port = self.port.clone();
         let parent = self.rcx.id();
         let Some(slot) = self.slots.get_mut(&seq) else { return Err("unknown child".into()) };
         slot.incarnation += 1;
-        slot.shared.forced.store(false, std::sync::atomic::Ordering::Relaxed);
+        slot.shared.reset_incarnation();
         slot.shared.set_state(crate::LifecycleState::Starting);
         let rcx = ResourceCtx::new(
             registry.clone(),
@@ -576,16 +631,18 @@ impl Supervisor {
             slot.spec.tenant.clone(),
             slot.shared.clone(),
             slot.spec.shutdown.unwrap_or(default_shutdown),
-            ExitNotify::Supervisor(tx, slot.incarnation),
+            ExitNotify::Supervisor(port, slot.incarnation),
         );
         let started = (slot.spec.start)(rcx)?;
         registry.attach(slot.id, started.stop.downgrade(), started.abort.clone());
-        if let Some(sup) = started.supervisor {
-            registry.attach_supervisor(slot.id, sup);
-        }
         tracing::debug!(parent = %parent, child = %slot.id, name = %slot.spec.name, "child started");
-        slot.running =
-            Some(Running { stop: started.stop, abort: started.abort, since: Instant::now() });
+        slot.running = Some(Running {
+            stop: started.stop,
+            abort: started.abort,
+            since: Instant::now(),
+            kill_at: None,
+            killed: false,
+        });
         Ok(started.addr)
     }
 
@@ -596,7 +653,22 @@ impl Supervisor {
             if slot.pending.is_some() {
                 self.rcx.registry().restart_pending(slot.spec.kind, false);
             }
+            if let Some(at) = slot.running.as_ref().and_then(|r| r.kill_at) {
+                self.kills.remove(&(at, seq));
+            }
             self.rcx.registry().remove(slot.id, reason);
         }
+    }
+
+    /// The slot of live child `id`, if its running incarnation is `incarnation` (any, if `None`).
+    fn running_slot(&self, id: ResourceId, incarnation: Option<u32>) -> Option<u64> {
+        let seq = *self.by_id.get(&id)?;
+        let slot = self.slots.get(&seq)?;
+        (slot.running.is_some() && incarnation.is_none_or(|i| i == slot.incarnation)).then_some(seq)
+    }
+
+    /// The graceful stop deadline of slot `seq`'s child.
+    fn deadline_of(&self, seq: u64) -> Duration {
+        self.slots.get(&seq).and_then(|s| s.spec.shutdown).unwrap_or(self.spec.child_shutdown)
     }
 }

@@ -1,7 +1,11 @@
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::*;
-use crate::testing::{Behaviour, Crash, Log, Panic, Ping, TestResource, eventually, fast_spec};
+use crate::testing::{
+    Behaviour, Crash, Log, Panic, Ping, Quiet, StopWithoutReason, TestResource, eventually,
+    fast_spec,
+};
 use crate::{EventKind, LifecycleState};
 
 const WITHIN: Duration = Duration::from_secs(5);
@@ -372,7 +376,7 @@ async fn operator_restart_builds_a_fresh_actor_at_once() {
         .await
         .unwrap();
     addr.send(Ping).await.unwrap();
-    registry.request_restart(id).await.unwrap();
+    Control::new(registry.clone()).restart(id).await.unwrap();
     assert!(
         eventually(WITHIN, || log.count("start:r") == 2
             && state(&registry, id) == Some(LifecycleState::Running))
@@ -455,4 +459,31 @@ async fn a_held_guard_lives_across_restarts_and_drops_with_the_slot() {
         .hold(Guard(failed.clone()));
     assert!(root.handle.start_child::<TestResource>(spec).await.is_err());
     assert!(failed.load(std::sync::atomic::Ordering::SeqCst));
+}
+
+#[actix_rt::test]
+async fn a_kill_does_not_mark_later_incarnations_as_killed() {
+    let registry = Registry::with_defaults();
+    let root =
+        Supervisor::start_root(&registry, fast_spec("root", Strategy::OneForOne)).await.unwrap();
+    let incarnations: Arc<Mutex<Vec<Addr<Quiet>>>> = Arc::default();
+    let spec = ChildSpec::new("q", ResourceKind::Consumer, {
+        let incarnations = incarnations.clone();
+        move |rcx| Ok::<_, String>(Quiet { rcx, incarnations: incarnations.clone() })
+    });
+    let (id, _first) = root.handle.start_child::<Quiet>(spec).await.unwrap();
+    let running = |restarts| {
+        registry
+            .get(id)
+            .is_some_and(|i| i.restarts == restarts && i.state == LifecycleState::Running)
+    };
+
+    assert!(Control::new(registry.clone()).kill(id));
+    assert!(eventually(WITHIN, || running(1)).await);
+    assert_eq!(registry.get(id).unwrap().last_exit, Some(ExitReason::Killed));
+
+    let second = incarnations.lock().unwrap().last().cloned().unwrap();
+    second.send(StopWithoutReason).await.unwrap();
+    assert!(eventually(WITHIN, || running(2)).await);
+    assert_eq!(registry.get(id).unwrap().last_exit, Some(ExitReason::Abnormal));
 }

@@ -5,6 +5,11 @@
 //! stops: gracefully through [`Tracker::shutdown`] on the stop path, or at once when the tracker
 //! is dropped (a panic, a killed actor). A bare `tokio::spawn` / `actix_rt::spawn` in resource
 //! code is a bug: nothing would own it.
+//!
+//! Every task and timer runs inside its owner's `resource` span and panic boundary
+//! ([`crate::lifeline`]): a panic in one is logged there with its message, and the owner is
+//! stopped with [`crate::ExitReason::Panic`] through its supervisor, which applies its restart
+//! policy — one tenant's poisoned input never ends the process.
 
 mod process;
 #[cfg(test)]
@@ -15,13 +20,17 @@ pub use process::TrackedProcess;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
+use actix::WeakRecipient;
 use tokio::task::AbortHandle;
+use tracing::Instrument as _;
 
-use crate::registry::{EntryShared, HandleKind, Registry};
-use crate::{Error, ResourceId, Result};
+use crate::lifeline::Guarded;
+use crate::messages::{Notice, NoticeSender, StopResource};
+use crate::registry::{EntryShared, HandleKind, Registry, STOP};
+use crate::{Error, ExitReason, ResourceId, Result};
 
 /// Owner-scoped spawner; cheap to clone (all clones share one set of handles).
 #[derive(Clone)]
@@ -33,23 +42,66 @@ pub(crate) struct TrackerInner {
     owner: ResourceId,
     registry: Registry,
     shared: Arc<EntryShared>,
+    /// The owner's span: every task runs in it.
+    span: tracing::Span,
+    /// How a panicking task gets its owner stopped.
+    port: OwnerPort,
     tasks: Mutex<HashMap<u64, AbortHandle>>,
     processes: Mutex<HashMap<u64, process::ProcessSlot>>,
     closed: AtomicBool,
 }
 
+/// Where a tracked task's panic is reported: the owner's supervisor (which stops the owner and
+/// kills it at its deadline) or, for an unsupervised owner, the owner itself.
+pub(crate) struct OwnerPort {
+    /// The supervisor's inbox and the owner's incarnation.
+    pub(crate) supervisor: Option<(NoticeSender, u32)>,
+    /// The owner's stop recipient, bound once its address exists.
+    pub(crate) direct: OnceLock<WeakRecipient<StopResource>>,
+}
+
 impl Tracker {
-    pub(crate) fn new(registry: Registry, owner: ResourceId, shared: Arc<EntryShared>) -> Self {
+    pub(crate) fn new(
+        registry: Registry,
+        owner: ResourceId,
+        shared: Arc<EntryShared>,
+        span: tracing::Span,
+        supervisor: Option<(NoticeSender, u32)>,
+    ) -> Self {
         Self {
             inner: Arc::new(TrackerInner {
                 owner,
                 registry,
                 shared,
+                span,
+                port: OwnerPort { supervisor, direct: OnceLock::new() },
                 tasks: Mutex::new(HashMap::new()),
                 processes: Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Binds the owner's address, once it exists (before the actor runs).
+    pub(crate) fn bind_owner(&self, stop: WeakRecipient<StopResource>) {
+        let _ = self.inner.port.direct.set(stop);
+    }
+
+    /// Wraps a task of this owner: its span, its panic boundary, and on a panic the owner's stop.
+    fn owned<F>(&self, fut: F) -> impl Future<Output = ()> + use<F>
+    where
+        F: Future<Output = ()>,
+    {
+        let inner = Arc::downgrade(&self.inner);
+        let guarded = Guarded::new(fut, self.inner.shared.clone(), "tracked task");
+        async move {
+            if guarded.await.is_err()
+                && let Some(inner) = inner.upgrade()
+            {
+                inner.stop_owner_after_panic();
+            }
+        }
+        .instrument(self.inner.span.clone())
     }
 
     /// The owner's id.
@@ -71,6 +123,7 @@ impl Tracker {
     {
         let guard = self.prepare(HandleKind::Task)?;
         let key = guard.key;
+        let fut = self.owned(fut);
         #[allow(clippy::disallowed_methods)]
         // this is the tracker: the task is registered to its owner
         let handle = actix_rt::spawn(async move {
@@ -91,6 +144,9 @@ impl Tracker {
     {
         let guard = self.prepare(HandleKind::Task)?;
         let key = guard.key;
+        let fut = self.owned(fut);
+        #[allow(clippy::disallowed_methods)]
+        // this is the tracker: the task is registered to its owner, and aborted when it stops
         let handle = runtime.spawn(async move {
             let _guard = guard;
             fut.await;
@@ -113,11 +169,14 @@ impl Tracker {
     {
         let guard = self.prepare(HandleKind::Timer)?;
         let key = guard.key;
+        let fut = self.owned(async move {
+            tokio::time::sleep(delay).await;
+            fut.await;
+        });
         #[allow(clippy::disallowed_methods)]
         // this is the tracker: the task is registered to its owner
         let handle = actix_rt::spawn(async move {
             let _guard = guard;
-            tokio::time::sleep(delay).await;
             fut.await;
         });
         self.record(key, &handle);
@@ -187,6 +246,32 @@ impl Tracker {
 }
 
 impl TrackerInner {
+    /// A task of this owner panicked (already logged in the owner's span, the owner marked as
+    /// panicked): have the owner stopped with [`ExitReason::Panic`], once per incarnation.
+    fn stop_owner_after_panic(&self) {
+        if !self.shared.request_stop(STOP) {
+            return;
+        }
+        tracing::warn!(parent: &self.span, "a tracked task panicked; stopping its owner");
+        match &self.port.supervisor {
+            Some((tx, incarnation)) => {
+                let _ = tx.send(Notice::Stop {
+                    id: self.owner,
+                    incarnation: Some(*incarnation),
+                    reason: ExitReason::Panic,
+                    terminate: false,
+                });
+            }
+            None => {
+                if let Some(stop) = self.port.direct.get().and_then(WeakRecipient::upgrade) {
+                    // an unsupervised owner (tools, tests): a full mailbox means it is busy
+                    // and gets no deadline; supervised owners always have one
+                    let _ = stop.try_send(StopResource { reason: ExitReason::Panic });
+                }
+            }
+        }
+    }
+
     fn abort_tasks(&self) {
         let tasks: Vec<AbortHandle> = lock(&self.tasks).drain().map(|(_, h)| h).collect();
         for t in tasks {
@@ -215,7 +300,7 @@ impl std::fmt::Debug for Tracker {
 
 /// A task its owner could not spawn through its tracker (it runs on another thread, such as an
 /// HTTP worker's pump feeding a socket), counted as one of the owner's tasks while this guard
-/// lives. See [`Registry::count_task`].
+/// lives. See [`CountedTask::for_owner`].
 pub struct CountedTask(#[allow(dead_code)] HandleGuard);
 
 impl std::fmt::Debug for CountedTask {
@@ -225,8 +310,15 @@ impl std::fmt::Debug for CountedTask {
 }
 
 impl CountedTask {
-    pub(crate) fn new(registry: &Registry, owner: ResourceId, shared: &Arc<EntryShared>) -> Self {
-        Self(HandleGuard::new(registry, owner, shared, HandleKind::Task, None))
+    /// Counts a task that live resource `owner` owns but could not start through its
+    /// [`Tracker`] (it runs on another thread, e.g. an edge's pump feeding a socket from an HTTP
+    /// worker): it is counted in `owner`'s entry and the handle table until the guard drops. The
+    /// task must end when its owner goes; one that outlives it is counted as an orphan by the
+    /// leak watchdog. `None` when `owner` is not live.
+    #[must_use]
+    pub fn for_owner(registry: &Registry, owner: ResourceId) -> Option<Self> {
+        let shared = registry.shared_of(owner)?;
+        Some(Self(HandleGuard::new(registry, owner, &shared, HandleKind::Task, None)))
     }
 }
 

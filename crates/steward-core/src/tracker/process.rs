@@ -4,7 +4,6 @@
 use std::io;
 use std::process::ExitStatus;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
@@ -76,6 +75,9 @@ impl Tracker {
         let guard = self.prepare(HandleKind::Process)?;
         cmd.process_group(0).kill_on_drop(true);
         set_parent_death_signal(cmd);
+        #[allow(clippy::disallowed_methods)]
+        // this is the tracker: the child is in its own group, dies with Steward, and is
+        // registered to its owner, which kills and reaps it when it stops
         let mut child = cmd.spawn().map_err(|e| Error::Spawn(e.to_string()))?;
         let Some(pid) = child.id() else {
             return Err(Error::Spawn("child exited before its pid was read".into()));
@@ -131,7 +133,6 @@ pub(super) async fn terminate_all(inner: &TrackerInner, grace: Duration) -> usiz
     if forced > 0 {
         tracing::warn!(owner = %inner.owner, forced, "process groups did not exit on SIGTERM, killed");
     }
-    inner.shared.forced.fetch_or(forced > 0, Ordering::Relaxed);
     forced
 }
 

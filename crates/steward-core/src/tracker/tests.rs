@@ -241,7 +241,7 @@ async fn killing_the_owner_kills_its_process_group_and_aborts_its_tasks() {
     let counts = registry.handle_counts();
     assert_eq!((counts.tasks, counts.timers, counts.processes), (2, 1, 1));
 
-    assert!(registry.kill(id), "there was an actor to abort");
+    assert!(crate::Control::new(registry.clone()).kill(id), "there was an actor to abort");
     assert!(eventually(WITHIN, || !registry.contains(id)).await);
     assert_eq!(registry.get(id).unwrap().last_exit, Some(ExitReason::Killed));
     // the waiter was aborted with the tracker: tokio reaps the orphan in the background
@@ -261,7 +261,7 @@ async fn killing_the_owner_aborts_a_task_that_holds_its_tracker() {
     addr.send(SpawnTrackerHoldingTask).await.unwrap().unwrap();
     assert_eq!(registry.handle_counts().tasks, 1);
 
-    assert!(registry.kill(id));
+    assert!(crate::Control::new(registry.clone()).kill(id));
     assert!(eventually(WITHIN, || !registry.contains(id)).await);
     assert!(
         eventually(WITHIN, || registry.handle_counts() == HandleCounts::default()).await,

@@ -127,7 +127,7 @@ async fn a_sample_counts_live_resources_per_kind_and_tracked_tasks() {
     assert!(sample.fds > 0 && sample.rss_bytes > 0, "{sample:?}");
 
     for id in ids {
-        registry.request_stop(id, ExitReason::Shutdown).await.unwrap();
+        crate::Control::new(registry.clone()).stop(id, ExitReason::Shutdown).unwrap();
     }
     assert!(eventually(WITHIN, || registry.is_empty()).await);
     let after = Sample::take(&registry);
@@ -154,7 +154,7 @@ async fn a_sample_counts_handles_whose_owner_is_gone_as_orphans() {
     });
     assert_eq!(Sample::take(&registry).orphans, 0, "its owner is live");
 
-    assert!(registry.kill(id));
+    assert!(crate::Control::new(registry.clone()).kill(id));
     assert!(eventually(WITHIN, || !registry.contains(id)).await);
     let sample = Sample::take(&registry);
     assert_eq!((sample.tasks, sample.orphans), (1, 1));

@@ -646,7 +646,7 @@ async fn watches_of_removed_jobs_end_unavailable_and_a_stopped_hub_is_unavailabl
     let filter = ResourceFilter { kind: Some(ResourceKind::Service), ..ResourceFilter::default() };
     let (services, _) = fx.registry.list(&filter, None, 100);
     let hub = services.iter().find(|s| &*s.name == "job-hub").expect("the job hub").id;
-    fx.registry.request_stop(hub, ExitReason::Shutdown).await.unwrap();
+    steward_core::Control::new(fx.registry.clone()).stop(hub, ExitReason::Shutdown).unwrap();
     eventually("the hub to stop", || {
         fx.registry.get(hub).is_none_or(|info| info.state == LifecycleState::Stopped)
     })

@@ -74,6 +74,8 @@ impl Server {
         for (key, value) in env {
             command.env(key, value);
         }
+        #[allow(clippy::disallowed_methods)]
+        // the bench runs the real binary; `Server`'s drop kills and reaps it
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -88,6 +90,7 @@ impl Server {
                 .unwrap_or_else(|e| panic!("copying the log to {path}: {e}"))
         });
         // drains stderr for the server's whole life, so that it never blocks on a full pipe
+        #[allow(clippy::disallowed_methods)] // ends when the child's stderr closes
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(file) = copy.as_mut() {

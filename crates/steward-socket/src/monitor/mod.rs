@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 use actix::prelude::*;
 use steward_config::SocketMonitorConfig;
 use steward_core::{
-    ChildSpec, ExitReason, Resource, ResourceCtx, ResourceFilter, ResourceKind, StopResource,
-    stop_resource,
+    ChildSpec, Control, ExitReason, Resource, ResourceCtx, ResourceFilter, ResourceKind,
+    StopResource, stop_resource,
 };
 
 use crate::jobs::JobHubHandle;
@@ -230,8 +230,9 @@ impl SocketMonitor {
             if !stale.is_empty() {
                 tracing::warn!(sockets = stale.len(), "remediation: closing inactive sockets");
             }
+            let control = Control::new(registry.clone());
             for id in stale {
-                if registry.stop_direct(id, ExitReason::Idle) {
+                if control.stop(id, ExitReason::Idle).is_ok() {
                     self.stats.remediated();
                     report.remediated += 1;
                 }

@@ -179,14 +179,14 @@ async fn subscribe_then_updates_arrive_and_every_close_releases_everything() {
     let mut c = h.open(false).await;
     c.request(serde_json::json!({"type": "subscribe", "job": job.as_str()})).await;
     let _ = c.next().await;
-    h.registry.request_stop(c.id, ExitReason::Shutdown).await.unwrap();
+    steward_core::Control::new(h.registry.clone()).stop(c.id, ExitReason::Shutdown).unwrap();
     assert_eq!(c.close_code().await, 1000);
     h.gone(c.id).await;
     h.assert_clean();
 
     // idle: a notice, then 4000
     let mut c = h.open(false).await;
-    h.registry.request_stop(c.id, ExitReason::Idle).await.unwrap();
+    steward_core::Control::new(h.registry.clone()).stop(c.id, ExitReason::Idle).unwrap();
     let Seen::Text(notice) = c.next().await else { panic!("the notice") };
     assert_eq!(notice["code"], "idle_timeout");
     assert_eq!(c.close_code().await, 4000);
