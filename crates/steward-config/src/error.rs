@@ -1,3 +1,5 @@
+//! Why a configuration could not be loaded.
+
 use std::path::PathBuf;
 
 /// Why a configuration could not be loaded.

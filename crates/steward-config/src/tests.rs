@@ -1,3 +1,5 @@
+//! Tests of the schema, the embedded defaults, layering and validation.
+
 use std::time::Duration;
 
 use super::*;

@@ -50,6 +50,14 @@ pub(crate) struct Behaviour {
     pub(crate) crash_on_start: bool,
     /// Ignore `StopResource` (to test kill after deadline).
     pub(crate) ignore_stop: bool,
+    /// Its async cleanup never finishes.
+    pub(crate) hang_cleanup: bool,
+    /// Its async cleanup takes this long.
+    pub(crate) slow_cleanup: Option<Duration>,
+    /// Its async cleanup panics.
+    pub(crate) panic_in_cleanup: bool,
+    /// Its `stopped` panics.
+    pub(crate) panic_in_stopped: bool,
 }
 
 /// A resource that logs `start:<name>:<generation>` and `stop:<name>`.
@@ -64,8 +72,18 @@ pub(crate) struct TestResource {
 
 impl TestResource {
     pub(crate) fn spec(name: &str, log: &Log, behaviour: Behaviour) -> crate::ChildSpec {
+        Self::spec_of(crate::ResourceKind::Session, name, log, behaviour)
+    }
+
+    /// A child of `kind`.
+    pub(crate) fn spec_of(
+        kind: crate::ResourceKind,
+        name: &str,
+        log: &Log,
+        behaviour: Behaviour,
+    ) -> crate::ChildSpec {
         let (name, log) = (name.to_string(), log.clone());
-        crate::ChildSpec::new(name.clone(), crate::ResourceKind::Session, move |rcx| {
+        crate::ChildSpec::new(name.clone(), kind, move |rcx| {
             Ok::<_, String>(TestResource {
                 rcx,
                 name: name.clone(),
@@ -93,6 +111,13 @@ impl Actor for TestResource {
             stop_resource(self, ctx, ExitReason::error("crash on start"));
         }
     }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.log.push(format!("stopped:{}", self.name));
+        if self.behaviour.panic_in_stopped {
+            panic!("test resource panicked in stopped on purpose");
+        }
+    }
 }
 
 impl Resource for TestResource {
@@ -106,7 +131,19 @@ impl Resource for TestResource {
 
     fn cleanup(&mut self, _reason: &ExitReason) -> LocalBoxFuture<'static, ()> {
         let (log, name) = (self.log.clone(), self.name.clone());
-        Box::pin(async move { log.push(format!("stop:{name}")) })
+        let b = self.behaviour.clone();
+        Box::pin(async move {
+            if b.hang_cleanup {
+                std::future::pending::<()>().await;
+            }
+            if let Some(delay) = b.slow_cleanup {
+                tokio::time::sleep(delay).await;
+            }
+            if b.panic_in_cleanup {
+                panic!("test resource panicked in its cleanup on purpose");
+            }
+            log.push(format!("stop:{name}"));
+        })
     }
 }
 
@@ -143,6 +180,26 @@ impl Handler<Panic> for TestResource {
 
     fn handle(&mut self, _: Panic, _ctx: &mut Context<Self>) {
         panic!("test resource panicked on purpose");
+    }
+}
+
+/// Spawn a tracked task that panics: on the arbiter, or on the given runtime.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PanicInTask(pub(crate) Option<tokio::runtime::Handle>);
+
+impl Handler<PanicInTask> for TestResource {
+    type Result = ();
+
+    fn handle(&mut self, msg: PanicInTask, _ctx: &mut Context<Self>) {
+        let panics = async {
+            tokio::task::yield_now().await;
+            panic!("tracked task panicked on purpose");
+        };
+        match msg.0 {
+            Some(runtime) => self.rcx.tracker().spawn_on(&runtime, panics).unwrap(),
+            None => self.rcx.tracker().spawn(panics).unwrap(),
+        }
     }
 }
 

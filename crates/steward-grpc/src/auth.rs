@@ -1,3 +1,5 @@
+//! The admin token's check on gRPC (constant time, one answer for every refusal).
+
 use std::sync::Arc;
 
 use tonic::{Request, Status};

@@ -1,3 +1,5 @@
+//! The mapping of library errors to gRPC statuses, with the HTTP API's codes in the messages.
+
 use std::time::Duration;
 
 use steward_core::Error;

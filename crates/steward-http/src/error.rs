@@ -1,3 +1,5 @@
+//! The HTTP error shape and the mapping of every library error to a status and code.
+
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};

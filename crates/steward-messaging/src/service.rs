@@ -773,6 +773,21 @@ impl Messaging {
         (self.inner.producers.len() as u64, self.inner.directory.len() as u64)
     }
 
+    /// Resolves once the deliveries of every stopped consumer are back in the broker (on NATS,
+    /// their nacks are sent; the embedded broker returns them at once). The shutdown waits on it
+    /// at the end of its `drain_messaging` phase, so that a restart finds them deliverable.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only waits.
+    pub async fn returned(&self) {
+        // not `broker()`: that one refuses new work once the shutdown began
+        let broker =
+            self.inner.broker.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        if let Some(broker) = broker {
+            broker.returned().await;
+        }
+    }
+
     /// The tenant was deleted: drops its topics and groups from the broker (its producers and
     /// consumers are stopped through the registry like every resource it owns). Answers the
     /// number of topics removed.

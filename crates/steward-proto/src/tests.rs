@@ -1,3 +1,5 @@
+//! Tests of the generated code and the descriptor set served by reflection.
+
 use prost::Message as _;
 use prost_types::{FileDescriptorSet, ServiceDescriptorProto};
 

@@ -181,6 +181,17 @@ async fn run(
             }),
         );
     }
+    {
+        let messaging = messaging.clone();
+        coordinator.after(
+            Phase::DrainMessaging,
+            "return in-flight messages to the broker",
+            Arc::new(move || {
+                let messaging = messaging.clone();
+                async move { messaging.returned().await }.boxed()
+            }),
+        );
+    }
     coordinator.on(
         Phase::NotifyClients,
         "end grpc streams",

@@ -1,3 +1,5 @@
+//! The tenancy error type.
+
 use std::time::Duration;
 
 use crate::model::QuotaKind;

@@ -1,3 +1,5 @@
+//! Tests of the URL policy: schemes, special addresses, names that resolve to them, allow lists.
+
 use std::net::IpAddr;
 
 use url::Url;

@@ -1,3 +1,5 @@
+//! Tests of the registry: entries, the stopped list, events, counters and tenants' usage.
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 

@@ -30,9 +30,18 @@ use crate::{ExitReason, Registry, ResourceId, ResourceKind};
 /// phase to be dropped.
 pub const KILL_RESERVE: Duration = Duration::from_millis(250);
 
-/// The part of [`Phase::Flush`] kept for its hooks (flushing stores and telemetry), which run
-/// after the services have stopped: a quarter.
-const FLUSH_HOOKS_SHARE: u32 = 4;
+/// The end of [`Phase::Flush`] kept for its hooks (flushing stores and telemetry), which run
+/// after the services have stopped: an eighth of the phase, at most this.
+const FLUSH_HOOKS_RESERVE: Duration = Duration::from_millis(250);
+
+/// When a hook runs in its phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum When {
+    /// Before the phase's resources are stopped.
+    Before,
+    /// After.
+    After,
+}
 
 /// At most this many forced resources or hooks are named per phase in the report.
 const NAMED_PER_PHASE: usize = 16;
@@ -325,7 +334,7 @@ pub struct ShutdownCoordinator {
     registry: Registry,
     readiness: Readiness,
     config: ShutdownConfig,
-    hooks: Mutex<Vec<(Phase, String, Hook)>>,
+    hooks: Mutex<Vec<(Phase, When, String, Hook)>>,
     progress: Mutex<Vec<PhaseReport>>,
 }
 
@@ -342,10 +351,19 @@ impl ShutdownCoordinator {
         }
     }
 
-    /// Registers `hook` to run in `phase`; hooks of one phase run concurrently, bounded by the
-    /// phase's deadline.
+    /// Registers `hook` to run at the start of `phase`, before its resources are stopped; hooks
+    /// of one phase run concurrently, bounded by the phase's deadline (a hook cut there is
+    /// counted as forced).
     pub fn on(&self, phase: Phase, name: impl Into<String>, hook: Hook) {
-        lock(&self.hooks).push((phase, name.into(), hook));
+        lock(&self.hooks).push((phase, When::Before, name.into(), hook));
+    }
+
+    /// Registers `hook` to run at the end of `phase`, once its resources have stopped (or been
+    /// killed), within what is left of its deadline: for work that must follow them, such as
+    /// waiting for stopped consumers' messages to reach the broker. In [`Phase::Flush`] every
+    /// hook already runs after the services stopped.
+    pub fn after(&self, phase: Phase, name: impl Into<String>, hook: Hook) {
+        lock(&self.hooks).push((phase, When::After, name.into(), hook));
     }
 
     /// Phases completed so far (all of them after [`ShutdownCoordinator::run`]).
@@ -378,11 +396,11 @@ impl ShutdownCoordinator {
                 // services stop first, in their order, while the store they use is still open;
                 // then stores and telemetry flush
                 let hooks_from =
-                    deadline - deadline.saturating_duration_since(t0) / FLUSH_HOOKS_SHARE;
+                    deadline - flush_hooks_reserve(deadline.saturating_duration_since(t0));
                 outcome.add(self.stop_root(root, t0, hooks_from).await);
-                outcome.add(self.run_hooks(phase, deadline).await);
+                outcome.add(self.run_hooks(phase, When::Before, deadline).await);
             } else {
-                outcome.add(self.run_hooks(phase, deadline).await);
+                outcome.add(self.run_hooks(phase, When::Before, deadline).await);
                 if phase == Phase::ReadinessOff {
                     // hold 503 for the whole phase so load balancers and Kubernetes endpoints see
                     // it before anything stops accepting
@@ -390,6 +408,7 @@ impl ShutdownCoordinator {
                 }
                 outcome.add(self.stop_kinds(phase.kinds(), t0, deadline).await);
             }
+            outcome.add(self.run_hooks(phase, When::After, deadline).await);
             let report = outcome.report(phase, t0.elapsed(), budget);
             if report.forced > 0 {
                 tracing::warn!(phase = %phase, closed = report.closed, forced = report.forced, what = %report.forced_what.join(", "), "shutdown phase forced");
@@ -401,11 +420,11 @@ impl ShutdownCoordinator {
         ShutdownReport { phases: self.progress(), total: started.elapsed() }
     }
 
-    async fn run_hooks(&self, phase: Phase, deadline: Instant) -> Outcome {
+    async fn run_hooks(&self, phase: Phase, when: When, deadline: Instant) -> Outcome {
         let hooks: Vec<(String, Hook)> = lock(&self.hooks)
             .iter()
-            .filter(|(p, _, _)| *p == phase)
-            .map(|(_, n, h)| (n.clone(), h.clone()))
+            .filter(|(p, w, _, _)| *p == phase && *w == when)
+            .map(|(_, _, n, h)| (n.clone(), h.clone()))
             .collect();
         let runs = hooks.iter().map(|(name, hook)| {
             let fut = hook();
@@ -427,11 +446,11 @@ impl ShutdownCoordinator {
     /// Stops every live resource of `kinds` for good through its supervisor (each also bounded
     /// by its own deadline); kills what is left a [`KILL_RESERVE`] before `deadline`.
     async fn stop_kinds(&self, kinds: &[ResourceKind], t0: Instant, deadline: Instant) -> Outcome {
-        let mut outcome = Outcome::default();
         if kinds.is_empty() {
-            return outcome;
+            return Outcome::default();
         }
         let control = Control::new(self.registry.clone());
+        let killed_before = self.killed(kinds);
         let ids = self.registry.ids_of(kinds);
         for id in &ids {
             // a slot waiting out a restart backoff has no actor: its supervisor forgets it
@@ -439,16 +458,15 @@ impl ShutdownCoordinator {
                 tracing::debug!(resource.id = %id, error = %e, "shutdown stop not sent");
             }
         }
-        let kill_at = kill_point(t0, deadline);
-        if !self.registry.wait_none_of(kinds, kill_at).await {
+        let mut ours = Vec::new();
+        if !self.registry.wait_none_of(kinds, kill_point(t0, deadline)).await {
             for id in self.registry.ids_of(kinds) {
-                outcome.forced(self.describe(id));
+                ours.push(self.describe(id));
                 let _ = control.kill(id);
             }
             self.registry.wait_none_of(kinds, deadline).await;
         }
-        outcome.closed = (ids.len() as u64).saturating_sub(outcome.forced);
-        outcome
+        self.outcome(kinds, killed_before, &ids, ours)
     }
 
     /// Stops the services' root supervisor by `until`: it stops its children in reverse start
@@ -460,26 +478,60 @@ impl ShutdownCoordinator {
         t0: Instant,
         until: Instant,
     ) -> Outcome {
-        let mut outcome = Outcome::default();
-        let Some(root) = root else { return outcome };
-        let services = self.registry.count_of(&[ResourceKind::Service]);
+        let Some(root) = root else { return Outcome::default() };
+        let kinds = &[ResourceKind::Service];
+        let killed_before = self.killed(kinds);
+        let ids = self.registry.ids_of(kinds);
         let kill_at = kill_point(t0, until);
         let asked = root
             .stop_within(ExitReason::Shutdown, kill_at.saturating_duration_since(Instant::now()));
-        if asked.is_ok() && self.registry.wait_gone(root.id(), kill_at).await {
-            outcome.closed = services;
-            return outcome;
+        let mut ours = Vec::new();
+        if asked.is_err() || !self.registry.wait_gone(root.id(), kill_at).await {
+            let control = Control::new(self.registry.clone());
+            // the stubborn services first in the report, then the supervisors that waited
+            let mut left = self.registry.ids_of(kinds);
+            left.sort_by_key(|id| self.registry.get(*id).is_some_and(|i| i.is_supervisor));
+            for id in left {
+                ours.push(self.describe(id));
+                let _ = control.kill(id);
+            }
+            self.registry.wait_gone(root.id(), until).await;
         }
-        let control = Control::new(self.registry.clone());
-        // the stubborn services first in the report, then the supervisors that waited for them
-        let mut left = self.registry.ids_of(&[ResourceKind::Service]);
-        left.sort_by_key(|id| self.registry.get(*id).is_some_and(|i| i.is_supervisor));
-        for id in left {
-            outcome.forced(self.describe(id));
-            let _ = control.kill(id);
+        self.outcome(kinds, killed_before, &ids, ours)
+    }
+
+    /// Kills of `kinds` so far.
+    fn killed(&self, kinds: &[ResourceKind]) -> u64 {
+        let stats = self.registry.kind_stats();
+        kinds.iter().map(|k| stats[k.index()].1.killed).sum()
+    }
+
+    /// What stopping `ids` did: every kill of `kinds` since `killed_before` is forced, whether
+    /// the coordinator killed it (`ours`, named) or its supervisor did at its own deadline
+    /// (named while its entry is still in the stopped list); the rest closed.
+    fn outcome(
+        &self,
+        kinds: &[ResourceKind],
+        killed_before: u64,
+        ids: &[ResourceId],
+        ours: Vec<String>,
+    ) -> Outcome {
+        let mut outcome = Outcome::default();
+        let killed = self.killed(kinds).saturating_sub(killed_before).max(ours.len() as u64);
+        let theirs = ids.iter().filter(|id| {
+            self.registry
+                .get(**id)
+                .is_some_and(|i| i.last_exit == Some(ExitReason::Killed) && i.stopped_at.is_some())
+        });
+        let mut named: Vec<String> = theirs.map(|id| self.describe(*id)).collect();
+        named.retain(|n| !ours.contains(n));
+        for what in ours.into_iter().chain(named) {
+            if outcome.forced < killed {
+                outcome.forced(what);
+            }
         }
-        self.registry.wait_gone(root.id(), until).await;
-        outcome.closed = services.saturating_sub(outcome.forced);
+        outcome.forced = killed;
+        outcome.closed = (ids.len() as u64).saturating_sub(killed);
         outcome
     }
 
@@ -490,6 +542,11 @@ impl ShutdownCoordinator {
             None => id.to_string(),
         }
     }
+}
+
+/// The end of a flush phase of `span` kept for its hooks.
+fn flush_hooks_reserve(span: Duration) -> Duration {
+    FLUSH_HOOKS_RESERVE.min(span / 8)
 }
 
 /// When the kills of a phase that began at `t0` and ends at `deadline` happen.

@@ -1,3 +1,5 @@
+//! Tests of the ordered shutdown: phase order, deadlines, forced stops and the report.
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -229,4 +231,122 @@ fn the_report_line_names_every_phase_with_its_counts() {
     for phase in Phase::ALL {
         assert!(line.contains(phase.as_str()), "{phase} missing from {line}");
     }
+}
+
+#[actix_rt::test]
+async fn stubborn_resources_and_hooks_in_every_phase_are_forced_and_the_whole_fits_the_grace() {
+    use crate::supervisor::SupervisorCell;
+    let registry = Registry::with_defaults();
+    let log = Log::default();
+    let stubborn = Behaviour { ignore_stop: true, ..Behaviour::default() };
+    // the supervisors' own deadlines are far away: only the phases' deadlines bound the stop
+    let far = Duration::from_secs(30);
+    let mut resources = fast_spec("resources", Strategy::Dynamic);
+    resources.child_shutdown = far;
+    let cell = SupervisorCell::new();
+    let mut root = fast_spec("root", Strategy::OneForOne);
+    root.child_shutdown = far;
+    let root = root
+        .child(TestResource::spec_of(
+            ResourceKind::Service,
+            "stubborn-service",
+            &log,
+            stubborn.clone(),
+        ))
+        .child(TestResource::spec_of(
+            ResourceKind::Service,
+            "polite-service",
+            &log,
+            Behaviour::default(),
+        ))
+        .child(crate::ChildSpec::supervisor_in(resources, cell.clone()));
+    let root = Supervisor::start_root(&registry, root).await.unwrap();
+    let kinds = [
+        ResourceKind::Producer,
+        ResourceKind::Consumer,
+        ResourceKind::Session,
+        ResourceKind::Peer,
+        ResourceKind::Socket,
+        ResourceKind::Browser,
+    ];
+    for kind in kinds {
+        let spec = TestResource::spec_of(kind, kind.as_str(), &log, stubborn.clone());
+        cell.start_child::<TestResource>(spec).await.unwrap();
+    }
+
+    let phase_deadline = Duration::from_millis(150);
+    let config = config(|d| {
+        for deadline in [
+            &mut d.readiness_off,
+            &mut d.stop_accepting,
+            &mut d.notify_clients,
+            &mut d.drain_messaging,
+            &mut d.sessions,
+            &mut d.peers,
+            &mut d.sockets,
+            &mut d.browsers,
+            &mut d.flush,
+        ] {
+            *deadline = phase_deadline;
+        }
+    });
+    let grace = phase_deadline * 9;
+    let config = ShutdownConfig { grace, ..config };
+    let coordinator = coordinator(&registry, config);
+    for phase in Phase::ALL {
+        coordinator.on(phase, "stuck", Arc::new(|| std::future::pending().boxed()));
+    }
+
+    let started = std::time::Instant::now();
+    let report = coordinator.run(Some(&root.handle)).await;
+    let took = started.elapsed();
+    assert!(took <= grace + Duration::from_millis(250), "took {took:?} for a grace of {grace:?}");
+    for p in &report.phases {
+        assert!(
+            p.duration <= p.deadline + Duration::from_millis(50),
+            "{} ran {:?} past its deadline {:?}",
+            p.phase,
+            p.duration,
+            p.deadline
+        );
+        assert!(p.forced_what.contains(&"hook stuck".to_owned()), "{report}");
+    }
+    for (which, kind) in [
+        (Phase::Sessions, ResourceKind::Session),
+        (Phase::Peers, ResourceKind::Peer),
+        (Phase::Sockets, ResourceKind::Socket),
+        (Phase::Browsers, ResourceKind::Browser),
+    ] {
+        let p = phase(&report, which);
+        assert_eq!(p.forced, 2, "{report}");
+        assert!(
+            p.forced_what.iter().any(|w| w.starts_with(&format!("{kind} {kind} "))),
+            "{report}"
+        );
+    }
+    let messaging = phase(&report, Phase::DrainMessaging);
+    assert_eq!(messaging.forced, 3, "a producer, a consumer and the hook: {report}");
+    let flush = phase(&report, Phase::Flush);
+    assert!(
+        flush.forced_what.iter().any(|w| w.starts_with("service stubborn-service ")),
+        "the report names the stubborn service: {report}"
+    );
+    assert_eq!(log.count("stop:polite-service"), 1, "the polite service still stopped in order");
+    let line = report.to_string();
+    assert!(line.contains("stubborn-service") && line.contains("hook stuck"), "{line}");
+    assert!(eventually(WITHIN, || registry.is_empty()).await);
+    assert!(eventually(WITHIN, || registry.handle_counts() == HandleCounts::default()).await);
+}
+
+#[actix_rt::test]
+async fn no_phase_runs_past_the_grace_even_when_the_deadlines_add_up_to_more() {
+    let registry = Registry::with_defaults();
+    let mut config = config(|d| d.notify_clients = Duration::from_secs(3600));
+    config.grace = Duration::from_millis(1500);
+    let coordinator = coordinator(&registry, config);
+    coordinator.on(Phase::NotifyClients, "stuck", Arc::new(|| std::future::pending().boxed()));
+    let started = std::time::Instant::now();
+    let report = coordinator.run(None).await;
+    assert!(started.elapsed() <= Duration::from_millis(1500 + 250), "{report}");
+    assert_eq!(report.forced(), 1);
 }

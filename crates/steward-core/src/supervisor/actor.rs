@@ -283,10 +283,7 @@ impl Supervisor {
             return;
         }
         let batches_left = if self.spec.strategy == Strategy::Dynamic { 1 } else { running.len() };
-        let within = drain.until.map(|until| {
-            let left = until.saturating_duration_since(Instant::now());
-            left / u32::try_from(batches_left).unwrap_or(u32::MAX)
-        });
+        let within = drain.until.map(|until| share(until, batches_left));
         for seq in batch {
             let id = self.slots[&seq].id;
             if let Some(drain) = &mut self.drain {
@@ -317,3 +314,17 @@ impl Supervisor {
         }
     }
 }
+
+/// Most of a stop with a deadline spread over batches: the time this batch may take out of
+/// what is left until `until`, with `batches_left` batches (this one included) still to stop.
+/// Each later batch keeps a slice ([`SLICE`], or less when time is short), so one slow child
+/// cannot leave the ones after it to be killed together; the rest is this batch's.
+fn share(until: Instant, batches_left: usize) -> Duration {
+    let left = until.saturating_duration_since(Instant::now());
+    let n = u32::try_from(batches_left.max(1)).unwrap_or(u32::MAX);
+    let slice = SLICE.min(left / (2 * n));
+    left.saturating_sub(slice * (n - 1))
+}
+
+/// What a stop with a deadline keeps for each child still to stop after the current one.
+const SLICE: Duration = Duration::from_millis(50);

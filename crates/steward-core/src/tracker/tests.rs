@@ -1,3 +1,5 @@
+//! Tests of tracked spawning: tasks, timers and process groups end with their owner.
+
 use std::path::Path;
 use std::time::Duration;
 

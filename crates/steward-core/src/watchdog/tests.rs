@@ -1,3 +1,5 @@
+//! Tests of the leak watchdog: samples, baselines, alarms and orphans.
+
 use std::time::Duration;
 
 use steward_config::{Config, WatchdogConfig};

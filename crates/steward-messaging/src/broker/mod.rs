@@ -285,6 +285,13 @@ pub trait Broker: Send + Sync + 'static {
     /// (the embedded broker reports it at shutdown: those messages are lost with the process).
     fn unacked(&self) -> Option<u64>;
 
+    /// Resolves once every lease handed to [`Broker::release`] so far has been returned to the
+    /// broker (or dropped because it was unreachable). The shutdown waits on it after the
+    /// consumers stopped. Default: at once (backends that return synchronously).
+    fn returned(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
     /// Stops background work and drops connections. Called once by the owning service when it
     /// stops; later calls to other methods answer [`BrokerError::Unavailable`].
     fn close(&self) -> BoxFuture<'_, ()>;

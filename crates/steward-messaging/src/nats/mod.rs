@@ -247,6 +247,8 @@ struct Inner {
     release_tx: Mutex<Option<mpsc::UnboundedSender<ReleaseWork>>>,
     /// Fires when the release task ended.
     release_done: Mutex<Option<oneshot::Receiver<()>>>,
+    /// Nack batches handed to the release task and not sent yet (see [`Broker::returned`]).
+    outstanding: Arc<watch::Sender<usize>>,
     closed: AtomicBool,
 }
 
@@ -302,7 +304,15 @@ impl NatsBroker {
             jetstream::ContextBuilder::new().timeout(settings.send_timeout).build(client.clone());
         let (release_tx, release_rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = oneshot::channel();
-        spawn(release_task(client.clone(), release_rx, settings.send_timeout, done_tx).boxed());
+        let outstanding = Arc::new(watch::Sender::new(0));
+        let task = release_task(
+            client.clone(),
+            release_rx,
+            settings.send_timeout,
+            outstanding.clone(),
+            done_tx,
+        );
+        spawn(task.boxed());
         Ok(Arc::new(NatsBroker {
             inner: Arc::new(Inner {
                 client,
@@ -314,6 +324,7 @@ impl NatsBroker {
                 groups: Mutex::new(HashMap::new()),
                 release_tx: Mutex::new(Some(release_tx)),
                 release_done: Mutex::new(Some(done_rx)),
+                outstanding,
                 closed: AtomicBool::new(false),
             }),
         }))
@@ -344,11 +355,15 @@ fn reconnect_delay(attempts: usize) -> Duration {
 }
 
 /// Drains [`Broker::release`]: a plain nack per lease, not confirmed. While disconnected the
-/// leases are dropped: their messages come back when the leases expire.
+/// leases are dropped: their messages come back when the leases expire. `outstanding` counts
+/// the nack batches still to send: one per [`ReleaseWork::Leases`], two per
+/// [`ReleaseWork::Abandoned`] (what it held, then what its inbox received), counted by the
+/// sender and uncounted here once sent.
 async fn release_task(
     client: Client,
     mut rx: mpsc::UnboundedReceiver<ReleaseWork>,
     send_timeout: Duration,
+    outstanding: Arc<watch::Sender<usize>>,
     done: oneshot::Sender<()>,
 ) {
     // naks wait until every pull request that may have died with its member has expired:
@@ -389,12 +404,14 @@ async fn release_task(
                 let std::cmp::Reverse((_, id)) = due.pop().expect("a deadline was peeked");
                 let subjects = pending.remove(&id).unwrap_or_default();
                 nak_now(&client, subjects, send_timeout).await;
+                outstanding.send_modify(|n| *n = n.saturating_sub(1));
             }
         }
         if !open && due.is_empty() && drains.is_empty() {
             break;
         }
     }
+    outstanding.send_replace(0);
     let _ = done.send(());
 }
 
@@ -864,8 +881,16 @@ impl Inner {
         if leases.is_empty() {
             return;
         }
+        self.hand_over(ReleaseWork::Leases(leases), 1);
+    }
+
+    /// Hands `work` (`batches` nack batches) to the release task, counted until they are sent.
+    fn hand_over(&self, work: ReleaseWork, batches: usize) {
         if let Some(tx) = lock(&self.release_tx).as_ref() {
-            let _ = tx.send(ReleaseWork::Leases(leases));
+            self.outstanding.send_modify(|n| *n += batches);
+            if tx.send(work).is_err() {
+                self.outstanding.send_modify(|n| *n = n.saturating_sub(batches));
+            }
         }
     }
 
@@ -877,9 +902,7 @@ impl Inner {
         raw: Vec<async_nats::Message>,
         expires: Instant,
     ) {
-        if let Some(tx) = lock(&self.release_tx).as_ref() {
-            let _ = tx.send(ReleaseWork::Abandoned { sub, raw, expires });
-        }
+        self.hand_over(ReleaseWork::Abandoned { sub, raw, expires }, 2);
     }
 }
 
@@ -1055,6 +1078,14 @@ impl Broker for NatsBroker {
     fn unacked(&self) -> Option<u64> {
         // JetStream keeps them: nothing is lost when Steward stops
         None
+    }
+
+    fn returned(&self) -> BoxFuture<'_, ()> {
+        let mut outstanding = self.inner.outstanding.subscribe();
+        async move {
+            let _ = outstanding.wait_for(|n| *n == 0).await;
+        }
+        .boxed()
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {

@@ -1,3 +1,5 @@
+//! Tests of the job hub: the table, its cap, eviction, fan-out and subscriptions.
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

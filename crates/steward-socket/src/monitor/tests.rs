@@ -1,3 +1,5 @@
+//! Tests of the socket memory monitor's alarms and remediation.
+
 use steward_config::Config;
 
 use super::*;

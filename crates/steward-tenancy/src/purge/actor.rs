@@ -1,3 +1,5 @@
+//! The token-purge actor's life: its timer at the head of the deadline queue and its handlers.
+
 use std::time::SystemTime;
 
 use actix::prelude::*;

@@ -1,3 +1,8 @@
+//! Supervisor behaviour: restarts, intensity, strategies, admission, operator commands.
+
+mod bounded_stops;
+mod one_for_all;
+
 use std::sync::Mutex;
 use std::time::Duration;
 

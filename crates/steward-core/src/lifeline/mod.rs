@@ -19,6 +19,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::messages::{Notice, NoticeSender};
+
+#[cfg(test)]
+mod tests;
 use crate::registry::{EntryShared, Registry};
 use crate::{ExitReason, ResourceId};
 
