@@ -203,6 +203,7 @@ async fn metrics_watchdog_and_openapi() {
         "steward_resources_live{kind=\"service\"} 14",
         "steward_resources_started_total{kind=\"service\"} 14",
         "steward_restart_backoff_pending{kind=\"session\"} 0",
+        "steward_resources_killed_total{kind=\"session\"} 0",
         "steward_process_resident_memory_bytes",
         "steward_process_open_fds",
         "steward_potential_leak{kind=\"socket\"} 0",

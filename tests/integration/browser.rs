@@ -36,7 +36,7 @@ use tonic::transport::Channel;
 use crate::sockets::{authed, connect, next_json};
 use crate::support::{Steward, WITHIN, eventually};
 
-type Client = BrowserClient<Channel>;
+pub(crate) type Client = BrowserClient<Channel>;
 
 // ---- a page server on loopback ---------------------------------------------------------------
 
@@ -45,7 +45,7 @@ const TITLE: &str = "Steward browser test";
 
 /// An HTTP/1.1 server on `127.0.0.1:<free port>` answering every request with one small HTML
 /// page (`/favicon.ico` with 404), one request per connection. Stops on drop.
-struct PageServer {
+pub(crate) struct PageServer {
     addr: SocketAddr,
     served: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
@@ -54,7 +54,7 @@ struct PageServer {
 impl PageServer {
     // a test-side server, not resource code: its tasks belong to the test and go with it
     #[allow(clippy::disallowed_methods)]
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the page server");
         let addr = listener.local_addr().unwrap();
         let served = Arc::new(AtomicUsize::new(0));
@@ -73,7 +73,7 @@ impl PageServer {
     }
 
     /// `http://127.0.0.1:<port><path>`.
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 }
@@ -136,7 +136,7 @@ async fn patch_tenant(s: &Steward, tenant: &str, body: Value) {
 }
 
 /// Creates tenant `id` with a token and sets its `browser_allow` list; the bearer string.
-async fn browser_tenant(s: &Steward, id: &str, allow: &[&str]) -> String {
+pub(crate) async fn browser_tenant(s: &Steward, id: &str, allow: &[&str]) -> String {
     let (_, token) = s.tenant_with_token(id, None).await;
     patch_tenant(s, id, json!({ "browser_allow": allow })).await;
     let got: Value =
@@ -145,18 +145,18 @@ async fn browser_tenant(s: &Steward, id: &str, allow: &[&str]) -> String {
     token
 }
 
-async fn client(s: &Steward) -> Client {
+pub(crate) async fn client(s: &Steward) -> Client {
     BrowserClient::connect(s.grpc.clone()).await.expect("grpc connect")
 }
 
-fn viewport(width: u32, height: u32) -> pb::CreateSessionRequest {
+pub(crate) fn viewport(width: u32, height: u32) -> pb::CreateSessionRequest {
     pb::CreateSessionRequest {
         viewport: Some(pb::Viewport { width, height, device_scale_factor: 0.0 }),
         ..Default::default()
     }
 }
 
-async fn create(
+pub(crate) async fn create(
     c: &mut Client,
     token: &str,
     req: pb::CreateSessionRequest,
@@ -164,11 +164,11 @@ async fn create(
     c.create_session(authed(token, req)).await.map(tonic::Response::into_inner)
 }
 
-async fn create_ok(c: &mut Client, token: &str, width: u32, height: u32) -> pb::Session {
+pub(crate) async fn create_ok(c: &mut Client, token: &str, width: u32, height: u32) -> pb::Session {
     create(c, token, viewport(width, height)).await.expect("CreateSession")
 }
 
-async fn navigate(
+pub(crate) async fn navigate(
     c: &mut Client,
     token: &str,
     session: &str,
@@ -182,7 +182,7 @@ async fn navigate(
     c.navigate(authed(token, req)).await.map(tonic::Response::into_inner)
 }
 
-async fn evaluate(
+pub(crate) async fn evaluate(
     c: &mut Client,
     token: &str,
     session: &str,
@@ -237,7 +237,7 @@ fn png_size(png: &[u8]) -> (u32, u32) {
 // ---- observing Steward -----------------------------------------------------------------------
 
 /// `GET /v1/browsers` items.
-async fn browsers(s: &Steward) -> Vec<Value> {
+pub(crate) async fn browsers(s: &Steward) -> Vec<Value> {
     let r = s.get("/v1/browsers").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let body: Value = r.json().await.unwrap();
@@ -291,7 +291,7 @@ async fn maybe_series(s: &Steward, series: &str) -> Option<f64> {
 
 /// The value of `series` (exact name and labels) on `/metrics`; panics when it is missing, so
 /// that a renamed metric cannot pass an `== 0` check.
-async fn series(s: &Steward, series: &str) -> f64 {
+pub(crate) async fn series(s: &Steward, series: &str) -> f64 {
     match maybe_series(s, series).await {
         Some(v) => v,
         None => {

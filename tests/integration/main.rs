@@ -10,6 +10,7 @@ mod grpc;
 mod jobs;
 mod lifecycle;
 mod messaging;
+mod panics;
 mod sockets;
 mod support;
 mod tenancy;

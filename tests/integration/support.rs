@@ -155,6 +155,11 @@ impl Steward {
         self.logs.lock().unwrap().iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
     }
 
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     pub fn pid(&self) -> Pid {
         Pid::from_raw(i32::try_from(self.child.id()).unwrap())
     }

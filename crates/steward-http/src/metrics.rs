@@ -239,6 +239,13 @@ impl Collector for Snapshot {
             "Abnormal exits per kind.",
             per_kind(&|s| s.failed),
         )?;
+        counter(
+            &mut enc,
+            "steward_resources_killed",
+            "Resources killed per kind: not stopped by their deadline (a child's shutdown, a \
+             shutdown phase's), or killed by an operator.",
+            per_kind(&|s| s.killed),
+        )?;
         gauge(
             &mut enc,
             "steward_restart_backoff_pending",

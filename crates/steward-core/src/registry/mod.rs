@@ -534,6 +534,9 @@ impl Registry {
     }
 
     /// Waits until none of `kinds` is live, or `deadline` passes. Returns whether they are gone.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only waits.
     pub async fn wait_none_of(&self, kinds: &[ResourceKind], deadline: Instant) -> bool {
         loop {
             let notified = self.inner.changed.notified();
@@ -547,6 +550,9 @@ impl Registry {
     }
 
     /// Waits until `id` has left the live registry, or `deadline` passes. Returns whether it did.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only waits.
     pub async fn wait_gone(&self, id: ResourceId, deadline: Instant) -> bool {
         loop {
             let notified = self.inner.changed.notified();

@@ -246,6 +246,9 @@ impl ShutdownTrigger {
     }
 
     /// Waits until it is pulled; returns the source.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only waits.
     pub async fn triggered(&self) -> &'static str {
         let mut rx = self.tx.subscribe();
         match rx.wait_for(Option::is_some).await {

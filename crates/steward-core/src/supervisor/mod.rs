@@ -482,6 +482,9 @@ impl SupervisorCell {
     /// # Errors
     /// [`Error::Gone`] when the supervisor has not started or has stopped, and every error of
     /// [`SupervisorHandle::start_child`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe, as [`SupervisorHandle::start_child`].
     pub async fn start_child<A: Actor>(&self, spec: ChildSpec) -> Result<(ResourceId, Addr<A>)> {
         let handle = self.get().ok_or(Error::Gone("supervisor"))?;
         handle.start_child(spec).await
@@ -491,6 +494,17 @@ impl SupervisorCell {
 impl fmt::Debug for SupervisorCell {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("SupervisorCell").field(&self.get().map(|h| h.id)).finish()
+    }
+}
+
+/// Stops a root supervisor whose starter gave up before it was ready.
+struct StopOnDrop(Option<Addr<Supervisor>>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(addr) = self.0.take() {
+            let _ = addr.try_send(StopResource { reason: ExitReason::Shutdown });
+        }
     }
 }
 
@@ -510,6 +524,10 @@ impl Supervisor {
     /// # Errors
     /// [`Error::StartFailed`] when a static child failed to start (those already started are
     /// stopped again in reverse order), [`Error::Gone`] if the supervisor vanished.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: dropped before the static children have started, the supervisor is asked to
+    /// stop them and itself.
     ///
     /// # Panics
     /// When called outside an actix arbiter.
@@ -538,7 +556,9 @@ impl Supervisor {
         let abort =
             ResourceCtx::spawn_actor(ctx, Self::new(rcx, spec, Some(ready_tx)), shared, span);
         registry.attach(id, addr.clone().recipient().downgrade(), abort);
+        let mut unclaimed = StopOnDrop(Some(addr.clone()));
         ready_rx.await.map_err(|_| Error::Gone("supervisor"))??;
+        unclaimed.0 = None;
         Ok(RootSupervisor { handle: SupervisorHandle { id, addr }, exited })
     }
 

@@ -204,6 +204,10 @@ impl Tracker {
     /// Stops everything this tracker owns and refuses new work: each child process group gets
     /// SIGTERM, then SIGKILL once `grace` has passed (at most), and is reaped; then every task
     /// and timer is aborted. Returns how many process groups had to be SIGKILLed.
+    ///
+    /// # Cancel safety
+    /// Not cancel-safe: dropped midway, the tracker stays closed and what it has not stopped yet
+    /// is killed and aborted at once when its owner's context drops.
     pub async fn shutdown(&self, grace: Duration) -> usize {
         self.inner.closed.store(true, Ordering::Release);
         let forced = process::terminate_all(&self.inner, grace).await;

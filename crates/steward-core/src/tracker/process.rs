@@ -43,6 +43,9 @@ pub struct TrackedProcess {
 
 impl TrackedProcess {
     /// Waits for the process to exit and be reaped. `None` when its status could not be read.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only waits; the tracker reaps the process either way.
     pub async fn wait(&mut self) -> Option<ExitStatus> {
         match self.exit.wait_for(Option::is_some).await {
             Ok(status) => status.flatten(),
