@@ -190,7 +190,7 @@ pub struct PhaseDeadlines {
     /// Browsers close, their process groups are killed and reaped, profiles removed. Default 5 s.
     #[serde(with = "humantime_serde")]
     pub browsers: Duration,
-    /// Services stop, stores and telemetry flush. Default 2 s.
+    /// Services stop (in reverse start order), then stores and telemetry flush. Default 3 s.
     #[serde(with = "humantime_serde")]
     pub flush: Duration,
 }

@@ -49,7 +49,7 @@ fn deadlines_must_fit_the_grace() {
     match err {
         Error::Invalid { key, reason } => {
             assert_eq!(key, "shutdown.deadlines");
-            assert!(reason.contains("27s"), "{reason}");
+            assert!(reason.contains("28s"), "{reason}");
         }
         other => panic!("unexpected {other}"),
     }

@@ -327,4 +327,4 @@ fn share(until: Instant, batches_left: usize) -> Duration {
 }
 
 /// What a stop with a deadline keeps for each child still to stop after the current one.
-const SLICE: Duration = Duration::from_millis(50);
+const SLICE: Duration = Duration::from_millis(25);

@@ -432,7 +432,7 @@ impl SupervisorHandle {
     }
 
     /// Asks it to stop as [`SupervisorHandle::stop`] does, all of it within `within`: each child
-    /// in turn may take what is left but a slice (50 ms, less when time is short) for each
+    /// in turn may take what is left but a slice (25 ms, less when time is short) for each
     /// child still after it, and never more than its own `shutdown` deadline, so the last ones
     /// to stop still stop in their order rather than being killed together. Returns once the
     /// request is queued; does not wait for the stop.
