@@ -334,7 +334,8 @@ async fn stubborn_resources_and_hooks_in_every_phase_are_forced_and_the_whole_fi
     assert_eq!(log.count("stop:polite-service"), 1, "the polite service still stopped in order");
     let line = report.to_string();
     assert!(line.contains("stubborn-service") && line.contains("hook stuck"), "{line}");
-    assert!(eventually(WITHIN, || registry.is_empty()).await);
+    let left = || registry.list(&crate::ResourceFilter::default(), None, usize::MAX).0;
+    assert!(eventually(WITHIN, || registry.is_empty()).await, "left: {:?}\n{line}", left());
     assert!(eventually(WITHIN, || registry.handle_counts() == HandleCounts::default()).await);
 }
 

@@ -52,11 +52,14 @@ impl Resource for Supervisor {
 impl Drop for Supervisor {
     fn drop(&mut self) {
         // Normal exits leave no slots. Anything left means the supervisor itself died (panic,
-        // kill): its children die with it, as linked processes do in OTP.
+        // kill): its children die with it, as linked processes do in OTP. They leave the
+        // registry now: a child's lifeline may already have reported to this supervisor's inbox,
+        // which nobody will read (a later report fails and removes nothing twice).
         for slot in self.slots.values() {
             if let Some(running) = &slot.running {
                 slot.shared.mark_killed();
                 running.abort.abort();
+                self.rcx.registry().remove(slot.id, &ExitReason::Killed);
             } else {
                 self.rcx.registry().remove(slot.id, &ExitReason::Shutdown);
             }
