@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 use steward_config::{BrowserConfig, SupervisorConfig};
 use steward_core::{ChildSpec, Registry, ResourceId, Strategy, SupervisorCell, SupervisorSpec};
 
-use crate::browser::messages::AwaitReady as BrowserReady;
+use crate::browser::messages::{AwaitReady as BrowserReady, Published};
 use crate::browser::{self, BrowserActor};
 use crate::launch;
 use crate::session::messages::{
@@ -360,7 +360,13 @@ impl Browsers {
         if busy && count < self.local_browsers() {
             let n = self.names.fetch_add(1, Ordering::Relaxed);
             let spec = browser::local_spec(&self.inner, &format!("chromium-{n}"));
-            match self.inner.browsers.start_child::<BrowserActor>(spec).await {
+            let started = self.inner.browsers.start_child::<BrowserActor>(spec).await;
+            if let Ok((_, addr)) = &started {
+                // in the pool before the next placement looks (a browser that died at once is
+                // gone from it again)
+                let _ = addr.send(Published).await;
+            }
+            match started {
                 Ok((id, addr)) if best.is_none() => return Ok((addr, id)),
                 Ok(_) => {}
                 Err(e) if best.is_none() => {
@@ -397,6 +403,7 @@ impl Browsers {
             .start_child::<BrowserActor>(spec)
             .await
             .map_err(|e| Error::BrowserUnavailable(format!("cannot connect: {e}")))?;
+        let _ = addr.send(Published).await;
         Ok((addr, id))
     }
 

@@ -8,11 +8,17 @@ use chromiumoxide::cdp::browser_protocol::target::{
     CreateBrowserContextParams, DisposeBrowserContextParams, GetBrowserContextsParams,
 };
 
-use super::messages::{AwaitReady, CreateContext, Disconnected, DisposeContext};
+use super::messages::{AwaitReady, CreateContext, Disconnected, DisposeContext, Published};
 use super::{BrowserActor, Owned};
 use crate::cdp::{bounded, timed};
 use crate::stats::{BrowserState, Op};
 use crate::{Error, Result};
+
+impl Handler<Published> for BrowserActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Published, _ctx: &mut Context<Self>) {}
+}
 
 impl Handler<AwaitReady> for BrowserActor {
     type Result = ResponseFuture<Result<Arc<Cdp>>>;

@@ -13,6 +13,13 @@ use crate::Result;
 #[rtype(result = "Result<Arc<Cdp>>")]
 pub(crate) struct AwaitReady;
 
+/// Answered once the browser's pool entry exists: actix runs `started` (which publishes it)
+/// before any message. Placement waits for it under its lock, so that the next placement counts
+/// a browser that was just started.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Published;
+
 /// Creates an incognito browser context for a session, after verifying the browser is live.
 /// Answers the context id and the CDP client.
 #[derive(Message)]
