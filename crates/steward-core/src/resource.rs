@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use futures_util::FutureExt as _;
 use futures_util::future::LocalBoxFuture;
 use tracing::Instrument as _;
 
@@ -79,7 +80,6 @@ pub struct ResourceCtx {
     tenant: Option<Arc<str>>,
     shared: Arc<EntryShared>,
     registry: Registry,
-    span: tracing::Span,
     shutdown: Duration,
     stopping: bool,
     lifeline: Lifeline,
@@ -101,13 +101,12 @@ impl ResourceCtx {
             ExitNotify::Registry | ExitNotify::Root(_) => None,
         };
         Self {
-            tracker: Tracker::new(registry.clone(), id, shared.clone(), span.clone(), supervisor),
+            tracker: Tracker::new(registry.clone(), id, shared.clone(), span, supervisor),
             id,
             kind,
             tenant,
             shared: shared.clone(),
             registry: registry.clone(),
-            span,
             shutdown,
             stopping: false,
             lifeline: Lifeline::new(id, shared, registry, exit),
@@ -119,9 +118,13 @@ impl ResourceCtx {
         &self.shared
     }
 
-    /// Binds the actor's address (before it runs), so a panicking task can stop it.
+    /// Binds the actor's address (before it runs), so a panicking task can stop it. Only an
+    /// owner without a supervisor needs it (a supervised one is stopped through its
+    /// supervisor's inbox), so a supervised resource pays no allocation for it.
     pub(crate) fn bind<A: Resource>(&self, addr: &Addr<A>) {
-        self.tracker.bind_owner(addr.clone().recipient().downgrade());
+        if !self.tracker.has_supervisor() {
+            self.tracker.bind_owner(addr.clone().recipient().downgrade());
+        }
     }
 
     /// Spawns the actor's context future on the current arbiter, inside its span and panic
@@ -139,12 +142,9 @@ impl ResourceCtx {
         #[allow(clippy::disallowed_methods)]
         // supervisors spawn their children themselves and keep the abort handles; the actor
         // owns the task, the lifeline inside it reports its end
-        let task = actix_rt::spawn(
-            async move {
-                let _ = fut.await;
-            }
-            .instrument(span),
-        );
+        // `map`, not an async block: a block would hold the future twice (its capture and its
+        // awaitee), doubling the task's size for every resource
+        let task = actix_rt::spawn(fut.map(|_| ()).instrument(span));
         task.abort_handle()
     }
 
@@ -234,7 +234,7 @@ impl ResourceCtx {
     /// its tracked tasks run in.
     #[must_use]
     pub fn span(&self) -> tracing::Span {
-        self.span.clone()
+        self.tracker.span().clone()
     }
 }
 

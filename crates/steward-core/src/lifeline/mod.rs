@@ -79,29 +79,31 @@ fn drop_owned<T>(value: T, what: &'static str) {
 }
 
 /// A future run inside the panic boundary of an owner (`shared`): an actor's context future or a
-/// tracked task. Resolves to `Err(message)` when it panicked; the owner is then marked as
-/// panicked (its exit reason will be [`ExitReason::Panic`]) before what panicked is dropped.
+/// tracked task (pinned in a box by the tracker; an actor's context future is `Unpin` and kept
+/// inline, so an actor costs no extra allocation). Resolves to `Err(message)` when it panicked;
+/// the owner is then marked as panicked (its exit reason will be [`ExitReason::Panic`]) before
+/// what panicked is dropped.
 pub(crate) struct Guarded<F> {
-    inner: Option<Pin<Box<F>>>,
+    inner: Option<F>,
     owner: Arc<EntryShared>,
     what: &'static str,
 }
 
-impl<F: Future> Guarded<F> {
+impl<F: Future + Unpin> Guarded<F> {
     /// `what` names the boundary in logs (`"actor"`, `"tracked task"`).
     pub(crate) fn new(fut: F, owner: Arc<EntryShared>, what: &'static str) -> Self {
-        Self { inner: Some(Box::pin(fut)), owner, what }
+        Self { inner: Some(fut), owner, what }
     }
 }
 
-impl<F: Future> Future for Guarded<F> {
+impl<F: Future + Unpin> Future for Guarded<F> {
     type Output = Result<F::Output, String>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Ready(Err("polled after completion".to_owned()));
         };
-        match catch(|| inner.as_mut().poll(cx)) {
+        match catch(|| Pin::new(inner).poll(cx)) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(output)) => {
                 if let Some(done) = self.inner.take() {
@@ -170,8 +172,12 @@ impl Lifeline {
         self.reason.get_or_insert(reason);
     }
 
-    /// Tells the supervisor that the graceful stop has begun (its kill deadline starts).
+    /// Tells the supervisor that the graceful stop has begun (its kill deadline starts), unless
+    /// the supervisor asked for it and armed the deadline already.
     pub(crate) fn notify_stopping(&self) {
+        if self.shared.kill_armed() {
+            return;
+        }
         if let Some(ExitNotify::Supervisor(tx, incarnation)) = &self.exit {
             let _ = tx.send(Notice::Stopping { id: self.id, incarnation: *incarnation });
         }

@@ -20,6 +20,8 @@ pub struct EntryShared {
     killed: AtomicBool,
     /// The current incarnation, or a task it owns, panicked.
     panicked: AtomicBool,
+    /// Its supervisor has armed the kill deadline of the current incarnation's stop.
+    kill_armed: AtomicBool,
     /// Stop requests already sent for the current incarnation: [`STOP`] and [`TERMINATE`] bits.
     stop_requested: AtomicU8,
     last_exit: Mutex<Option<ExitReason>>,
@@ -41,6 +43,7 @@ impl EntryShared {
             processes: AtomicU32::new(0),
             killed: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
+            kill_armed: AtomicBool::new(false),
             stop_requested: AtomicU8::new(0),
             last_exit: Mutex::new(None),
         }
@@ -72,7 +75,18 @@ impl EntryShared {
     pub(crate) fn reset_incarnation(&self) {
         self.killed.store(false, Ordering::Relaxed);
         self.panicked.store(false, Ordering::Relaxed);
+        self.kill_armed.store(false, Ordering::Relaxed);
         self.stop_requested.store(0, Ordering::Relaxed);
+    }
+
+    /// Records that the supervisor armed the kill deadline of this incarnation's stop.
+    pub(crate) fn mark_kill_armed(&self) {
+        self.kill_armed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the supervisor already armed this incarnation's kill deadline.
+    pub(crate) fn kill_armed(&self) -> bool {
+        self.kill_armed.load(Ordering::Relaxed)
     }
 
     pub(crate) fn mark_killed(&self) {

@@ -33,6 +33,8 @@ impl Supervisor {
         let Some(slot) = self.slots.get(&seq) else { return };
         let Some(running) = &slot.running else { return };
         slot.shared.set_state(LifecycleState::Stopping);
+        // before the stop is sent: the child need not tell us that its stop began
+        slot.shared.mark_kill_armed();
         send_stop(&running.stop, reason, ctx);
         self.arm_kill(seq, Instant::now() + deadline, ctx);
     }

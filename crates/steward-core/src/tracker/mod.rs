@@ -82,6 +82,16 @@ impl Tracker {
         }
     }
 
+    /// The owner's span, which its tasks run in.
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.inner.span
+    }
+
+    /// Whether a panicking task reports to the owner's supervisor.
+    pub(crate) fn has_supervisor(&self) -> bool {
+        self.inner.port.supervisor.is_some()
+    }
+
     /// Binds the owner's address, once it exists (before the actor runs).
     pub(crate) fn bind_owner(&self, stop: WeakRecipient<StopResource>) {
         let _ = self.inner.port.direct.set(stop);
@@ -93,7 +103,7 @@ impl Tracker {
         F: Future<Output = ()>,
     {
         let inner = Arc::downgrade(&self.inner);
-        let guarded = Guarded::new(fut, self.inner.shared.clone(), "tracked task");
+        let guarded = Guarded::new(Box::pin(fut), self.inner.shared.clone(), "tracked task");
         async move {
             if guarded.await.is_err()
                 && let Some(inner) = inner.upgrade()
