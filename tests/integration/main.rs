@@ -6,6 +6,7 @@ mod admin_http;
 mod architecture;
 mod browser;
 mod config;
+mod egress;
 mod grpc;
 mod jobs;
 mod lifecycle;

@@ -84,7 +84,7 @@ pub(crate) fn sweep_stale_dirs() -> usize {
 /// Steward's Chromium flags (`field-notes.md`): new headless mode, DevTools on a free loopback
 /// port, the browser's own profile, and nothing that phones home or runs in the background.
 /// `--no-sandbox` only as root, where Chromium refuses to start with its sandbox.
-pub(crate) fn args(config: &BrowserConfig, dir: &Path) -> Vec<String> {
+pub(crate) fn args(config: &BrowserConfig, dir: &Path, proxy: &str) -> Vec<String> {
     let mut args: Vec<String> = [
         "--headless=new",
         "--remote-debugging-address=127.0.0.1",
@@ -104,6 +104,12 @@ pub(crate) fn args(config: &BrowserConfig, dir: &Path) -> Vec<String> {
         "--mute-audio",
         "--password-store=basic",
         "--use-mock-keychain",
+        // nothing leaves outside the egress proxies: no direct UDP for WebRTC, no QUIC (above),
+        // no DNS prefetching, no hyperlink-auditing pings
+        "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+        "--dns-prefetch-disable",
+        "--no-pings",
+        "--proxy-bypass-list=<-loopback>",
     ]
     .into_iter()
     .map(String::from)
@@ -111,6 +117,7 @@ pub(crate) fn args(config: &BrowserConfig, dir: &Path) -> Vec<String> {
     if nix::unistd::geteuid().is_root() {
         args.push("--no-sandbox".into());
     }
+    args.push(format!("--proxy-server={proxy}"));
     args.push(format!("--user-data-dir={}", dir.join("profile").display()));
     args.extend(config.extra_args.iter().cloned());
     args.push("about:blank".into());
@@ -128,9 +135,10 @@ pub(crate) async fn spawn(
     tracker: &Tracker,
     config: &BrowserConfig,
     dir: &Path,
+    proxy: &str,
 ) -> Result<Launched> {
     let mut cmd = Command::new(&config.executable);
-    cmd.args(args(config, dir))
+    cmd.args(args(config, dir, proxy))
         .env("TMPDIR", dir.join("tmp"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -12,6 +12,7 @@
 
 mod browser;
 mod cdp;
+mod egress;
 mod error;
 mod launch;
 mod model;

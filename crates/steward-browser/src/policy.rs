@@ -47,6 +47,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use url::{Host, Url};
 
+use crate::stats::EgressRefusal;
 use crate::{Error, Result};
 
 /// Most entries in a tenant's allow-list.
@@ -180,6 +181,24 @@ impl UrlPolicy {
         }
     }
 
+    /// Why [`UrlPolicy::check_resolved`] refused a host (`name`, when it is not an address)
+    /// that resolved to `addrs`: the class of the first address it does not permit, as the
+    /// egress proxy's `reason` label.
+    pub(crate) fn refusal_reason(&self, name: Option<&str>, addrs: &[IpAddr]) -> EgressRefusal {
+        if name.is_some_and(is_localhost) {
+            return EgressRefusal::Loopback;
+        }
+        addrs.iter().find_map(|ip| blocked(*ip).filter(|b| !self.permits(*ip, b.embedded))).map_or(
+            EgressRefusal::Special,
+            |b| match b.kind {
+                k if k.contains("loopback") => EgressRefusal::Loopback,
+                k if k.contains("link-local") => EgressRefusal::LinkLocal,
+                k if k.contains("private") || k.contains("site-local") => EgressRefusal::Private,
+                _ => EgressRefusal::Special,
+            },
+        )
+    }
+
     /// Whether the allow-list is empty (only the public internet is allowed).
     #[must_use]
     pub fn is_empty(&self) -> bool {
@@ -264,7 +283,7 @@ fn is_host_name(name: &str) -> bool {
 }
 
 /// `localhost` or a name under it (RFC 6761 §6.3).
-fn is_localhost(name: &str) -> bool {
+pub(crate) fn is_localhost(name: &str) -> bool {
     name == "localhost" || name.ends_with(".localhost")
 }
 
@@ -292,7 +311,7 @@ fn target(url: &Url) -> Result<Target> {
 }
 
 /// Resolves `host` within [`RESOLVE_TIMEOUT`]; nothing when it fails or takes longer.
-async fn resolve(host: &str, port: u16) -> Vec<IpAddr> {
+pub(crate) async fn resolve(host: &str, port: u16) -> Vec<IpAddr> {
     match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port))).await {
         Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
         // Chromium will not resolve it either and reports its own error

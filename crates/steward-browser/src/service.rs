@@ -103,6 +103,11 @@ impl Browsers {
         registry: Registry,
         io: Option<tokio::runtime::Handle>,
     ) -> Self {
+        let egress_hosts = config
+            .egress_hosts
+            .iter()
+            .map(|(name, addrs)| (name.trim_end_matches('.').to_ascii_lowercase(), addrs.clone()))
+            .collect();
         Self {
             inner: Arc::new(Shared {
                 config,
@@ -116,6 +121,8 @@ impl Browsers {
                 recent: Mutex::default(),
                 queue: Queue::default(),
                 placement: tokio::sync::Mutex::new(()),
+                walls: Arc::default(),
+                egress_hosts: Arc::new(egress_hosts),
             }),
             names: Arc::default(),
         }
@@ -300,6 +307,8 @@ impl Browsers {
             browser_id,
             closed: closed.clone(),
             failed: failed.clone(),
+            policy: scope.policy.clone(),
+            local: scope.endpoint.is_none(),
         };
         let slot = SlotGuard::new(admission, self.inner.queue.released.clone());
         let started =
@@ -546,12 +555,13 @@ impl Browsers {
 
     async fn run(
         &self,
-        tenant: &str,
+        scope: &TenantScope,
         id: &str,
         page: Option<String>,
         op: PageOp,
     ) -> Result<PageOutput> {
-        self.ask(tenant, id, RunOp { page, op }).await?
+        let policy = scope.policy.clone();
+        self.ask(&scope.tenant, id, RunOp { page, op, policy }).await?
     }
 
     /// Navigates a page. The URL is checked against `scope.policy` before and after (the final
@@ -578,8 +588,7 @@ impl Browsers {
             return Err(e);
         }
         let page = req.page.clone();
-        match self.run(&scope.tenant, id, page, PageOp::Navigate(req, scope.policy.clone())).await?
-        {
+        match self.run(scope, id, page, PageOp::Navigate(req)).await? {
             PageOutput::Navigated(r) => Ok(r),
             _ => Err(Error::Protocol("navigate: unexpected answer".into())),
         }
@@ -604,52 +613,65 @@ impl Browsers {
         Ok(())
     }
 
-    /// A screenshot (PNG or JPEG bytes).
+    /// A screenshot (PNG or JPEG bytes). Refused while the page is somewhere the tenant's
+    /// policy forbids (defence in depth: a page may move by itself after `Navigate`).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`]; [`Error::OutOfRange`] (too tall, too big);
-    /// [`Error::DeadlineExceeded`] (`screenshot`); [`Error::NotFound`]; [`Error::SessionClosed`].
+    /// [`Error::InvalidArgument`]; [`Error::PermissionDenied`] (where the page is);
+    /// [`Error::OutOfRange`] (too tall, too big); [`Error::DeadlineExceeded`] (`screenshot`);
+    /// [`Error::NotFound`]; [`Error::SessionClosed`].
     pub async fn screenshot(
         &self,
-        tenant: &str,
+        scope: &TenantScope,
         id: &str,
         req: ScreenshotRequest,
     ) -> Result<Vec<u8>> {
         self.check_screenshot(&req)?;
         let page = req.page.clone();
-        bytes(self.run(tenant, id, page, PageOp::Screenshot(req)).await?)
+        bytes(self.run(scope, id, page, PageOp::Screenshot(req)).await?)
     }
 
-    /// A PDF of the page.
+    /// A PDF of the page; refused as [`Browsers::screenshot`] is.
     ///
     /// # Errors
     /// As [`Browsers::screenshot`], stage `pdf`.
-    pub async fn pdf(&self, tenant: &str, id: &str, req: PdfRequest) -> Result<Vec<u8>> {
+    pub async fn pdf(&self, scope: &TenantScope, id: &str, req: PdfRequest) -> Result<Vec<u8>> {
         let page = req.page.clone();
-        bytes(self.run(tenant, id, page, PageOp::Pdf(req)).await?)
+        bytes(self.run(scope, id, page, PageOp::Pdf(req)).await?)
     }
 
-    /// Evaluates an expression; the result as JSON text (`null` for `undefined`).
+    /// Evaluates an expression; the result as JSON text (`null` for `undefined`). Refused as
+    /// [`Browsers::screenshot`] is.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] (empty expression); [`Error::EvaluationFailed`] when it
-    /// throws; [`Error::OutOfRange`]; [`Error::DeadlineExceeded`] (`evaluate`);
-    /// [`Error::NotFound`]; [`Error::SessionClosed`].
-    pub async fn evaluate(&self, tenant: &str, id: &str, req: EvaluateRequest) -> Result<String> {
+    /// [`Error::InvalidArgument`] (empty expression); [`Error::PermissionDenied`];
+    /// [`Error::EvaluationFailed`] when it throws; [`Error::OutOfRange`];
+    /// [`Error::DeadlineExceeded`] (`evaluate`); [`Error::NotFound`]; [`Error::SessionClosed`].
+    pub async fn evaluate(
+        &self,
+        scope: &TenantScope,
+        id: &str,
+        req: EvaluateRequest,
+    ) -> Result<String> {
         if req.expression.trim().is_empty() {
             return Err(Error::invalid("expression", "must not be empty"));
         }
         let page = req.page.clone();
-        text(self.run(tenant, id, page, PageOp::Evaluate(req)).await?)
+        text(self.run(scope, id, page, PageOp::Evaluate(req)).await?)
     }
 
-    /// The page's HTML.
+    /// The page's HTML; refused as [`Browsers::screenshot`] is.
     ///
     /// # Errors
-    /// [`Error::OutOfRange`]; [`Error::DeadlineExceeded`] (`content`); [`Error::NotFound`];
-    /// [`Error::SessionClosed`].
-    pub async fn content(&self, tenant: &str, id: &str, page: Option<String>) -> Result<String> {
-        text(self.run(tenant, id, page, PageOp::Content).await?)
+    /// [`Error::PermissionDenied`]; [`Error::OutOfRange`]; [`Error::DeadlineExceeded`]
+    /// (`content`); [`Error::NotFound`]; [`Error::SessionClosed`].
+    pub async fn content(
+        &self,
+        scope: &TenantScope,
+        id: &str,
+        page: Option<String>,
+    ) -> Result<String> {
+        text(self.run(scope, id, page, PageOp::Content).await?)
     }
 
     /// Runs a screenshot or PDF as a job owned by the session: returns at once; `report` hears
@@ -661,7 +683,7 @@ impl Browsers {
     /// (`session_jobs`: 4 unfetched results or running jobs); [`Error::SessionClosed`].
     pub async fn submit_capture(
         &self,
-        tenant: &str,
+        scope: &TenantScope,
         id: &str,
         job: String,
         capture: Capture,
@@ -670,7 +692,8 @@ impl Browsers {
         if let Capture::Screenshot(req) = &capture {
             self.check_screenshot(req)?;
         }
-        self.ask(tenant, id, SubmitJob { job, capture, report }).await?
+        let policy = scope.policy.clone();
+        self.ask(&scope.tenant, id, SubmitJob { job, capture, report, policy }).await?
     }
 
     /// Takes (removes) a finished capture job's bytes, with their content type (`image/png`,

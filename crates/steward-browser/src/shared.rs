@@ -37,6 +37,10 @@ pub(crate) struct Shared {
     /// Serialises placement decisions that may start a browser, so concurrent first sessions
     /// share one instead of each starting its own.
     pub(crate) placement: tokio::sync::Mutex<()>,
+    /// The loopback ports of every egress proxy running now.
+    pub(crate) walls: Arc<crate::egress::Walls>,
+    /// `[browser] egress_hosts`, as the proxies' resolver reads it.
+    pub(crate) egress_hosts: Arc<crate::egress::Hosts>,
 }
 
 /// A browser as placement sees it; written by the browser actor, removed when it goes.

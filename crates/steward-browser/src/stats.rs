@@ -82,6 +82,58 @@ impl Op {
     }
 }
 
+/// Why the egress proxy refused a connection: the `reason` label of
+/// `steward_browser_egress_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EgressRefusal {
+    /// A loopback address (or a `localhost` name) the tenant may not reach.
+    Loopback,
+    /// A link-local address (the cloud metadata service included).
+    LinkLocal,
+    /// A private address (RFC 1918, unique local, site-local).
+    Private,
+    /// Another special-purpose address (unspecified, shared, multicast, broadcast).
+    Special,
+    /// A loopback port one of Steward's own proxies listens on (another tenant's).
+    Steward,
+    /// The name does not resolve.
+    Dns,
+    /// Traffic outside any session's context (the browser's own proxy refuses everything).
+    NoSession,
+    /// Not a request the proxy serves (malformed, too large, too slow, an `https:` URL without
+    /// `CONNECT`, too many connections).
+    BadRequest,
+}
+
+impl EgressRefusal {
+    /// Every reason, in label order.
+    pub const ALL: [Self; 8] = [
+        Self::Loopback,
+        Self::LinkLocal,
+        Self::Private,
+        Self::Special,
+        Self::Steward,
+        Self::Dns,
+        Self::NoSession,
+        Self::BadRequest,
+    ];
+
+    /// snake_case label.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Loopback => "loopback",
+            Self::LinkLocal => "link_local",
+            Self::Private => "private",
+            Self::Special => "special",
+            Self::Steward => "steward",
+            Self::Dns => "dns",
+            Self::NoSession => "no_session",
+            Self::BadRequest => "bad_request",
+        }
+    }
+}
+
 /// Latency buckets in seconds: 1 ms to 60 s.
 const BUCKETS: [f64; 14] =
     [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0];
@@ -120,6 +172,11 @@ pub struct BrowserStats {
     pub reconciled: AtomicU64,
     /// URLs refused by the URL policy.
     pub urls_refused: AtomicU64,
+    /// Connections the egress proxies refused, by [`EgressRefusal`] (index: `reason as usize`,
+    /// the order of [`EgressRefusal::ALL`]).
+    pub egress_refused: [AtomicU64; 8],
+    /// Connections the egress proxies made.
+    pub egress_connections: AtomicU64,
     /// Latency of each CDP op, seconds (index: `op as usize`, the order of [`Op::ALL`]).
     pub cdp_latency: [Histogram; 14],
     /// CDP ops that missed their deadline (index of [`Op::ALL`]).
@@ -142,6 +199,8 @@ impl Default for BrowserStats {
             queue_wait: histogram(),
             reconciled: AtomicU64::new(0),
             urls_refused: AtomicU64::new(0),
+            egress_refused: Default::default(),
+            egress_connections: AtomicU64::new(0),
             cdp_latency: std::array::from_fn(|_| histogram()),
             cdp_timeouts: Default::default(),
         }
@@ -161,6 +220,11 @@ impl BrowserStats {
         if timed_out {
             Self::inc(&self.cdp_timeouts[i]);
         }
+    }
+
+    /// Records a connection the egress proxy refused for `reason`.
+    pub fn egress_refused(&self, reason: EgressRefusal) {
+        Self::inc(&self.egress_refused[reason as usize]);
     }
 
     /// Records a session closed for `reason`.

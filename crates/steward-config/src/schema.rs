@@ -1,7 +1,8 @@
 //! The configuration schema. Field docs are the reference; `config/steward.toml` repeats them
 //! with the defaults.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -633,4 +634,8 @@ pub struct BrowserConfig {
     /// Largest encoded gRPC request to the browser service (tonic's
     /// `max_decoding_message_size`). Default 1 MiB.
     pub max_request: ByteSize,
+    /// Static answers of the egress proxy's resolver, asked before DNS: a host name
+    /// (lowercase) and the addresses it stands for, like `/etc/hosts` for the proxy only.
+    /// Answers are checked against the tenant's policy like any other. Default none.
+    pub egress_hosts: BTreeMap<String, Vec<IpAddr>>,
 }

@@ -467,15 +467,15 @@ impl BrowserRpc for BrowserService {
         &self,
         req: Request<pb::ScreenshotRequest>,
     ) -> Result<Response<pb::CaptureResponse>, Status> {
-        let tenant = tenant_of(&req)?.tenant_id().as_arc().clone();
+        let scope = scope(tenant_of(&req)?);
         let (id, shot, as_job) = screenshot_request(req.into_inner()).map_err(|e| status(&e))?;
         let content_type = image_content_type(shot.format);
         if as_job {
             let capture = Capture::Screenshot(shot);
-            let job = self.submit(&tenant, id, capture, SCREENSHOT_JOB_KIND, content_type).await?;
+            let job = self.submit(&scope, id, capture, SCREENSHOT_JOB_KIND, content_type).await?;
             return Ok(Response::new(job));
         }
-        let data = self.browsers.screenshot(&tenant, &id, shot).await.map_err(|e| status(&e))?;
+        let data = self.browsers.screenshot(&scope, &id, shot).await.map_err(|e| status(&e))?;
         Ok(Response::new(capture_response(data, content_type, String::new())))
     }
 
@@ -483,14 +483,14 @@ impl BrowserRpc for BrowserService {
         &self,
         req: Request<pb::PdfRequest>,
     ) -> Result<Response<pb::CaptureResponse>, Status> {
-        let tenant = tenant_of(&req)?.tenant_id().as_arc().clone();
+        let scope = scope(tenant_of(&req)?);
         let (id, pdf, as_job) = pdf_request(req.into_inner()).map_err(|e| status(&e))?;
         if as_job {
             let capture = Capture::Pdf(pdf);
-            let job = self.submit(&tenant, id, capture, PDF_JOB_KIND, PDF_CONTENT_TYPE).await?;
+            let job = self.submit(&scope, id, capture, PDF_JOB_KIND, PDF_CONTENT_TYPE).await?;
             return Ok(Response::new(job));
         }
-        let data = self.browsers.pdf(&tenant, &id, pdf).await.map_err(|e| status(&e))?;
+        let data = self.browsers.pdf(&scope, &id, pdf).await.map_err(|e| status(&e))?;
         Ok(Response::new(capture_response(data, PDF_CONTENT_TYPE, String::new())))
     }
 
@@ -498,10 +498,9 @@ impl BrowserRpc for BrowserService {
         &self,
         req: Request<pb::EvaluateRequest>,
     ) -> Result<Response<pb::EvaluateResponse>, Status> {
-        let tenant = tenant_of(&req)?.tenant_id().clone();
+        let scope = scope(tenant_of(&req)?);
         let (id, evaluate) = evaluate_request(req.into_inner()).map_err(|e| status(&e))?;
-        let json =
-            self.browsers.evaluate(tenant.as_str(), &id, evaluate).await.map_err(|e| status(&e))?;
+        let json = self.browsers.evaluate(&scope, &id, evaluate).await.map_err(|e| status(&e))?;
         Ok(Response::new(pb::EvaluateResponse { json }))
     }
 
@@ -509,14 +508,11 @@ impl BrowserRpc for BrowserService {
         &self,
         req: Request<pb::ContentRequest>,
     ) -> Result<Response<pb::ContentResponse>, Status> {
-        let tenant = tenant_of(&req)?.tenant_id().clone();
+        let scope = scope(tenant_of(&req)?);
         let pb::ContentRequest { session_id, page_id } = req.into_inner();
         let id = required("session_id", session_id).map_err(|e| status(&e))?;
-        let html = self
-            .browsers
-            .content(tenant.as_str(), &id, page(page_id))
-            .await
-            .map_err(|e| status(&e))?;
+        let html =
+            self.browsers.content(&scope, &id, page(page_id)).await.map_err(|e| status(&e))?;
         Ok(Response::new(pb::ContentResponse { html }))
     }
 
@@ -544,12 +540,13 @@ impl BrowserService {
     /// `running` for good.
     async fn submit(
         &self,
-        tenant: &Arc<str>,
+        scope: &TenantScope,
         session: String,
         capture: Capture,
         kind: &str,
         content_type: &'static str,
     ) -> Result<pb::CaptureResponse, Status> {
+        let tenant = &scope.tenant;
         let data = json!({ "session_id": session }).to_string();
         let created = self.jobs.create(tenant.clone(), kind.to_owned(), Some(data)).await;
         let job_id = created.map_err(|e| status_from_jobs(&e))?.id;
@@ -566,7 +563,7 @@ impl BrowserService {
         let answering = Answering(Some(job.clone()));
         let submitted = self
             .browsers
-            .submit_capture(tenant, &session, job_id.to_string(), capture, report)
+            .submit_capture(scope, &session, job_id.to_string(), capture, report)
             .await;
         let answer = match submitted {
             Ok(()) => {

@@ -10,7 +10,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry as PromRegistry;
-use steward_browser::stats::{BrowserInfo, BrowserState, BrowserStats, Op};
+use steward_browser::stats::{BrowserInfo, BrowserState, BrowserStats, EgressRefusal, Op};
 use steward_browser::{Browsers, CloseReason};
 use steward_core::Registry;
 use steward_core::shutdown::PhaseReport;
@@ -117,6 +117,7 @@ impl BrowserMetrics {
 /// `steward_browser_queue_wait_seconds` (histogram), `steward_browser_queue_refused_total{reason}`,
 /// `steward_browser_cdp_seconds{op}` (histograms), `steward_browser_cdp_timeouts_total{op}`,
 /// `steward_browser_reconciled_total`, `steward_browser_urls_refused_total`,
+/// `steward_browser_egress_refused_total{reason}`, `steward_browser_egress_connections_total`,
 /// `steward_browser_chromium_processes{browser}` and
 /// `steward_browser_chromium_resident_memory_bytes{browser}` (local browsers).
 #[must_use]
@@ -708,6 +709,22 @@ fn encode_browsers(
         "steward_browser_urls_refused",
         "URLs refused by the URL policy.",
         one(get(&s.urls_refused)),
+    )?;
+    counter(
+        enc,
+        "steward_browser_egress_refused",
+        "Connections of sessions' pages the egress proxies refused, per reason.",
+        EgressRefusal::ALL
+            .iter()
+            .zip(&s.egress_refused)
+            .map(|(r, n)| (label("reason", r.as_str()), get(n)))
+            .collect(),
+    )?;
+    counter(
+        enc,
+        "steward_browser_egress_connections",
+        "Connections the egress proxies made for sessions' pages.",
+        one(get(&s.egress_connections)),
     )?;
     let local: Vec<&BrowserInfo> = m.browsers.iter().filter(|b| b.pid.is_some()).collect();
     gauge(

@@ -18,6 +18,7 @@ use steward_core::{ExitReason, Resource, ResourceCtx, StopResource, stop_resourc
 use super::messages::Disconnected;
 use super::{BrowserActor, Origin};
 use crate::cdp::timed;
+use crate::egress::{Egress, Gate};
 use crate::launch;
 use crate::shared::lock;
 use crate::stats::{BrowserState, BrowserStats, Op};
@@ -31,6 +32,7 @@ struct Up {
     cdp: Arc<Cdp>,
     ws_url: String,
     process: Option<steward_core::tracker::TrackedProcess>,
+    egress: Option<Egress>,
     dir: Option<tempfile::TempDir>,
 }
 
@@ -68,17 +70,27 @@ impl BrowserActor {
         Box::pin(async move {
             let config = &shared.config;
             let stats = &shared.stats;
-            let (url, process, dir) = match origin {
+            let (url, process, egress, dir) = match origin {
                 Origin::Local => {
                     let dir = launch::make_dir()?;
+                    // refuses everything: pages load only in sessions' contexts, which each
+                    // have their own proxy
+                    let gate = Gate::new(
+                        None,
+                        shared.egress_hosts.clone(),
+                        shared.walls.clone(),
+                        shared.stats.clone(),
+                    );
+                    let egress =
+                        Egress::start(&tracker, shared.io.as_ref(), Arc::new(gate), &shared.walls)?;
                     let started = std::time::Instant::now();
-                    let launched = launch::spawn(&tracker, config, dir.path()).await;
+                    let launched = launch::spawn(&tracker, config, dir.path(), &egress.url()).await;
                     let timed_out = matches!(launched, Err(Error::DeadlineExceeded { .. }));
                     stats.cdp(Op::Launch, started.elapsed(), timed_out);
                     let launched = launched?;
-                    (launched.ws_url, Some(launched.process), Some(dir))
+                    (launched.ws_url, Some(launched.process), Some(egress), Some(dir))
                 }
-                Origin::Remote { endpoint, .. } => (endpoint, None, None),
+                Origin::Remote { endpoint, .. } => (endpoint, None, None, None),
             };
             let handler_config = HandlerConfig {
                 ignore_https_errors: false,
@@ -110,7 +122,7 @@ impl BrowserActor {
                 None => tracker.spawn(watch),
             };
             spawned.map_err(|e| Error::BrowserUnavailable(e.to_string()))?;
-            Ok(Up { cdp: Arc::new(cdp), ws_url: url, process, dir })
+            Ok(Up { cdp: Arc::new(cdp), ws_url: url, process, egress, dir })
         })
     }
 
@@ -122,6 +134,7 @@ impl BrowserActor {
         BrowserStats::inc(&self.shared.stats.launched);
         self.pid = up.process.as_ref().map(|p| p.pid);
         self.process = up.process;
+        self.egress = up.egress;
         self.dir = up.dir;
         self.endpoint = Some(up.ws_url);
         self.cdp = Some(up.cdp.clone());

@@ -56,8 +56,14 @@ impl Handler<CreateContext> for BrowserActor {
         self.creating += 1;
         self.epoch += 1;
         let shared = self.shared.clone();
+        let proxy = msg.proxy.clone();
         let fut = async move {
-            let params = CreateBrowserContextParams::default();
+            let params = CreateBrowserContextParams {
+                // `<-loopback>`: Chromium would otherwise bypass any proxy for loopback
+                proxy_bypass_list: proxy.as_ref().map(|_| "<-loopback>".to_owned()),
+                proxy_server: proxy,
+                ..CreateBrowserContextParams::default()
+            };
             let t = shared.config.command_timeout;
             let created = timed(&shared.stats, Op::CreateContext, t, cdp.execute(params)).await;
             created.map(|r| (r.result.browser_context_id.inner().clone(), cdp))

@@ -29,6 +29,9 @@ pub(crate) struct CreateContext {
     pub(crate) lost: Recipient<BrowserLost>,
     /// The session's page target ids, read by the reconciler.
     pub(crate) pages: crate::shared::Pages,
+    /// The session's egress proxy (`http://127.0.0.1:<port>`): every connection of the
+    /// context goes through it, loopback included. `None` on a remote browser.
+    pub(crate) proxy: Option<String>,
 }
 
 /// Disposes a session's context and verifies it is gone from Chromium's list.

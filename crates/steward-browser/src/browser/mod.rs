@@ -74,6 +74,9 @@ pub(crate) struct BrowserActor {
     ready_waiters: Vec<oneshot::Sender<Result<Arc<Cdp>>>>,
     /// Local only: the process handle, for the graceful close.
     process: Option<steward_core::tracker::TrackedProcess>,
+    /// Local only: the browser's own egress proxy (`--proxy-server`), which refuses everything
+    /// outside a session's context; its tasks are the tracker's.
+    egress: Option<crate::egress::Egress>,
     dir: Option<TempDir>,
 }
 
@@ -99,6 +102,7 @@ impl BrowserActor {
             started_at: SystemTime::now(),
             ready_waiters: Vec::new(),
             process: None,
+            egress: None,
             dir: None,
         }
     }

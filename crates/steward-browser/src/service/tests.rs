@@ -66,12 +66,12 @@ async fn a_session_opens_works_and_closes_leaving_nothing() {
         .await
         .unwrap();
     assert_eq!(nav.title, "hello");
-    let png = h.browsers.screenshot("acme", &info.id, ScreenshotRequest::default()).await.unwrap();
+    let png = h.browsers.screenshot(&s, &info.id, ScreenshotRequest::default()).await.unwrap();
     assert_eq!(&png[1..4], b"PNG");
     let json = h
         .browsers
         .evaluate(
-            "acme",
+            &s,
             &info.id,
             EvaluateRequest {
                 expression: "({a: 1 + 1, w: innerWidth})".into(),
@@ -416,7 +416,7 @@ async fn the_reconciler_closes_a_popup_no_session_opened() {
     let opened = h
         .browsers
         .evaluate(
-            "acme",
+            &s,
             &info.id,
             EvaluateRequest {
                 expression: "window.open('about:blank') !== null".into(),
@@ -460,7 +460,7 @@ async fn wait_conditions_evaluation_errors_and_content() {
     let thrown = h
         .browsers
         .evaluate(
-            "acme",
+            &s,
             &info.id,
             EvaluateRequest { expression: "nope.x".into(), ..EvaluateRequest::default() },
         )
@@ -470,7 +470,7 @@ async fn wait_conditions_evaluation_errors_and_content() {
     let awaited = h
         .browsers
         .evaluate(
-            "acme",
+            &s,
             &info.id,
             EvaluateRequest {
                 expression: "new Promise(r => setTimeout(() => r([1, 'two']), 10))".into(),
@@ -484,7 +484,7 @@ async fn wait_conditions_evaluation_errors_and_content() {
     let slow = h
         .browsers
         .evaluate(
-            "acme",
+            &s,
             &info.id,
             EvaluateRequest {
                 expression: "new Promise(() => {})".into(),
@@ -496,7 +496,7 @@ async fn wait_conditions_evaluation_errors_and_content() {
         .await
         .unwrap_err();
     assert!(matches!(slow, Error::DeadlineExceeded { stage: "evaluate", .. }), "{slow:?}");
-    let html = h.browsers.content("acme", &info.id, None).await.unwrap();
+    let html = h.browsers.content(&s, &info.id, None).await.unwrap();
     assert!(html.contains("<title>hello</title>"), "{html}");
     h.browsers.close_session("acme", &info.id).await.unwrap();
 }

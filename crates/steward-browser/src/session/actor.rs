@@ -17,6 +17,7 @@ use super::messages::PageCrashed;
 use super::{SessionActor, SessionHandle, ops};
 use crate::browser::messages::{BrowserLost, CreateContext, DisposeContext};
 use crate::cdp::{bounded, timed};
+use crate::egress::{Egress, Gate};
 use crate::shared::lock;
 use crate::stats::{BrowserStats, Op};
 use crate::{CloseReason, Error, Result};
@@ -43,6 +44,24 @@ impl Actor for SessionActor {
             },
         );
         self.arm_expiry(ctx);
+        if self.start.local {
+            let shared = &self.start.shared;
+            let gate = Arc::new(Gate::new(
+                Some(self.start.policy.clone()),
+                shared.egress_hosts.clone(),
+                shared.walls.clone(),
+                shared.stats.clone(),
+            ));
+            match Egress::start(self.rcx.tracker(), shared.io.as_ref(), gate.clone(), &shared.walls)
+            {
+                Ok(egress) => self.egress = Some((gate, egress)),
+                Err(e) => {
+                    let _ = self.start.failed.set(e);
+                    self.close(ctx, CloseReason::Error);
+                    return;
+                }
+            }
+        }
         let open = self.open(ctx);
         ctx.wait(open.into_actor(self).map(|(opened, res), act, ctx| {
             act.cdp = opened.cdp;
@@ -80,6 +99,7 @@ impl SessionActor {
             session: self.rcx.id(),
             lost: ctx.address().recipient::<BrowserLost>(),
             pages: self.page_ids.clone(),
+            proxy: self.egress.as_ref().map(|(_, e)| e.url()),
         };
         let page_ids = self.page_ids.clone();
         let shared = self.start.shared.clone();

@@ -167,13 +167,20 @@ impl Handler<RunOp> for SessionActor {
             Ok(page) => page,
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
+        self.refresh_policy(&msg.policy);
+        let refusals = self.refusals();
         let shared = self.start.shared.clone();
+        let policy = msg.policy;
         let fut = async move {
             let (stats, config) = (&shared.stats, &shared.config);
+            if !matches!(msg.op, PageOp::Navigate(_)) {
+                // read only from where the tenant may be (the page may have moved by itself)
+                ops::check_current(&page, &policy, config).await?;
+            }
             Ok(match msg.op {
-                PageOp::Navigate(req, policy) => {
-                    PageOutput::Navigated(ops::navigate(&page, &req, &policy, stats, config).await?)
-                }
+                PageOp::Navigate(req) => PageOutput::Navigated(
+                    ops::navigate(&page, &req, &policy, refusals.as_deref(), stats, config).await?,
+                ),
                 PageOp::Screenshot(req) => {
                     PageOutput::Bytes(ops::screenshot(&page, &req, stats, config).await?)
                 }
@@ -215,15 +222,20 @@ impl Handler<SubmitJob> for SessionActor {
             Capture::Pdf(_) => "application/pdf",
         };
         self.jobs.insert(msg.job.clone(), JobSlot::Running);
+        self.refresh_policy(&msg.policy);
         let shared = self.start.shared.clone();
         let mut report = msg.report;
         let job = msg.job;
+        let policy = msg.policy;
         let fut = async move {
             report.running().await;
             let (stats, config) = (&shared.stats, &shared.config);
-            let res = match &msg.capture {
-                Capture::Screenshot(r) => ops::screenshot(&page, r, stats, config).await,
-                Capture::Pdf(r) => ops::pdf(&page, r, stats, config).await,
+            let res = match ops::check_current(&page, &policy, config).await {
+                Err(e) => Err(e),
+                Ok(()) => match &msg.capture {
+                    Capture::Screenshot(r) => ops::screenshot(&page, r, stats, config).await,
+                    Capture::Pdf(r) => ops::pdf(&page, r, stats, config).await,
+                },
             };
             (res, report)
         };

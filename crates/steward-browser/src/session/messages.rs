@@ -44,7 +44,7 @@ pub(crate) struct ClosePage {
 
 /// One page operation.
 pub(crate) enum PageOp {
-    Navigate(NavigateRequest, Arc<UrlPolicy>),
+    Navigate(NavigateRequest),
     Screenshot(ScreenshotRequest),
     Pdf(PdfRequest),
     Evaluate(EvaluateRequest),
@@ -65,6 +65,9 @@ pub(crate) enum PageOutput {
 pub(crate) struct RunOp {
     pub(crate) page: Option<String>,
     pub(crate) op: PageOp,
+    /// The tenant's URL policy now: the session's egress decides with it from now on, and a
+    /// read (content, evaluate, captures) is refused while the page is somewhere it forbids.
+    pub(crate) policy: Arc<UrlPolicy>,
 }
 
 /// Runs a capture as a job owned by the session.
@@ -74,6 +77,8 @@ pub(crate) struct SubmitJob {
     pub(crate) job: String,
     pub(crate) capture: Capture,
     pub(crate) report: Box<dyn JobReport>,
+    /// As [`RunOp::policy`].
+    pub(crate) policy: Arc<UrlPolicy>,
 }
 
 /// Takes a finished job's bytes.

@@ -21,6 +21,8 @@ use chromiumoxide::{Browser as Cdp, Page};
 use steward_core::{ChildSpec, ResourceCtx, ResourceId, ResourceKind, RestartType};
 
 use crate::browser::BrowserActor;
+use crate::egress::{Egress, Gate};
+use crate::policy::UrlPolicy;
 use crate::shared::{Shared, SlotGuard};
 use crate::{CloseReason, Error, SessionInfo, SessionOptions};
 
@@ -46,6 +48,10 @@ pub(crate) struct SessionStart {
     pub(crate) browser_id: ResourceId,
     pub(crate) closed: Arc<OnceLock<CloseReason>>,
     pub(crate) failed: Arc<OnceLock<Error>>,
+    /// The tenant's URL policy when the session was created (each call brings the current one).
+    pub(crate) policy: Arc<UrlPolicy>,
+    /// On a local Chromium (its context gets an egress proxy), not a tenant's remote one.
+    pub(crate) local: bool,
 }
 
 /// A finished or running capture job.
@@ -75,6 +81,8 @@ pub(crate) struct SessionActor {
     browser_lost: bool,
     reason: Option<CloseReason>,
     jobs: HashMap<String, JobSlot>,
+    /// Its egress proxy (local browsers): its decisions and what it refused.
+    egress: Option<(Arc<Gate>, Egress)>,
 }
 
 impl SessionActor {
@@ -94,7 +102,21 @@ impl SessionActor {
             browser_lost: false,
             reason: None,
             jobs: HashMap::new(),
+            egress: None,
         }
+    }
+
+    /// Decides the session's egress with `policy` from now on (the tenant's, as this call
+    /// brought it).
+    fn refresh_policy(&self, policy: &Arc<UrlPolicy>) {
+        if let Some((gate, _)) = &self.egress {
+            gate.set_policy(policy.clone());
+        }
+    }
+
+    /// What its egress proxy refused lately.
+    fn refusals(&self) -> Option<Arc<crate::egress::Refusals>> {
+        self.egress.as_ref().map(|(_, e)| e.refusals().clone())
     }
 
     fn touch(&mut self) {

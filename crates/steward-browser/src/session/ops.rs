@@ -19,6 +19,7 @@ use futures_util::StreamExt as _;
 use steward_config::BrowserConfig;
 
 use crate::cdp::{bounded, from_cdp, timed};
+use crate::egress::Refusals;
 use crate::policy::UrlPolicy;
 use crate::stats::{BrowserStats, Op};
 use crate::{
@@ -87,16 +88,30 @@ fn stage(w: WaitUntil) -> &'static str {
 /// Navigates and waits for `wait_until` (a `Page.lifecycleEvent` of the main frame for
 /// `domcontentloaded` and `networkidle`; chromiumoxide's navigation tracking for `load`). The
 /// final URL (after redirects) is checked against `policy` too: a refused one leaves the page
-/// on `about:blank`.
+/// on `about:blank`. A navigation whose host the session's egress proxy refused meanwhile
+/// (`refusals`) answers that refusal, whatever Chromium made of it.
 pub(crate) async fn navigate(
     page: &Page,
     req: &NavigateRequest,
     policy: &UrlPolicy,
+    refusals: Option<&Refusals>,
     stats: &BrowserStats,
     config: &BrowserConfig,
 ) -> Result<NavigateResult> {
     let after = crate::Browsers::deadline(req.timeout, config.navigate_timeout);
     let started = std::time::Instant::now();
+    let host = url::Url::parse(&req.url).ok().and_then(|u| {
+        u.host_str().map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+    });
+    let refused = || {
+        let r = refusals?.of(host.as_deref()?, started)?;
+        Some(Error::PermissionDenied(format!("refused by the egress proxy: {}", r.message)))
+    };
+    // a permitted host the proxy could not reach: Chromium's own error, as without a proxy
+    let unreachable = || {
+        let error = refusals?.unreachable(host.as_deref()?, started)?;
+        Some(Error::NavigationFailed(error.to_owned()))
+    };
     let run = async {
         let main = page.mainframe().await?;
         let mut lifecycle = page.event_listener::<EventLifecycleEvent>().await?;
@@ -130,11 +145,16 @@ pub(crate) async fn navigate(
     };
     let out = tokio::time::timeout(after, run).await;
     stats.cdp(Op::Navigate, started.elapsed(), out.is_err());
+    let t = config.command_timeout;
+    if let Some(e) = refused() {
+        let _ = bounded(Op::Navigate, t, page.goto(NavigateParams::new("about:blank"))).await;
+        return Err(e);
+    }
     match out {
         Err(_) => return Err(Error::DeadlineExceeded { stage: stage(req.wait_until), after }),
-        Ok(r) => r.map_err(|e| from_cdp(Op::Navigate, e))?,
+        Ok(Err(e)) => return Err(unreachable().unwrap_or_else(|| from_cdp(Op::Navigate, e))),
+        Ok(Ok(())) => {}
     }
-    let t = config.command_timeout;
     let landed = bounded(Op::Navigate, t, page.evaluate_expression(LANDED_JS)).await?;
     let field = |k: &str| landed.value().and_then(|v| v.get(k)).cloned();
     let url = field("url").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
@@ -144,8 +164,34 @@ pub(crate) async fn navigate(
     }
     let status =
         field("status").and_then(|v| v.as_u64()).and_then(|s| u32::try_from(s).ok()).unwrap_or(0);
+    if matches!(status, 502 | 504)
+        && let Some(e) = unreachable()
+    {
+        return Err(e);
+    }
     let title = field("title").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
     Ok(NavigateResult { status, url, title })
+}
+
+/// The URL of Chromium's own error page (a failed navigation shows it).
+const ERROR_PAGE: &str = "chrome-error://chromewebdata/";
+
+/// Refuses to read a page that is somewhere `policy` forbids: a page may move by itself
+/// (a script, a meta refresh, a timer) after `Navigate` checked where it went. Chromium's own
+/// error page passes.
+///
+/// # Errors
+/// [`Error::PermissionDenied`] naming where it is; [`Error::DeadlineExceeded`] (`content`).
+pub(crate) async fn check_current(
+    page: &Page,
+    policy: &UrlPolicy,
+    config: &BrowserConfig,
+) -> Result<()> {
+    let url = bounded(Op::Content, config.command_timeout, page.url()).await?;
+    match url {
+        Some(url) if url != ERROR_PAGE => policy.check(&url).await.map(|_| ()),
+        _ => Ok(()),
+    }
 }
 
 /// A screenshot: the viewport, a clip, or the whole page (`captureBeyondViewport`, without

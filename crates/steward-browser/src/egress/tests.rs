@@ -1,0 +1,260 @@
+//! The egress proxy against real sockets on loopback: what it refuses (and counts), what it
+//! forwards, and that it connects to exactly the address it checked.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use actix::prelude::*;
+use steward_core::{
+    ExitReason, Registry, Resource, ResourceCtx, ResourceKind, StopResource, start_unsupervised,
+    stop_resource,
+};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{Egress, Gate, Hosts, Walls};
+use crate::policy::UrlPolicy;
+use crate::stats::{BrowserStats, EgressRefusal};
+
+/// Owns proxies, as a session does.
+struct Owner {
+    rcx: ResourceCtx,
+}
+
+impl Actor for Owner {
+    type Context = Context<Self>;
+}
+
+impl Resource for Owner {
+    fn resource_ctx(&self) -> &ResourceCtx {
+        &self.rcx
+    }
+
+    fn resource_ctx_mut(&mut self) -> &mut ResourceCtx {
+        &mut self.rcx
+    }
+}
+
+impl Handler<StopResource> for Owner {
+    type Result = ();
+
+    fn handle(&mut self, msg: StopResource, ctx: &mut Context<Self>) {
+        stop_resource(self, ctx, msg.reason);
+    }
+}
+
+/// Starts a proxy owned by the owner.
+#[derive(Message)]
+#[rtype(result = "crate::Result<Egress>")]
+struct Start(Arc<Gate>, Arc<Walls>);
+
+impl Handler<Start> for Owner {
+    type Result = crate::Result<Egress>;
+
+    fn handle(&mut self, msg: Start, _ctx: &mut Context<Self>) -> Self::Result {
+        Egress::start(self.rcx.tracker(), None, msg.0, &msg.1)
+    }
+}
+
+/// A loopback HTTP server answering every request `200 ok` and counting them; what it last
+/// read.
+struct Target {
+    addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    seen: Arc<std::sync::Mutex<String>>,
+}
+
+impl Target {
+    // the test's own server: its task belongs to the test runtime and ends with it
+    #[allow(clippy::disallowed_methods)]
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(std::sync::Mutex::new(String::new()));
+        let (h, s) = (hits.clone(), seen.clone());
+        actix_rt::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                h.fetch_add(1, Ordering::SeqCst);
+                let mut buf = vec![0u8; 4096];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let echo = text.starts_with("ping");
+                *s.lock().unwrap() = text;
+                if echo {
+                    let _ = stream.write_all(b"pong").await;
+                } else {
+                    let _ = stream
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        )
+                        .await;
+                }
+            }
+        });
+        Self { addr, hits, seen }
+    }
+}
+
+struct Fixture {
+    owner: Addr<Owner>,
+    walls: Arc<Walls>,
+    stats: Arc<BrowserStats>,
+    hosts: Arc<Hosts>,
+}
+
+impl Fixture {
+    fn new(registry: &Registry) -> Self {
+        let (_, owner) =
+            start_unsupervised(registry, ResourceKind::Session, "owner", |rcx| Owner { rcx });
+        let mut hosts = Hosts::new();
+        hosts.insert("rebind".into(), vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+        Self { owner, walls: Arc::default(), stats: Arc::default(), hosts: Arc::new(hosts) }
+    }
+
+    async fn proxy(&self, allow: &[&str]) -> Egress {
+        let allow: Vec<String> = allow.iter().map(|s| (*s).to_owned()).collect();
+        let policy = Arc::new(UrlPolicy::new(&allow).unwrap());
+        self.start(Some(policy)).await
+    }
+
+    async fn start(&self, policy: Option<Arc<UrlPolicy>>) -> Egress {
+        let gate = Gate::new(policy, self.hosts.clone(), self.walls.clone(), self.stats.clone());
+        self.owner.send(Start(Arc::new(gate), self.walls.clone())).await.unwrap().unwrap()
+    }
+
+    fn refused(&self, reason: EgressRefusal) -> u64 {
+        BrowserStats::get(&self.stats.egress_refused[reason as usize])
+    }
+}
+
+/// Polls `cond` every 5 ms for at most 5 s.
+async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    cond()
+}
+
+/// Sends `request` to the proxy at `url` and reads until it closes.
+async fn exchange(proxy: &Egress, request: &str) -> String {
+    let addr = proxy.url().trim_start_matches("http://").to_owned();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[actix_rt::test]
+async fn loopback_private_and_metadata_are_refused_by_every_route_and_counted() {
+    let registry = Registry::with_defaults();
+    let f = Fixture::new(&registry);
+    let target = Target::start().await;
+    let proxy = f.proxy(&[]).await;
+    let port = target.addr.port();
+    for request in [
+        format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"),
+        format!("GET http://127.0.0.1:{port}/healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"),
+        format!("GET http://2130706433:{port}/ HTTP/1.1\r\nHost: x\r\n\r\n"),
+        format!("CONNECT [::ffff:127.0.0.1]:{port} HTTP/1.1\r\n\r\n"),
+        format!("GET http://localhost:{port}/ HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+        // a name whose answer is loopback (DNS rebinding, through the static resolver)
+        format!("CONNECT rebind:{port} HTTP/1.1\r\n\r\n"),
+    ] {
+        let answer = exchange(&proxy, &request).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{request:?}: {answer}");
+        assert!(answer.contains("X-Steward-Egress: refused; reason=loopback"), "{answer}");
+    }
+    assert_eq!(f.refused(EgressRefusal::Loopback), 6);
+    let answer = exchange(&proxy, "CONNECT 169.254.169.254:80 HTTP/1.1\r\n\r\n").await;
+    assert!(answer.contains("reason=link_local") && answer.contains("metadata"), "{answer}");
+    let answer = exchange(&proxy, "GET http://10.1.2.3/ HTTP/1.1\r\nHost: 10.1.2.3\r\n\r\n").await;
+    assert!(answer.contains("reason=private"), "{answer}");
+    assert_eq!(target.hits.load(Ordering::SeqCst), 0, "nothing reached the target");
+    // what it refused is remembered for the session's navigation error
+    assert!(
+        proxy
+            .refusals()
+            .of("rebind", std::time::Instant::now() - std::time::Duration::from_secs(60))
+            .is_some()
+    );
+}
+
+#[actix_rt::test]
+async fn an_allow_listed_address_is_reached_exactly_and_each_request_is_decided_alone() {
+    let registry = Registry::with_defaults();
+    let f = Fixture::new(&registry);
+    let target = Target::start().await;
+    let proxy = f.proxy(&["127.0.0.1"]).await;
+    let port = target.addr.port();
+    let answer = exchange(
+        &proxy,
+        &format!(
+            "GET http://127.0.0.1:{port}/page?x=1 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+             Proxy-Connection: keep-alive\r\nProxy-Authorization: secret\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok"), "{answer}");
+    let seen = target.seen.lock().unwrap().clone();
+    assert!(seen.starts_with("GET /page?x=1 HTTP/1.1\r\n"), "origin form: {seen}");
+    assert!(seen.contains("Connection: close\r\n"), "{seen}");
+    assert!(!seen.to_ascii_lowercase().contains("proxy-"), "hop-by-hop headers stay: {seen}");
+    // a tunnel to it works too
+    let addr = proxy.url().trim_start_matches("http://").to_owned();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = [0u8; 39];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200 Connection Established\r\n\r\n");
+    s.write_all(b"ping").await.unwrap();
+    let mut pong = [0u8; 4];
+    s.read_exact(&mut pong).await.unwrap();
+    assert_eq!(&pong, b"pong");
+    assert_eq!(target.hits.load(Ordering::SeqCst), 2);
+    assert_eq!(BrowserStats::get(&f.stats.egress_connections), 2);
+}
+
+#[actix_rt::test]
+async fn no_proxy_reaches_another_proxy_and_a_browsers_own_proxy_refuses_everything() {
+    let registry = Registry::with_defaults();
+    let f = Fixture::new(&registry);
+    // a tenant allowed loopback still cannot reach another tenant's proxy (and its policy)
+    let other = f.proxy(&["10.0.0.0/8"]).await;
+    let mine = f.proxy(&["127.0.0.1"]).await;
+    let other_port = other.url().rsplit(':').next().unwrap().to_owned();
+    let answer = exchange(&mine, &format!("CONNECT 127.0.0.1:{other_port} HTTP/1.1\r\n\r\n")).await;
+    assert!(answer.contains("reason=steward"), "{answer}");
+    assert_eq!(f.refused(EgressRefusal::Steward), 1);
+
+    let own = f.start(None).await;
+    let answer = exchange(&own, "CONNECT example.com:443 HTTP/1.1\r\n\r\n").await;
+    assert!(answer.contains("reason=no_session"), "{answer}");
+    let answer = exchange(&own, "garbage\r\n\r\n").await;
+    assert!(answer.contains("reason=bad_request"), "{answer}");
+    let answer = exchange(&own, "GET /relative HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(answer.contains("reason=bad_request"), "{answer}");
+}
+
+#[actix_rt::test]
+async fn the_proxy_and_its_connections_end_with_their_owner() {
+    let registry = Registry::with_defaults();
+    let f = Fixture::new(&registry);
+    let proxy = f.proxy(&[]).await;
+    let addr = proxy.url().trim_start_matches("http://").to_owned();
+    // a connection that never sends its head, held open
+    let _held = TcpStream::connect(&addr).await.unwrap();
+    let tasks = || registry.handle_counts().tasks;
+    assert!(eventually(|| tasks() == 2).await, "accept loop + one connection");
+    f.owner.send(StopResource { reason: ExitReason::Normal }).await.unwrap();
+    assert!(eventually(|| tasks() == 0).await);
+    assert!(TcpStream::connect(&addr).await.is_err(), "nothing listens any more");
+    drop(proxy);
+    assert!(!f.walls.contains(addr.rsplit(':').next().unwrap().parse().unwrap()));
+}
