@@ -263,7 +263,7 @@ where
 }
 
 /// The only browser, once it is `ready`.
-async fn ready_browser(s: &Steward) -> Value {
+pub(crate) async fn ready_browser(s: &Steward) -> Value {
     let found = poll(WITHIN, || async {
         let all = browsers(s).await;
         if all.len() == 1 && all[0]["state"] == "ready" { all.into_iter().next() } else { None }
@@ -275,7 +275,7 @@ async fn ready_browser(s: &Steward) -> Value {
     }
 }
 
-fn pid_of(browser: &Value) -> i32 {
+pub(crate) fn pid_of(browser: &Value) -> i32 {
     i32::try_from(browser["pid"].as_u64().expect("a local browser has a pid")).unwrap()
 }
 
@@ -330,7 +330,7 @@ fn all_pids() -> Vec<i32> {
 }
 
 /// Live (non-zombie) processes of process group `pgid`.
-fn group(pgid: i32) -> Vec<i32> {
+pub(crate) fn group(pgid: i32) -> Vec<i32> {
     all_pids()
         .into_iter()
         .filter(|p| stat(*p).is_some_and(|(state, _, pgrp)| pgrp == pgid && state != 'Z'))
@@ -359,7 +359,7 @@ fn vm_rss(pid: Pid) -> u64 {
 }
 
 /// The `steward-chromium-*` directories under `dir` (Steward's `TMPDIR` in these tests).
-fn profile_dirs(dir: &Path) -> BTreeSet<String> {
+pub(crate) fn profile_dirs(dir: &Path) -> BTreeSet<String> {
     std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())

@@ -8,6 +8,7 @@ mod browser;
 mod config;
 mod egress;
 mod grpc;
+mod isolation;
 mod jobs;
 mod lifecycle;
 mod messaging;

@@ -140,6 +140,21 @@ impl Browsers {
     /// the temp dir (`steward-chromium-<pid>-*` whose pid is gone).
     #[must_use]
     pub fn child_specs(&self, supervisor: &SupervisorConfig) -> Vec<ChildSpec> {
+        match launch::sandbox_support() {
+            Ok(()) => {}
+            Err(why) if self.inner.config.allow_no_sandbox => {
+                tracing::warn!(
+                    why,
+                    "Chromium's sandbox is not available; local browsers run without it ([browser] allow_no_sandbox = true)"
+                );
+            }
+            Err(why) => {
+                tracing::error!(
+                    why,
+                    "Chromium's sandbox is not available: local browsers are off (set [browser] allow_no_sandbox = true to run them without it)"
+                );
+            }
+        }
         let stale = launch::sweep_stale_dirs();
         if stale > 0 {
             tracing::info!(

@@ -560,6 +560,14 @@ pub struct BrowserConfig {
     pub executable: String,
     /// Local Chromium processes to run. 0 = max(1, cores / 2). Default 0.
     pub browsers: u32,
+    /// The system user local Chromium runs as when Steward runs as root (Chromium never runs
+    /// as root); `nobody` when this user does not exist. Ignored when Steward is not root
+    /// (Chromium then runs as Steward's user). Default `steward-chromium`.
+    pub user: String,
+    /// Chromium keeps its sandbox (Linux user namespaces). Where the kernel cannot give it one,
+    /// local browsers refuse to start unless this is `true`, which runs them without it (and
+    /// warns). Default `false`.
+    pub allow_no_sandbox: bool,
     /// Extra command-line flags for every local Chromium, after Steward's own. Default none.
     pub extra_args: Vec<String>,
     /// How long a local Chromium has to print its DevTools URL after it is spawned. Default 20 s.

@@ -72,7 +72,8 @@ impl BrowserActor {
             let stats = &shared.stats;
             let (url, process, egress, dir) = match origin {
                 Origin::Local => {
-                    let dir = launch::make_dir()?;
+                    let owner = launch::run_as(config);
+                    let dir = launch::make_dir(owner)?;
                     // refuses everything: pages load only in sessions' contexts, which each
                     // have their own proxy
                     let gate = Gate::new(
@@ -84,7 +85,8 @@ impl BrowserActor {
                     let egress =
                         Egress::start(&tracker, shared.io.as_ref(), Arc::new(gate), &shared.walls)?;
                     let started = std::time::Instant::now();
-                    let launched = launch::spawn(&tracker, config, dir.path(), &egress.url()).await;
+                    let launched =
+                        launch::spawn(&tracker, config, dir.path(), &egress.url(), owner).await;
                     let timed_out = matches!(launched, Err(Error::DeadlineExceeded { .. }));
                     stats.cdp(Op::Launch, started.elapsed(), timed_out);
                     let launched = launched?;
@@ -141,10 +143,11 @@ impl BrowserActor {
         self.state = BrowserState::Ready;
         self.started = std::time::Instant::now();
         tracing::info!(pid = ?self.pid, endpoint = ?self.endpoint, "browser up");
+        // published before anyone hears it is ready, so what they read of the pool is current
+        self.publish(ctx.address());
         for w in self.ready_waiters.drain(..) {
             let _ = w.send(Ok(up.cdp.clone()));
         }
-        self.publish(ctx.address());
         let config = &self.shared.config;
         self.rcx.run_interval(ctx, config.heartbeat_interval, Self::heartbeat);
         self.rcx.run_interval(ctx, config.reconcile_interval, Self::reconcile);

@@ -34,20 +34,104 @@ pub(crate) struct Launched {
 /// Prefix of a browser's directory in the temp dir; the Steward's pid follows it.
 const DIR_PREFIX: &str = "steward-chromium-";
 
-/// Creates the browser's own directory, `steward-chromium-<steward pid>-<random>` in the temp
-/// dir: `profile/` (`--user-data-dir`) and `tmp/` (`TMPDIR`).
+/// The unprivileged user a local Chromium runs as when Steward is root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RunAs {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+}
+
+/// `nobody` on Debian, when even its entry cannot be read.
+const NOBODY: RunAs = RunAs { uid: 65534, gid: 65534 };
+
+/// Who Chromium runs as: `[browser] user` (else `nobody`) when Steward is root, so Chromium
+/// never does; `None` (Steward's own user) otherwise.
+pub(crate) fn run_as(config: &BrowserConfig) -> Option<RunAs> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let of = |name: &str| {
+        nix::unistd::User::from_name(name)
+            .ok()
+            .flatten()
+            .map(|u| RunAs { uid: u.uid.as_raw(), gid: u.gid.as_raw() })
+    };
+    Some(of(&config.user).or_else(|| of("nobody")).unwrap_or(NOBODY))
+}
+
+/// Whether the kernel can give Chromium its sandbox: unprivileged user namespaces (Chromium's
+/// namespace sandbox; Debian's package has no setuid helper). `Err` says what forbids them.
+pub(crate) fn sandbox_support() -> std::result::Result<(), String> {
+    sandbox_support_from(|path| std::fs::read_to_string(path).ok())
+}
+
+/// [`sandbox_support`] over the sysctl files `read` returns (`None`: absent).
+pub(crate) fn sandbox_support_from(
+    read: impl Fn(&str) -> Option<String>,
+) -> std::result::Result<(), String> {
+    let value = |path: &str| read(path).map(|v| v.trim().to_owned());
+    // Debian's switch, and Ubuntu's AppArmor restriction (24.04)
+    if value("/proc/sys/kernel/unprivileged_userns_clone").is_some_and(|v| v == "0") {
+        return Err("kernel.unprivileged_userns_clone is 0".into());
+    }
+    if value("/proc/sys/user/max_user_namespaces").is_some_and(|v| v == "0") {
+        return Err("user.max_user_namespaces is 0".into());
+    }
+    if value("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").is_some_and(|v| v == "1") {
+        return Err("kernel.apparmor_restrict_unprivileged_userns is 1".into());
+    }
+    Ok(())
+}
+
+/// Whether Chromium keeps its sandbox: yes where the kernel can give it one; where it cannot,
+/// no if `allow_no_sandbox` (warned once), else an error naming the remedy.
 ///
 /// # Errors
-/// [`Error::BrowserUnavailable`] when the directory cannot be created.
-pub(crate) fn make_dir() -> Result<TempDir> {
-    let prefix = format!("{DIR_PREFIX}{}-", std::process::id());
-    let dir = tempfile::Builder::new().prefix(&prefix).tempdir().map_err(|e| {
+/// [`Error::BrowserUnavailable`] when the sandbox is unavailable and not waived.
+pub(crate) fn sandboxed(config: &BrowserConfig) -> Result<bool> {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    match sandbox_support() {
+        Ok(()) => Ok(true),
+        Err(why) if config.allow_no_sandbox => {
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    why,
+                    "Chromium runs without its sandbox ([browser] allow_no_sandbox = true)"
+                );
+            });
+            Ok(false)
+        }
+        Err(why) => Err(Error::BrowserUnavailable(format!(
+            "Chromium's sandbox is not available ({why}); local browsers are off unless \
+             [browser] allow_no_sandbox = true"
+        ))),
+    }
+}
+
+/// Creates the browser's own directory, `steward-chromium-<steward pid>-<random>` in the temp
+/// dir, 0700 and owned by `owner` when given: `profile/` (`--user-data-dir`) and `tmp/`
+/// (`TMPDIR`); Chromium's `HOME` is the directory itself.
+///
+/// # Errors
+/// [`Error::BrowserUnavailable`] when the directory cannot be created or given away.
+pub(crate) fn make_dir(owner: Option<RunAs>) -> Result<TempDir> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let fail = |e: &dyn std::fmt::Display| {
         Error::BrowserUnavailable(format!("cannot create a profile directory: {e}"))
-    })?;
-    for sub in ["profile", "tmp"] {
-        std::fs::create_dir(dir.path().join(sub)).map_err(|e| {
-            Error::BrowserUnavailable(format!("cannot create a profile directory: {e}"))
-        })?;
+    };
+    let prefix = format!("{DIR_PREFIX}{}-", std::process::id());
+    let dir = tempfile::Builder::new().prefix(&prefix).tempdir().map_err(|e| fail(&e))?;
+    let paths = [dir.path().to_owned(), dir.path().join("profile"), dir.path().join("tmp")];
+    for (i, path) in paths.iter().enumerate() {
+        if i > 0 {
+            std::fs::create_dir(path).map_err(|e| fail(&e))?;
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| fail(&e))?;
+        if let Some(owner) = owner {
+            std::os::unix::fs::chown(path, Some(owner.uid), Some(owner.gid))
+                .map_err(|e| fail(&e))?;
+        }
     }
     Ok(dir)
 }
@@ -82,9 +166,10 @@ pub(crate) fn sweep_stale_dirs() -> usize {
 }
 
 /// Steward's Chromium flags (`field-notes.md`): new headless mode, DevTools on a free loopback
-/// port, the browser's own profile, and nothing that phones home or runs in the background.
-/// `--no-sandbox` only as root, where Chromium refuses to start with its sandbox.
-pub(crate) fn args(config: &BrowserConfig, dir: &Path, proxy: &str) -> Vec<String> {
+/// port, the browser's own profile, every connection through `proxy`, and nothing that phones
+/// home or runs in the background. `--no-sandbox` only when `sandbox` is off (the kernel
+/// cannot give one and the operator waived it).
+pub(crate) fn args(config: &BrowserConfig, dir: &Path, proxy: &str, sandbox: bool) -> Vec<String> {
     let mut args: Vec<String> = [
         "--headless=new",
         "--remote-debugging-address=127.0.0.1",
@@ -114,7 +199,7 @@ pub(crate) fn args(config: &BrowserConfig, dir: &Path, proxy: &str) -> Vec<Strin
     .into_iter()
     .map(String::from)
     .collect();
-    if nix::unistd::geteuid().is_root() {
+    if !sandbox {
         args.push("--no-sandbox".into());
     }
     args.push(format!("--proxy-server={proxy}"));
@@ -136,13 +221,20 @@ pub(crate) async fn spawn(
     config: &BrowserConfig,
     dir: &Path,
     proxy: &str,
+    owner: Option<RunAs>,
 ) -> Result<Launched> {
+    let sandbox = sandboxed(config)?;
     let mut cmd = Command::new(&config.executable);
-    cmd.args(args(config, dir, proxy))
+    cmd.args(args(config, dir, proxy, sandbox))
+        .env("HOME", dir)
         .env("TMPDIR", dir.join("tmp"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    if let Some(owner) = owner {
+        // never root; std drops the supplementary groups too
+        cmd.uid(owner.uid).gid(owner.gid);
+    }
     let mut process = tracker.spawn_process(&mut cmd).map_err(|e| {
         Error::BrowserUnavailable(format!("cannot start {}: {e}", config.executable))
     })?;
@@ -226,3 +318,6 @@ pub(crate) fn group_usage(pgid: u32) -> (Vec<u32>, u64) {
     }
     (pids, rss)
 }
+
+#[cfg(test)]
+mod tests;
