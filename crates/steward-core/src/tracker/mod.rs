@@ -15,7 +15,7 @@ mod process;
 #[cfg(test)]
 mod tests;
 
-pub use process::TrackedProcess;
+pub use process::{MAX_EXTRA_FDS, TrackedProcess};
 
 use std::collections::HashMap;
 use std::future::Future;

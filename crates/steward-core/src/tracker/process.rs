@@ -2,6 +2,7 @@
 //! when the owner stops.
 
 use std::io;
+use std::os::fd::{BorrowedFd, IntoRawFd as _, OwnedFd, RawFd};
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,9 +76,33 @@ impl Tracker {
     /// # Panics
     /// When called outside an actix arbiter or a tokio `LocalSet`.
     pub fn spawn_process(&self, cmd: &mut Command) -> Result<TrackedProcess> {
+        self.spawn_process_with_fds(cmd, Vec::new())
+    }
+
+    /// [`Tracker::spawn_process`], handing the child extra open files: each `(fd, target)`
+    /// becomes the child's descriptor number `target` (at most [`MAX_EXTRA_FDS`], targets above
+    /// 2). Chromium's `--remote-debugging-pipe` takes its CDP pipe this way, as fds 3 and 4.
+    /// The parent's copies live in `cmd` until it is dropped: drop it after the spawn, so the
+    /// child holds the only ones (and an end of a pipe sees end-of-file when the child goes).
+    ///
+    /// # Errors
+    /// As [`Tracker::spawn_process`]; [`Error::Spawn`] for too many or invalid targets.
+    ///
+    /// # Panics
+    /// As [`Tracker::spawn_process`].
+    pub fn spawn_process_with_fds(
+        &self,
+        cmd: &mut Command,
+        fds: Vec<(OwnedFd, RawFd)>,
+    ) -> Result<TrackedProcess> {
+        if fds.len() > MAX_EXTRA_FDS || fds.iter().any(|(_, target)| *target <= 2) {
+            return Err(Error::Spawn(format!(
+                "at most {MAX_EXTRA_FDS} extra descriptors, numbered above 2"
+            )));
+        }
         let guard = self.prepare(HandleKind::Process)?;
         cmd.process_group(0).kill_on_drop(true);
-        set_parent_death_signal(cmd);
+        prepare_child(cmd, fds);
         #[allow(clippy::disallowed_methods)]
         // this is the tracker: the child is in its own group, dies with Steward, and is
         // registered to its owner, which kills and reaps it when it stops
@@ -155,13 +180,38 @@ fn signal_group(pid: i32, signal: Signal) {
     }
 }
 
+/// Most extra descriptors [`Tracker::spawn_process_with_fds`] hands a child.
+pub const MAX_EXTRA_FDS: usize = 8;
+
 /// The one place Steward needs `unsafe`: `pre_exec` runs a closure in the forked child before
-/// `exec`, which the standard library cannot check. The closure only calls `prctl(2)`
-/// (async-signal-safe, no allocation), so the requirements of `pre_exec` hold.
+/// `exec`, which the standard library cannot check. The closure sets the parent-death signal
+/// (`prctl(2)`) and moves the extra descriptors to their numbers (`fcntl(F_DUPFD_CLOEXEC)` to
+/// get every source out of the targets' way, then `dup2(2)`, which leaves the targets open
+/// across `exec`): all async-signal-safe, and it allocates nothing (a fixed array), so the
+/// requirements of `pre_exec` hold. `dup2` on raw numbers is itself `unsafe` in nix: the
+/// targets are the child's own fresh numbers, given up at once (`into_raw_fd`), never closed
+/// twice.
 #[allow(unsafe_code)]
-fn set_parent_death_signal(cmd: &mut Command) {
+fn prepare_child(cmd: &mut Command, fds: Vec<(OwnedFd, RawFd)>) {
+    let above = fds.iter().map(|(_, target)| *target).max().unwrap_or(2) + 1;
+    let child = move || {
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+        let mut moved = [0 as RawFd; MAX_EXTRA_FDS];
+        for (i, (fd, _)) in fds.iter().enumerate() {
+            moved[i] = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(above))
+                .map_err(io::Error::from)?;
+        }
+        for (i, (_, target)) in fds.iter().enumerate() {
+            // SAFETY: `moved[i]` is open in this child; `target` is free or ours to replace,
+            // and is given up at once, never closed by this process
+            let placed =
+                unsafe { nix::unistd::dup2_raw(BorrowedFd::borrow_raw(moved[i]), *target) };
+            let _ = placed.map_err(io::Error::from)?.into_raw_fd();
+        }
+        Ok(())
+    };
     // SAFETY: see the function's doc: the closure is async-signal-safe and allocates nothing.
     unsafe {
-        cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from));
+        cmd.pre_exec(child);
     }
 }

@@ -131,6 +131,23 @@ impl Handler<TryEverything> for Holder {
     }
 }
 
+/// Spawns `sh -c script` with the given descriptors as its fds 3 and 4.
+#[derive(Message)]
+#[rtype(result = "crate::Result<u32>")]
+struct SpawnWithFds(&'static str, Vec<(std::os::fd::OwnedFd, std::os::fd::RawFd)>);
+
+impl Handler<SpawnWithFds> for Holder {
+    type Result = crate::Result<u32>;
+
+    fn handle(&mut self, msg: SpawnWithFds, _ctx: &mut Context<Self>) -> Self::Result {
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.args(["-c", msg.0]).stdin(std::process::Stdio::null());
+        let process = self.rcx.tracker().spawn_process_with_fds(&mut cmd, msg.1)?;
+        drop(cmd); // the parent's copies of the child's ends close here
+        Ok(process.pid)
+    }
+}
+
 fn start_holder(registry: &Registry) -> (ResourceId, Addr<Holder>) {
     start_unsupervised(registry, ResourceKind::Consumer, "holder", |rcx| Holder { rcx })
 }
@@ -292,4 +309,29 @@ async fn a_shut_down_tracker_aborts_its_tasks_and_refuses_new_work() {
     addr.send(StopResource { reason: ExitReason::Shutdown }).await.unwrap();
     assert!(eventually(WITHIN, || !registry.contains(id)).await);
     assert_eq!(registry.handle_counts(), HandleCounts::default());
+}
+
+#[actix_rt::test]
+async fn a_child_gets_its_extra_descriptors_as_the_numbers_asked_and_only_it_holds_them() {
+    use std::io::{Read as _, Write as _};
+    let registry = Registry::with_defaults();
+    let (_id, addr) = start_holder(&registry);
+    // pipe2 answers (read end, write end)
+    let (child_reads, to_child) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let (from_child, child_writes) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    // the child's ends are handed crosswise on purpose: 4 reads, 3 writes
+    let script = "read line <&4; echo \"got $line\" >&3";
+    let fds = vec![(child_writes, 3), (child_reads, 4)];
+    addr.send(SpawnWithFds(script, fds)).await.unwrap().unwrap();
+    let mut to_child = std::fs::File::from(to_child);
+    to_child.write_all(b"ping\n").unwrap();
+    let mut answer = String::new();
+    // end-of-file once the child exits: the parent kept no copy of the child's write end
+    std::fs::File::from(from_child).read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "got ping\n");
+    let too_low = vec![(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap().0, 1)];
+    assert!(matches!(
+        addr.send(SpawnWithFds("true", too_low)).await.unwrap(),
+        Err(Error::Spawn(_))
+    ));
 }
