@@ -2,9 +2,9 @@
 //! headless Chromium (`/usr/bin/chromium`, Debian's `chromium`), driven by a real tonic client,
 //! loading pages from a tiny HTTP server on loopback that each test runs itself.
 //!
-//! Chromium is observed from outside as well as through Steward: its own target list over a raw
-//! DevTools WebSocket (tokio-tungstenite to the `endpoint` of `GET /v1/browsers`), its process
-//! group and Steward's children in `/proc`, and its profile directories under a `TMPDIR` given
+//! Chromium is observed from outside as well as through Steward: its own target list (asked
+//! over Steward's connection, `GET /v1/browsers/{id}/targets`: a local Chromium speaks CDP on a
+//! pipe and has no endpoint of its own), its process group and Steward's children in `/proc`, and its profile directories under a `TMPDIR` given
 //! to Steward. What is checked is what the issue promises: a session leaves nothing in Chromium
 //! when it closes; a crashed Chromium is noticed, reported and replaced, and reaped; a browser
 //! stopped by an operator stays stopped; a connect that hangs is bounded and leaves nothing;
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::StreamExt as _;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use reqwest::{Method, StatusCode};
@@ -28,8 +28,6 @@ use steward_proto::browser::v1 as pb;
 use steward_proto::browser::v1::browser_client::BrowserClient;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -196,7 +194,7 @@ pub(crate) async fn evaluate(
     c.evaluate(authed(token, req)).await.map(|r| r.into_inner().json)
 }
 
-async fn get_session(
+pub(crate) async fn get_session(
     c: &mut Client,
     token: &str,
     session: &str,
@@ -205,7 +203,7 @@ async fn get_session(
     c.get_session(authed(token, req)).await.map(tonic::Response::into_inner)
 }
 
-async fn close(c: &mut Client, token: &str, session: &str) -> Result<(), tonic::Status> {
+pub(crate) async fn close(c: &mut Client, token: &str, session: &str) -> Result<(), tonic::Status> {
     let req = pb::CloseSessionRequest { session_id: session.to_owned() };
     c.close_session(authed(token, req)).await.map(|_| ())
 }
@@ -367,65 +365,44 @@ pub(crate) fn profile_dirs(dir: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-// ---- Chromium's own view, over a raw DevTools WebSocket --------------------------------------
+// ---- Chromium's own view, through the admin API -----------------------------------------------
 
-/// A raw CDP client on a browser's DevTools endpoint (`ws://127.0.0.1:<port>/devtools/browser/…`).
+/// What a local Chromium itself lists, through `GET /v1/browsers/{id}/targets` (Steward's own
+/// CDP connection: a local Chromium speaks CDP on a pipe and has no endpoint anyone else could
+/// reach).
 struct Cdp {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    next: u64,
+    get: Box<dyn Fn() -> reqwest::RequestBuilder + Send + Sync>,
 }
 
 impl Cdp {
-    async fn connect(endpoint: &str) -> Self {
-        let (ws, _) = tokio_tungstenite::connect_async(endpoint).await.expect("devtools connect");
-        Self { ws, next: 0 }
+    fn of(s: &Steward, browser: &Value) -> Self {
+        let path = format!("/v1/browsers/{}/targets", browser["id"].as_str().unwrap());
+        let (http, url) = (s.http.clone(), format!("{}{path}", s.admin));
+        Self { get: Box::new(move || http.get(&url).bearer_auth(crate::support::TOKEN)) }
     }
 
-    /// Sends a command and returns its `result` (events on the way are skipped).
-    async fn call(&mut self, method: &str) -> Value {
-        self.next += 1;
-        let id = self.next;
-        let msg = json!({ "id": id, "method": method, "params": {} });
-        self.ws.send(Message::text(msg.to_string())).await.expect("devtools send");
-        let read = async {
-            loop {
-                match self.ws.next().await {
-                    Some(Ok(Message::Text(t))) => {
-                        let v: Value = serde_json::from_str(&t).unwrap();
-                        if v["id"] == id {
-                            assert!(v.get("error").is_none(), "{method}: {v}");
-                            return v["result"].clone();
-                        }
-                    }
-                    Some(Ok(_)) => {}
-                    other => panic!("devtools connection ended: {other:?}"),
-                }
-            }
-        };
-        tokio::time::timeout(WITHIN, read).await.expect("a devtools answer in time")
+    async fn view(&mut self) -> Value {
+        let r = (self.get)().send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+        r.json().await.unwrap()
     }
 
-    /// `Target.getBrowserContexts`: the non-default contexts (each session's).
+    /// The non-default contexts (each session's).
     async fn contexts(&mut self) -> BTreeSet<String> {
-        let r = self.call("Target.getBrowserContexts").await;
-        r["browserContextIds"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c.as_str().unwrap().to_owned())
-            .collect()
+        let v = self.view().await;
+        v["contexts"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect()
     }
 
-    /// `Target.getTargets`: `(targetId, type, browserContextId)` of every target.
+    /// `(targetId, type, browserContextId)` of every target.
     async fn targets(&mut self) -> Vec<(String, String, String)> {
-        let r = self.call("Target.getTargets").await;
-        r["targetInfos"]
+        let v = self.view().await;
+        v["targets"]
             .as_array()
             .unwrap()
             .iter()
             .map(|t| {
                 let s = |k: &str| t[k].as_str().unwrap_or_default().to_owned();
-                (s("targetId"), s("type"), s("browserContextId"))
+                (s("id"), s("type"), s("context"))
             })
             .collect()
     }
@@ -491,7 +468,7 @@ async fn a_session_navigates_captures_evaluates_and_closes_without_a_trace_in_ch
     assert_eq!(session.pages.len(), 1, "{session:?}");
     let browser = ready_browser(&s).await;
     assert_eq!(browser["origin"], "local");
-    assert!(browser["tenant"].is_null(), "{browser}");
+    assert_eq!(browser["tenant"], "acme", "a Chromium serves one tenant: {browser}");
     assert_eq!(browser["contexts"], 1, "{browser}");
     // the session's page is counted (the listing may trail the page's opening by a moment);
     // asserted at the end, so that a miscount does not hide the checks that follow
@@ -516,9 +493,8 @@ async fn a_session_navigates_captures_evaluates_and_closes_without_a_trace_in_ch
     assert!(series(&s, &labelled("steward_browser_chromium_resident_memory_bytes")).await > 0.0);
     let ready = "steward_browser_browsers{state=\"ready\",origin=\"local\"}";
     assert_eq!(series(&s, ready).await, 1.0);
-    let endpoint = browser["endpoint"].as_str().expect("endpoint").to_owned();
-    assert!(endpoint.starts_with("ws://127.0.0.1:"), "{endpoint}");
-    let mut cdp = Cdp::connect(&endpoint).await;
+    assert_eq!(browser["endpoint"], "pipe", "a local Chromium has no DevTools endpoint");
+    let mut cdp = Cdp::of(&s, &browser);
     let contexts = cdp.contexts().await;
     assert_eq!(contexts.len(), 1, "one session, one context: {contexts:?}");
     let context = contexts.first().unwrap().clone();
@@ -932,7 +908,7 @@ async fn churn_of_1000_sessions_leaves_nothing_behind() {
     cycles(&c, &token, &url, WARM, PARALLEL).await;
     let browser = ready_browser(&s).await;
     let pid = pid_of(&browser);
-    let cdp = tokio::sync::Mutex::new(Cdp::connect(browser["endpoint"].as_str().unwrap()).await);
+    let cdp = tokio::sync::Mutex::new(Cdp::of(&s, &browser));
     assert!(eventually(WITHIN, || async { s.resources("?kind=session").await.is_empty() }).await);
     let base = leftovers(&s, &mut *cdp.lock().await, pid, tmp.path()).await;
     assert_eq!(base.contexts, 0, "no session, no context: {base:?}");
@@ -1204,21 +1180,31 @@ async fn deleting_a_tenant_closes_all_its_sessions_and_their_contexts() {
         create_ok(&mut c, &token, 640, 480).await;
     }
     let kept = create_ok(&mut c, &other, 640, 480).await;
-    let browser = ready_browser(&s).await;
-    let mut cdp = Cdp::connect(browser["endpoint"].as_str().unwrap()).await;
-    assert_eq!(cdp.contexts().await.len(), 4);
+    let listed = browsers(&s).await;
+    let of = |tenant: &str| listed.iter().find(|b| b["tenant"] == tenant).cloned().unwrap();
+    let (acme, umbrella) = (of("acme"), of("umbrella"));
+    let mut acme_cdp = Cdp::of(&s, &acme);
+    let mut umbrella_cdp = Cdp::of(&s, &umbrella);
+    assert_eq!(acme_cdp.contexts().await.len(), 3);
+    assert_eq!(umbrella_cdp.contexts().await.len(), 1);
 
     let r = s.request(Method::DELETE, "/v1/tenants/acme").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
 
-    // its three sessions and their contexts are gone; the other tenant's is untouched
+    // its three sessions are gone, and so is its Chromium (the tenant's own); the other
+    // tenant's session and Chromium are untouched
     let closed =
         eventually(WITHIN, || async { s.resources("?kind=session").await.len() == 1 }).await;
     assert!(closed, "{:?}", s.resources("?kind=session").await);
-    assert_eq!(cdp.contexts().await.len(), 1);
+    let gone = eventually(WITHIN, || async {
+        browsers(&s).await.iter().all(|b| b["tenant"] != "acme") && group(pid_of(&acme)).is_empty()
+    })
+    .await;
+    assert!(gone, "acme's Chromium outlived acme: {:?}", browsers(&s).await);
+    assert_eq!(umbrella_cdp.contexts().await.len(), 1);
     assert_eq!(get_session(&mut c, &other, &kept.id).await.unwrap().id, kept.id);
     close(&mut c, &other, &kept.id).await.unwrap();
-    assert!(cdp.contexts().await.is_empty());
+    assert!(umbrella_cdp.contexts().await.is_empty());
 }
 
 // ---- Steward killed ------------------------------------------------------------------------------

@@ -88,6 +88,17 @@ async fn serve(
     let _ = stream.shutdown().await;
 }
 
+/// A unique local (private, `fc00::/7`) address of this machine, from `/proc/net/if_inet6`.
+fn private_address() -> Option<std::net::Ipv6Addr> {
+    let table = std::fs::read_to_string("/proc/net/if_inet6").ok()?;
+    table.lines().find_map(|line| {
+        let hex = line.split_whitespace().next()?;
+        let bits = u128::from_str_radix(hex, 16).ok()?;
+        let ip = std::net::Ipv6Addr::from(bits);
+        (ip.segments()[0] & 0xfe00 == 0xfc00).then_some(ip)
+    })
+}
+
 /// The target: a plain page (what a tenant allowed to reach it gets).
 fn target_page(_path: &str, _: u16) -> (String, String, String) {
     let html = "<!doctype html><title>secret</title><p>the secret</p>";
@@ -127,6 +138,10 @@ fn attack_page(path: &str, t: u16) -> (String, String, String) {
             "text/javascript".into(),
             format!("fetch('http://127.0.0.1:{t}/worker', {{mode: 'no-cors'}}).catch(() => {{}})"),
         ),
+        // the private-address target's port is `t` too (see the test)
+        "/private" => html(&format!(
+            "fetch('http://private:{t}/private', {{mode: 'no-cors'}}).catch(() => {{}})"
+        )),
         // a name whose answer is 127.0.0.1 (the proxy's static resolver, as DNS rebinding would)
         "/rebind" => html(&format!(
             "fetch('http://rebind:{t}/rebind', {{mode: 'no-cors'}}).catch(() => {{}})"
@@ -142,10 +157,14 @@ async fn refused(s: &Steward, reason: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_route_of_a_tenants_page_reaches_loopback_and_each_refusal_is_counted() {
     let target = Site::start("127.0.0.1:0", target_page, 0).await;
+    let port = target.addr.port();
+    // a private address of this machine, on the same port, named `private` for the proxy
+    let private = private_address().expect("this machine has a unique local (fd00::/8) address");
+    let private_target = Site::start(&format!("[{private}]:{port}"), target_page, 0).await;
     // the attacker's pages are on another loopback address, the one its tenant may load
-    let site = Site::start("127.0.0.2:0", attack_page, target.addr.port()).await;
-    let s =
-        Steward::start(&[("STEWARD__BROWSER__EGRESS_HOSTS", r#"{rebind=["127.0.0.1"]}"#)]).await;
+    let site = Site::start("127.0.0.2:0", attack_page, port).await;
+    let hosts = format!(r#"{{rebind=["127.0.0.1"], private=["{private}"]}}"#);
+    let s = Steward::start(&[("STEWARD__BROWSER__EGRESS_HOSTS", hosts.as_str())]).await;
     let evil = browser_tenant(&s, "evil", &["127.0.0.2"]).await;
     let mut c: Client = client(&s).await;
     let session = create_ok(&mut c, &evil, 640, 480).await.id;
@@ -167,7 +186,27 @@ async fn no_route_of_a_tenants_page_reaches_loopback_and_each_refusal_is_counted
         assert!(counted, "{route}: no refusal counted");
     }
 
-    // a renderer-initiated navigation, after Navigate returned: reading the page is refused
+    let before = refused(&s, "private").await;
+    navigate(&mut c, &evil, &session, &site.url("/private")).await.expect("/private loads");
+    let counted = eventually(WITHIN, || async { refused(&s, "private").await > before }).await;
+    assert!(counted, "the private address: no refusal counted");
+
+    // a renderer-initiated navigation, after Navigate returned (the review's exploit: a timer
+    // sends the page to the admin listener): reading the page is refused
+    let admin = s.admin.trim_start_matches("http://").to_owned();
+    let to_admin = format!(
+        "data:text/html,<script>setTimeout(() => location = 'http://{admin}/healthz', 300)</script>"
+    );
+    navigate(&mut c, &evil, &session, &to_admin).await.expect("the data: page loads");
+    let moved = eventually(WITHIN, || async {
+        let r = evaluate(&mut c.clone(), &evil, &session, "fetch('/metrics').then(r => r.text())")
+            .await;
+        matches!(r, Err(ref e) if e.code() == Code::PermissionDenied)
+    })
+    .await;
+    assert!(moved, "reading a page that moved to the admin listener must be refused");
+
+    // the same to a target that counts
     let later = format!(
         "data:text/html,<script>setTimeout(() => location = 'http://127.0.0.1:{}/later', 300)</script>",
         target.addr.port()
@@ -192,6 +231,7 @@ async fn no_route_of_a_tenants_page_reaches_loopback_and_each_refusal_is_counted
     assert_eq!(content.code(), Code::PermissionDenied, "{content:?}");
 
     assert_eq!(target.hits(), 0, "nothing reached the target");
+    assert_eq!(private_target.hits(), 0, "nothing reached the private address");
     let loopback = refused(&s, "loopback").await;
     eprintln!("egress refusals: loopback {loopback}");
     assert!(loopback >= 9.0, "{loopback}");

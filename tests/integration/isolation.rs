@@ -2,10 +2,12 @@
 //! its directories are its own, no process of it listens on a TCP port, and tenants do not share
 //! a Chromium.
 
+use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt as _;
 
 use crate::browser::{
-    browser_tenant, client, create_ok, group, pid_of, profile_dirs, ready_browser,
+    PageServer, browser_tenant, browsers, client, create_ok, group, navigate, pid_of, profile_dirs,
+    ready_browser,
 };
 use crate::support::Steward;
 
@@ -54,4 +56,127 @@ async fn chromium_runs_unprivileged_with_its_sandbox_in_directories_of_its_own()
         assert_eq!(meta.mode() & 0o777, 0o700, "{}", path.display());
         assert_eq!(meta.uid(), chromium_uid, "{} belongs to Chromium's user", path.display());
     }
+}
+
+/// Inodes of the TCP sockets listening now (`/proc/net/tcp` and `tcp6`, state `0A`).
+fn listening_inodes() -> BTreeSet<u64> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    (fields.get(3) == Some(&"0A")).then(|| fields.get(9)?.parse().ok()).flatten()
+                })
+                .collect::<Vec<u64>>()
+        })
+        .collect()
+}
+
+/// Inodes of the sockets `pid` holds.
+fn socket_inodes(pid: i32) -> BTreeSet<u64> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return BTreeSet::new() };
+    fds.filter_map(|fd| {
+        let link = std::fs::read_link(fd.ok()?.path()).ok()?;
+        link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_chromium_process_listens_and_no_devtools_bridge_is_left_open() {
+    let pages = PageServer::start().await;
+    let s = Steward::start(&[]).await;
+    // the most a tenant can be given: loopback
+    let token = browser_tenant(&s, "acme", &["127.0.0.1"]).await;
+    let mut c = client(&s).await;
+    let session = create_ok(&mut c, &token, 640, 480).await.id;
+    navigate(&mut c, &token, &session, &pages.url("/")).await.expect("an allowed page");
+    let browser = ready_browser(&s).await;
+    assert_eq!(browser["endpoint"], "pipe");
+    let leader = pid_of(&browser);
+
+    let listening = listening_inodes();
+    for pid in group(leader) {
+        let open: Vec<u64> = socket_inodes(pid).intersection(&listening).copied().collect();
+        assert!(open.is_empty(), "Chromium process {pid} listens on a TCP port: {open:?}");
+    }
+    // Steward's own listening sockets: its three listeners, the browser's egress proxy and the
+    // session's — the CDP bridge closed its port once chromiumoxide connected
+    let steward: Vec<u64> =
+        socket_inodes(s.pid().as_raw()).intersection(&listening).copied().collect();
+    assert_eq!(steward.len(), 3 + 1 + 1, "Steward listens on {steward:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_do_not_share_a_chromium_and_an_idle_tenants_chromium_stops() {
+    let s = Steward::start(&[("STEWARD__BROWSER__TENANT_BROWSER_IDLE", "1s")]).await;
+    let alpha = browser_tenant(&s, "alpha", &[]).await;
+    let beta = browser_tenant(&s, "beta", &[]).await;
+    let mut c = client(&s).await;
+    let a = create_ok(&mut c, &alpha, 640, 480).await;
+    let b = create_ok(&mut c, &beta, 640, 480).await;
+    let listed = browsers(&s).await;
+    let of = |tenant: &str| {
+        listed
+            .iter()
+            .find(|x| x["tenant"] == tenant)
+            .unwrap_or_else(|| panic!("{tenant}: {listed:?}"))
+            .clone()
+    };
+    let (chromium_a, chromium_b) = (of("alpha"), of("beta"));
+    assert_eq!(
+        (chromium_a["origin"].as_str(), chromium_b["origin"].as_str()),
+        (Some("local"), Some("local"))
+    );
+    assert_ne!(pid_of(&chromium_a), pid_of(&chromium_b), "two tenants, two Chromium processes");
+    let groups_overlap =
+        group(pid_of(&chromium_a)).iter().any(|p| group(pid_of(&chromium_b)).contains(p));
+    assert!(!groups_overlap);
+    // each Chromium holds its own tenant's context only
+    for (chromium, session) in [(&chromium_a, &a), (&chromium_b, &b)] {
+        let id = chromium["id"].as_str().unwrap();
+        let view: serde_json::Value = s
+            .get(&format!("/v1/browsers/{id}/targets"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(view["contexts"].as_array().unwrap().len(), 1, "{view}");
+        let contexts = view["contexts"].as_array().unwrap();
+        let pages: Vec<&str> = view["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["type"] == "page" && contexts.contains(&t["context"]))
+            .map(|t| t["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(pages, session.pages, "{view}");
+    }
+    // a tenant's browser is the tenant's in the registry too
+    assert_eq!(s.resources("?kind=browser&tenant=alpha").await.len(), 1);
+    // and no call of one tenant reaches the other's session
+    let theirs = crate::browser::get_session(&mut c, &alpha, &b.id).await.unwrap_err();
+    assert_eq!(theirs.code(), tonic::Code::NotFound, "{theirs:?}");
+    let theirs = navigate(&mut c, &alpha, &b.id, "about:blank").await.unwrap_err();
+    assert_eq!(theirs.code(), tonic::Code::NotFound, "{theirs:?}");
+
+    // beta's last session goes: its Chromium follows after tenant_browser_idle
+    crate::browser::close(&mut c, &beta, &b.id).await.unwrap();
+    let stopped = crate::support::eventually(crate::support::WITHIN, || async {
+        browsers(&s).await.iter().all(|x| x["tenant"] != "beta")
+    })
+    .await;
+    assert!(stopped, "beta's idle Chromium still runs: {:?}", browsers(&s).await);
+    let gone = crate::support::eventually(crate::support::WITHIN, || async {
+        group(pid_of(&chromium_b)).is_empty()
+    })
+    .await;
+    assert!(gone, "its processes are gone");
+    assert_eq!(browsers(&s).await.len(), 1, "alpha's, with a session, stays");
 }

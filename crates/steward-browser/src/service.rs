@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 
 use actix::{Addr, Message};
 use futures_util::future::BoxFuture;
-use steward_config::{BrowserConfig, SupervisorConfig};
-use steward_core::{ChildSpec, Registry, ResourceId, Strategy, SupervisorCell, SupervisorSpec};
+use steward_config::{BrowserConfig, BrowserIsolation, SupervisorConfig};
+use steward_core::{
+    ChildSpec, Control, ExitReason, Registry, ResourceId, Strategy, SupervisorCell, SupervisorSpec,
+};
 
-use crate::browser::messages::{AwaitReady as BrowserReady, Published};
+use crate::browser::messages::{AwaitReady as BrowserReady, ListTargets, Published};
 use crate::browser::{self, BrowserActor};
 use crate::launch;
 use crate::session::messages::{
@@ -189,9 +191,11 @@ impl Browsers {
     /// Local browsers this node runs at most: `[browser] browsers`, or max(1, cores / 2).
     #[must_use]
     pub fn local_browsers(&self) -> usize {
-        match self.inner.config.browsers {
-            0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
-            n => n as usize,
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        match (self.inner.config.browsers, self.inner.config.isolation) {
+            (0, BrowserIsolation::Tenant) => cores.max(4),
+            (0, BrowserIsolation::Shared) => (cores / 2).max(1),
+            (n, _) => n as usize,
         }
     }
 
@@ -220,7 +224,7 @@ impl Browsers {
                 BrowserInfo {
                     id: id.to_string(),
                     origin: if e.tenant.is_some() { "remote" } else { "local" },
-                    tenant: e.tenant.as_deref().map(str::to_owned),
+                    tenant: e.tenant.as_ref().or(e.serves.as_ref()).map(ToString::to_string),
                     state: e.state,
                     pid: e.pid,
                     endpoint: e.endpoint,
@@ -235,6 +239,25 @@ impl Browsers {
             .collect();
         out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then_with(|| a.id.cmp(&b.id)));
         out
+    }
+
+    /// What browser `id` (a resource id, as [`Browsers::browsers`] lists it) itself holds: its
+    /// contexts and targets, asked over Steward's own CDP connection, within `[browser]
+    /// command_timeout` — how an operator (or a test) sees Chromium's side when no one else
+    /// can connect to it.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown browser; [`Error::BrowserUnavailable`] when it is not
+    /// up; [`Error::DeadlineExceeded`].
+    pub async fn chromium_view(&self, id: &str) -> Result<crate::stats::ChromiumView> {
+        let addr = id
+            .parse::<ResourceId>()
+            .ok()
+            .and_then(|id| lock(&self.inner.pool).get(&id).map(|e| e.addr.clone()))
+            .ok_or_else(|| Error::NotFound(format!("browser {id}")))?;
+        addr.send(ListTargets)
+            .await
+            .map_err(|_| Error::BrowserUnavailable("the browser stopped".into()))?
     }
 
     /// Creates a session for the caller: validates `options`, admits it (`admit`; when the
@@ -352,7 +375,7 @@ impl Browsers {
         let config = &self.inner.config;
         let (addr, id) = match &scope.endpoint {
             Some(endpoint) => self.remote(scope, endpoint).await?,
-            None => self.local().await?,
+            None => self.local(scope).await?,
         };
         let wait = config.launch_timeout + config.connect_timeout;
         match tokio::time::timeout(wait, addr.send(BrowserReady)).await {
@@ -363,8 +386,16 @@ impl Browsers {
         }
     }
 
-    async fn local(&self) -> Result<(Addr<BrowserActor>, ResourceId)> {
+    /// The least-loaded ready local browser for `scope`'s tenant — one serving only it with
+    /// `isolation = "tenant"`, any with `"shared"` — starting one when all are busy and the node
+    /// runs fewer than [`Browsers::local_browsers`] (of every tenant). At that limit, an idle
+    /// browser of another tenant is stopped to make room.
+    async fn local(&self, scope: &TenantScope) -> Result<(Addr<BrowserActor>, ResourceId)> {
         let _serial = self.inner.placement.lock().await;
+        let serves = match self.inner.config.isolation {
+            BrowserIsolation::Tenant => Some(scope.tenant.clone()),
+            BrowserIsolation::Shared => None,
+        };
         let pick = || {
             let pool = lock(&self.inner.pool);
             let locals: Vec<_> = pool
@@ -373,17 +404,37 @@ impl Browsers {
                 .map(|(id, e)| (*id, e.clone()))
                 .collect();
             let count = locals.len();
+            let idle_other = locals
+                .iter()
+                .find(|(_, e)| {
+                    e.serves != serves && e.contexts == 0 && e.state == BrowserState::Ready
+                })
+                .map(|(id, _)| *id);
             let best = locals
                 .into_iter()
+                .filter(|(_, e)| e.serves == serves)
                 .filter(|(_, e)| matches!(e.state, BrowserState::Ready | BrowserState::Launching))
                 .min_by_key(|(_, e)| (e.state != BrowserState::Ready, e.contexts));
-            (count, best)
+            (count, best, idle_other)
         };
-        let (count, best) = pick();
+        let (mut count, best, idle_other) = pick();
         let busy = best.as_ref().is_none_or(|(_, e)| e.contexts > 0);
+        if busy
+            && best.is_none()
+            && count >= self.local_browsers()
+            && let Some(victim) = idle_other
+        {
+            tracing::info!(browser = %victim, tenant = %scope.tenant, "every Chromium is taken: stopping an idle one of another tenant");
+            let _ = Control::new(self.inner.registry.clone()).stop(victim, ExitReason::Idle);
+            let c = &self.inner.config;
+            let deadline = std::time::Instant::now() + c.close_timeout * 3;
+            if self.inner.registry.wait_gone(victim, deadline).await {
+                count -= 1;
+            }
+        }
         if busy && count < self.local_browsers() {
             let n = self.names.fetch_add(1, Ordering::Relaxed);
-            let spec = browser::local_spec(&self.inner, &format!("chromium-{n}"));
+            let spec = browser::local_spec(&self.inner, &format!("chromium-{n}"), serves.clone());
             let started = self.inner.browsers.start_child::<BrowserActor>(spec).await;
             if let Ok((_, addr)) = &started {
                 // in the pool before the next placement looks (a browser that died at once is
@@ -399,8 +450,10 @@ impl Browsers {
                 Err(e) => tracing::warn!(error = %e, "could not start another browser"),
             }
         }
-        best.map(|(id, e)| (e.addr, id))
-            .ok_or_else(|| Error::BrowserUnavailable("no browser is running".into()))
+        best.map(|(id, e)| (e.addr, id)).ok_or(Error::ResourceExhausted {
+            quota: "browsers",
+            retry_after: Some(Duration::from_secs(1)),
+        })
     }
 
     async fn remote(

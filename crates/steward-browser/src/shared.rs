@@ -49,6 +49,8 @@ pub(crate) struct PoolEntry {
     pub(crate) addr: Addr<BrowserActor>,
     /// The tenant whose remote endpoint this is; `None` for a local Chromium.
     pub(crate) tenant: Option<Arc<str>>,
+    /// The one tenant a local Chromium serves (`isolation = "tenant"`); `None` when shared.
+    pub(crate) serves: Option<Arc<str>>,
     pub(crate) endpoint: Option<String>,
     pub(crate) state: BrowserState,
     pub(crate) pid: Option<u32>,

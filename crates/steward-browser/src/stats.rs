@@ -265,6 +265,29 @@ impl BrowserState {
     }
 }
 
+/// What a Chromium itself lists now (`Target.getBrowserContexts`, `Target.getTargets`), asked
+/// over Steward's own connection: nothing else can connect to a local one.
+#[derive(Debug, Clone, Default)]
+pub struct ChromiumView {
+    /// Its browser contexts besides the default one (each a session's).
+    pub contexts: Vec<String>,
+    /// Its targets.
+    pub targets: Vec<TargetView>,
+}
+
+/// One target of a [`ChromiumView`].
+#[derive(Debug, Clone)]
+pub struct TargetView {
+    /// Target id.
+    pub id: String,
+    /// `page`, `iframe`, `service_worker`, `browser`, …
+    pub kind: String,
+    /// Its browser context, if not the default one.
+    pub context: Option<String>,
+    /// Its URL.
+    pub url: String,
+}
+
 /// One browser now.
 #[derive(Debug, Clone)]
 pub struct BrowserInfo {
@@ -272,13 +295,15 @@ pub struct BrowserInfo {
     pub id: String,
     /// `local` (Steward's own Chromium) or `remote` (a tenant's CDP endpoint).
     pub origin: &'static str,
-    /// The tenant whose remote endpoint it is.
+    /// The tenant whose remote endpoint it is, or the one tenant a local browser serves
+    /// (`isolation = "tenant"`).
     pub tenant: Option<String>,
     /// State.
     pub state: BrowserState,
     /// Chromium's process id (local only); also its process group id.
     pub pid: Option<u32>,
-    /// The DevTools WebSocket URL it is connected to.
+    /// The remote DevTools WebSocket URL it is connected to; `pipe` for a local Chromium (CDP on
+    /// its fds 3 and 4, no port).
     pub endpoint: Option<String>,
     /// Live contexts (sessions) on it.
     pub contexts: usize,

@@ -546,6 +546,16 @@ pub struct MessagingConfig {
     pub topic_max_bytes: ByteSize,
 }
 
+/// Who shares a local Chromium (`[browser] isolation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BrowserIsolation {
+    /// A Chromium serves one tenant.
+    Tenant,
+    /// Tenants share Chromium processes (each session still has its own browser context).
+    Shared,
+}
+
 /// `[browser]`: the Chromium processes Steward runs and the browser sessions tenants hold on
 /// them (`steward.browser.v1.Browser`, `docs/protocol/browser.md`).
 ///
@@ -558,8 +568,18 @@ pub struct BrowserConfig {
     /// The Chromium executable: a path, or a name looked up on `PATH`. Default `chromium`
     /// (Debian's package `chromium`, `/usr/bin/chromium`).
     pub executable: String,
-    /// Local Chromium processes to run. 0 = max(1, cores / 2). Default 0.
+    /// Most local Chromium processes on this node, whatever tenants they serve. 0 = automatic:
+    /// max(4, cores) with `isolation = "tenant"`, max(1, cores / 2) with `"shared"`. Default 0.
     pub browsers: u32,
+    /// Who shares a local Chromium. `tenant` (default): a Chromium serves one tenant only; each
+    /// tenant's browser starts with its first session and stops `tenant_browser_idle` after its
+    /// last. `shared`: every tenant's sessions (each its own browser context) share the pool's
+    /// Chromium processes — for operators who serve one trust domain.
+    pub isolation: BrowserIsolation,
+    /// With `isolation = "tenant"`: how long a tenant's Chromium stays up without sessions.
+    /// Default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub tenant_browser_idle: Duration,
     /// The system user local Chromium runs as when Steward runs as root (Chromium never runs
     /// as root); `nobody` when this user does not exist. Ignored when Steward is not root
     /// (Chromium then runs as Steward's user). Default `steward-chromium`.
@@ -570,7 +590,7 @@ pub struct BrowserConfig {
     pub allow_no_sandbox: bool,
     /// Extra command-line flags for every local Chromium, after Steward's own. Default none.
     pub extra_args: Vec<String>,
-    /// How long a local Chromium has to print its DevTools URL after it is spawned. Default 20 s.
+    /// How long a local Chromium has to answer on its CDP pipe after it is spawned. Default 20 s.
     #[serde(with = "humantime_serde")]
     pub launch_timeout: Duration,
     /// Deadline of the CDP connect (WebSocket handshake to a local or remote browser); the

@@ -88,6 +88,7 @@ pub fn admin_app_config(
                     .route("/supervisors", web::get().to(supervisors))
                     .route("/watchdog", web::get().to(watchdog))
                     .route("/browsers", web::get().to(browsers))
+                    .route("/browsers/{id}/targets", web::get().to(browser_targets))
                     .route("/shutdown", web::post().to(shutdown))
                     .default_service(web::to(not_found)),
             )
@@ -460,7 +461,8 @@ struct BrowserJson {
     state: String,
     /// Chromium's process id, also its process group id (local only).
     pid: Option<u32>,
-    /// The DevTools WebSocket URL Steward is connected to.
+    /// The remote DevTools WebSocket URL Steward is connected to; `pipe` for a local Chromium
+    /// (the DevTools protocol on a pipe: it opens no port).
     endpoint: Option<String>,
     /// Live browser contexts (one per session).
     contexts: usize,
@@ -517,6 +519,63 @@ async fn browsers(state: web::Data<AdminState>) -> Result<HttpResponse, ApiError
         .json(BrowserList { browsers: list.into_iter().map(BrowserJson::from).collect() }))
 }
 
+/// What a Chromium itself holds.
+#[derive(Serialize, ToSchema)]
+struct ChromiumJson {
+    /// Its browser contexts besides the default one (one per session).
+    contexts: Vec<String>,
+    /// Its targets.
+    targets: Vec<TargetJson>,
+}
+
+/// One target of a Chromium.
+#[derive(Serialize, ToSchema)]
+struct TargetJson {
+    /// Target id.
+    id: String,
+    /// `page`, `iframe`, `service_worker`, `browser`, …
+    #[serde(rename = "type")]
+    kind: String,
+    /// Its browser context; absent for the default one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<String>,
+    /// Its URL.
+    url: String,
+}
+
+/// What browser `id` itself lists — its contexts and targets (`Target.getBrowserContexts`,
+/// `Target.getTargets`) — asked over Steward's own connection, which is the only one a local
+/// Chromium has.
+#[utoipa::path(get, path = "/v1/browsers/{id}/targets", params(("id" = String, Path, description = "the browser's resource id")),
+    security(("admin_token" = [])), responses((status = 200, body = ChromiumJson),
+    (status = 404, body = ErrorBody), (status = 503, description = "the browser is not up", body = ErrorBody),
+    (status = 504, description = "Chromium did not answer in time", body = ErrorBody)))]
+async fn browser_targets(
+    state: web::Data<AdminState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let view = state.browsers.chromium_view(&id).await.map_err(|e| {
+        use steward_browser::Error as E;
+        let message = e.to_string();
+        match e {
+            E::NotFound(_) => ApiError::not_found(message),
+            E::DeadlineExceeded { .. } => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded", message)
+            }
+            _ => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "browser_unavailable", message)
+                .retry_after(1),
+        }
+    })?;
+    Ok(HttpResponse::Ok().json(ChromiumJson {
+        contexts: view.contexts,
+        targets: view
+            .targets
+            .into_iter()
+            .map(|t| TargetJson { id: t.id, kind: t.kind, context: t.context, url: t.url })
+            .collect(),
+    }))
+}
+
 /// Optional body of `POST /v1/shutdown`.
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -550,8 +609,8 @@ async fn shutdown(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Steward admin API", description = "Health, readiness, metrics, resources, supervisors, watchdog, browsers, shutdown, tenants and API tokens. `/v1/*` needs `Authorization: Bearer <admin token>`."),
-    paths(healthz, readyz, metrics, list_resources, get_resource, stop_resource, restart_resource, supervisors, watchdog, browsers, shutdown),
-    components(schemas(Status, ErrorBody, ErrorDetail, ResourceJson, ResourceList, Accepted, SupervisorNode, Member, WatchdogJson, WatchedJson, BrowserJson, BrowserList, ShutdownRequest)),
+    paths(healthz, readyz, metrics, list_resources, get_resource, stop_resource, restart_resource, supervisors, watchdog, browsers, browser_targets, shutdown),
+    components(schemas(Status, ErrorBody, ErrorDetail, ResourceJson, ResourceList, Accepted, SupervisorNode, Member, WatchdogJson, WatchedJson, BrowserJson, BrowserList, ChromiumJson, TargetJson, ShutdownRequest)),
     modifiers(&BearerAuth, &TenantPaths)
 )]
 pub struct ApiDoc;

@@ -27,9 +27,10 @@
 //! 3. `cycle`: `BENCH_CYCLES` (default 30) create + navigate (local page) + screenshot (PNG) +
 //!    close, one at a time: p50/p95/max of the whole cycle.
 //! 4. `overhead`: navigate + screenshot (PNG) of the local page through Steward (gRPC, one
-//!    session) against plain chromiumoxide doing the same on the same Chromium (connected to the
-//!    browser's DevTools endpoint from `GET /v1/browsers`, its own browser context and page, the
-//!    same 1280×720 viewport): `BENCH_ROUNDS` (default 10) rounds of `BENCH_OPS` (default 10)
+//!    session, its egress proxy in the path) against plain chromiumoxide doing the same on a
+//!    Chromium of its own (the same executable in the same headless mode with a DevTools port
+//!    and no proxy, started by the bench: Steward's speaks CDP on a pipe and has no port; its
+//!    own browser context and page, the same 1280×720 viewport): `BENCH_ROUNDS` (default 10) rounds of `BENCH_OPS` (default 10)
 //!    operations per side, the sides interleaved (which goes first alternates by round). Median
 //!    per operation on each side (and of navigate and screenshot alone), the ratio Steward /
 //!    plain (target ≤ 1.10). The two sides do not do quite the same work: Steward's `Navigate`
@@ -276,7 +277,7 @@ async fn call<T>(
 // ---- Chromium ---------------------------------------------------------------------------------
 
 /// The local browser of `GET /v1/browsers` once it is ready: its pid (also its process group)
-/// and DevTools endpoint.
+/// and its endpoint (`pipe`).
 async fn local_browser(server: &Server) -> (u32, String) {
     let deadline = Instant::now() + STEP;
     loop {
@@ -496,17 +497,71 @@ impl Ops {
     }
 }
 
-/// Plain chromiumoxide on Steward's Chromium: its own connection, context and page.
+/// A Chromium for plain chromiumoxide: the executable Steward runs, headless, with a DevTools
+/// port (its sandbox off as root, where Chromium has none); killed with the bench.
+struct PlainChromium {
+    endpoint: String,
+    _process: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl PlainChromium {
+    async fn start() -> Self {
+        use tokio::io::AsyncBufReadExt as _;
+        let exe =
+            std::env::var("STEWARD__BROWSER__EXECUTABLE").unwrap_or_else(|_| "chromium".into());
+        let dir = tempfile::tempdir().expect("a profile directory");
+        let mut cmd = tokio::process::Command::new(&exe);
+        cmd.args([
+            "--headless=new",
+            "--remote-debugging-port=0",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+        ])
+        .arg(format!("--user-data-dir={}", dir.path().display()))
+        .arg("about:blank")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+        if nix::unistd::geteuid().is_root() {
+            cmd.arg("--no-sandbox");
+        }
+        #[allow(clippy::disallowed_methods)] // the bench's own Chromium, killed on drop
+        let mut process = cmd.spawn().expect("spawn chromium for the plain side");
+        let mut lines = tokio::io::BufReader::new(process.stderr.take().expect("stderr")).lines();
+        let endpoint = tokio::time::timeout(STEP, async {
+            loop {
+                let line = lines.next_line().await.ok().flatten().expect("chromium's endpoint");
+                if let Some(url) = line.trim().strip_prefix("DevTools listening on ") {
+                    return url.trim().to_owned();
+                }
+            }
+        })
+        .await
+        .expect("chromium's endpoint within a minute");
+        Self { endpoint, _process: process, _dir: dir }
+    }
+}
+
+/// Plain chromiumoxide on a Chromium of its own: its connection, context and page.
 struct Plain {
     browser: chromiumoxide::Browser,
     context: BrowserContextId,
     page: Page,
     /// Polls chromiumoxide's handler.
     handler: JoinSet<()>,
+    _chromium: PlainChromium,
 }
 
 impl Plain {
-    async fn open(endpoint: &str) -> Self {
+    async fn open() -> Self {
+        let chromium = PlainChromium::start().await;
+        let endpoint = chromium.endpoint.as_str();
         // no viewport in the handler's config: with its default (800×600) chromiumoxide would
         // also apply that emulation to every page it attaches to, Steward's sessions included
         let config = HandlerConfig { viewport: None, ..HandlerConfig::default() };
@@ -516,7 +571,7 @@ impl Plain {
         )
         .await
         .expect("chromiumoxide connect within a minute")
-        .expect("chromiumoxide connects to Steward's Chromium");
+        .expect("chromiumoxide connects to its Chromium");
         let mut task = JoinSet::new();
         task.spawn(async move {
             while let Some(event) = handler.next().await {
@@ -539,7 +594,7 @@ impl Plain {
         let metrics =
             SetDeviceMetricsOverrideParams::new(i64::from(WIDTH), i64::from(HEIGHT), 1.0, false);
         page.execute(metrics).await.expect("Emulation.setDeviceMetricsOverride");
-        Self { browser, context, page, handler: task }
+        Self { browser, context, page, handler: task, _chromium: chromium }
     }
 
     /// `goto` + `screenshot` (PNG): the two times and the PNG's size.
@@ -570,10 +625,10 @@ impl Plain {
 
 /// Steward's navigate + screenshot on one session against plain chromiumoxide's on its own
 /// page, interleaved by rounds.
-async fn overhead_phase(p: Params, client: &Client, url: &str, endpoint: &str) -> (Ops, Ops) {
+async fn overhead_phase(p: Params, client: &Client, url: &str) -> (Ops, Ops) {
     let mut c = client.clone();
     let (id, _) = create(&mut c).await;
-    let plain = Plain::open(endpoint).await;
+    let plain = Plain::open().await;
     let steward_op = |mut c: Client, id: String| async move {
         let t0 = Instant::now();
         navigate(&mut c, &id, url).await;
@@ -693,9 +748,9 @@ async fn run(p: Params) {
         cycles.len()
     );
 
-    // 4. overhead against plain chromiumoxide on the same Chromium
+    // 4. overhead against plain chromiumoxide on a Chromium of its own
     load.push(("overhead", loadavg()));
-    let (mut steward, mut direct) = overhead_phase(p, &client, &url, &endpoint).await;
+    let (mut steward, mut direct) = overhead_phase(p, &client, &url).await;
     let (s_total, d_total) = (median(&mut steward.total), median(&mut direct.total));
     let (s_nav, d_nav) = (median(&mut steward.navigate), median(&mut direct.navigate));
     let (s_shot, d_shot) = (median(&mut steward.screenshot), median(&mut direct.screenshot));

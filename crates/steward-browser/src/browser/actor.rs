@@ -71,7 +71,7 @@ impl BrowserActor {
             let config = &shared.config;
             let stats = &shared.stats;
             let (url, process, egress, dir) = match origin {
-                Origin::Local => {
+                Origin::Local { .. } => {
                     let owner = launch::run_as(config);
                     let dir = launch::make_dir(owner)?;
                     // refuses everything: pages load only in sessions' contexts, which each
@@ -85,8 +85,15 @@ impl BrowserActor {
                     let egress =
                         Egress::start(&tracker, shared.io.as_ref(), Arc::new(gate), &shared.walls)?;
                     let started = std::time::Instant::now();
-                    let launched =
-                        launch::spawn(&tracker, config, dir.path(), &egress.url(), owner).await;
+                    let launched = launch::spawn(
+                        &tracker,
+                        shared.io.as_ref(),
+                        config,
+                        dir.path(),
+                        &egress.url(),
+                        owner,
+                    )
+                    .await;
                     let timed_out = matches!(launched, Err(Error::DeadlineExceeded { .. }));
                     stats.cdp(Op::Launch, started.elapsed(), timed_out);
                     let launched = launched?;
@@ -138,7 +145,8 @@ impl BrowserActor {
         self.process = up.process;
         self.egress = up.egress;
         self.dir = up.dir;
-        self.endpoint = Some(up.ws_url);
+        // a local browser's bridge took its one connection: there is no endpoint to show
+        self.endpoint = Some(if self.is_remote() { up.ws_url } else { "pipe".to_owned() });
         self.cdp = Some(up.cdp.clone());
         self.state = BrowserState::Ready;
         self.started = std::time::Instant::now();
@@ -148,12 +156,42 @@ impl BrowserActor {
         for w in self.ready_waiters.drain(..) {
             let _ = w.send(Ok(up.cdp.clone()));
         }
+        self.arm_idle(ctx);
         let config = &self.shared.config;
         self.rcx.run_interval(ctx, config.heartbeat_interval, Self::heartbeat);
         self.rcx.run_interval(ctx, config.reconcile_interval, Self::reconcile);
         if !config.recycle_after.is_zero() {
             self.rcx.run_later(ctx, config.recycle_after, |act, ctx| act.drain(ctx, "age"));
         }
+    }
+
+    /// A tenant's own browser with no session left stops `tenant_browser_idle` later, unless a
+    /// session comes first (which cancels the timer). Nothing for a shared or remote browser.
+    pub(super) fn arm_idle(&mut self, ctx: &mut Context<Self>) {
+        if !matches!(self.origin, Origin::Local { serves: Some(_) }) {
+            return;
+        }
+        let idle =
+            self.contexts.is_empty() && self.creating == 0 && self.state == BrowserState::Ready;
+        if !idle {
+            if let Some(timer) = self.idle.take() {
+                ctx.cancel_future(timer);
+            }
+            return;
+        }
+        if self.idle.is_some() {
+            return;
+        }
+        let after = self.shared.config.tenant_browser_idle;
+        self.idle = Some(self.rcx.run_later(ctx, after, |act: &mut Self, ctx| {
+            act.idle = None;
+            if act.contexts.is_empty() && act.creating == 0 && act.state == BrowserState::Ready {
+                tracing::info!(
+                    "the tenant's browser has had no session for tenant_browser_idle, stopping"
+                );
+                stop_resource(act, ctx, ExitReason::Idle);
+            }
+        }));
     }
 
     /// `Browser.getVersion` within `heartbeat_timeout`; a miss is a disconnect.
@@ -229,6 +267,9 @@ impl BrowserActor {
             .collect();
         for id in &gone {
             self.contexts.remove(id);
+        }
+        if !gone.is_empty() {
+            self.arm_idle(ctx);
         }
         self.reconcile_in_flight = true;
         let epoch = self.epoch;

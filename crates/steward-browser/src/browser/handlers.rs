@@ -6,13 +6,53 @@ use actix::prelude::*;
 use chromiumoxide::Browser as Cdp;
 use chromiumoxide::cdp::browser_protocol::target::{
     CreateBrowserContextParams, DisposeBrowserContextParams, GetBrowserContextsParams,
+    GetTargetsParams,
 };
 
-use super::messages::{AwaitReady, CreateContext, Disconnected, DisposeContext, Published};
+use super::messages::{
+    AwaitReady, CreateContext, Disconnected, DisposeContext, ListTargets, Published,
+};
 use super::{BrowserActor, Owned};
 use crate::cdp::{bounded, timed};
-use crate::stats::{BrowserState, Op};
+use crate::stats::{BrowserState, ChromiumView, Op, TargetView};
 use crate::{Error, Result};
+
+impl Handler<ListTargets> for BrowserActor {
+    type Result = ResponseFuture<Result<ChromiumView>>;
+
+    fn handle(&mut self, _: ListTargets, _: &mut Context<Self>) -> Self::Result {
+        let Some(cdp) = self.cdp.clone().filter(|_| !self.lost) else {
+            let why = format!("browser is {}", self.state.as_str());
+            return Box::pin(std::future::ready(Err(Error::BrowserUnavailable(why))));
+        };
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let t = shared.config.command_timeout;
+            let contexts =
+                timed(&shared.stats, Op::Reconcile, t, cdp.execute(GetBrowserContextsParams {}))
+                    .await?
+                    .result
+                    .browser_context_ids;
+            let targets =
+                timed(&shared.stats, Op::Reconcile, t, cdp.execute(GetTargetsParams::default()))
+                    .await?
+                    .result
+                    .target_infos;
+            Ok(ChromiumView {
+                contexts: contexts.iter().map(|c| c.inner().clone()).collect(),
+                targets: targets
+                    .into_iter()
+                    .map(|t| TargetView {
+                        id: t.target_id.inner().clone(),
+                        kind: t.r#type,
+                        context: t.browser_context_id.map(|c| c.inner().clone()),
+                        url: t.url,
+                    })
+                    .collect(),
+            })
+        })
+    }
+}
 
 impl Handler<Published> for BrowserActor {
     type Result = ();
@@ -47,13 +87,14 @@ impl Handler<CreateContext> for BrowserActor {
     /// Verifies the browser is live (ready, watch not fired, not stopping) and creates the
     /// context; the creation's answer is itself the proof that the connection works. A failed
     /// creation is followed by a heartbeat, which turns a dead browser into a disconnect.
-    fn handle(&mut self, msg: CreateContext, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: CreateContext, ctx: &mut Context<Self>) -> Self::Result {
         let live = self.state == BrowserState::Ready && !self.lost && !self.rcx.is_stopping();
         let Some(cdp) = self.cdp.clone().filter(|_| live) else {
             let why = format!("browser is {}", self.state.as_str());
             return Box::pin(fut::ready(Err(Error::BrowserUnavailable(why))));
         };
         self.creating += 1;
+        self.arm_idle(ctx);
         self.epoch += 1;
         let shared = self.shared.clone();
         let proxy = msg.proxy.clone();
@@ -90,6 +131,7 @@ impl Handler<CreateContext> for BrowserActor {
                 Err(e) => {
                     act.heartbeat(ctx);
                     act.stop_if_drained(ctx);
+                    act.arm_idle(ctx);
                     Err(e)
                 }
             }
@@ -106,6 +148,7 @@ impl Handler<DisposeContext> for BrowserActor {
         self.epoch += 1;
         self.publish(ctx.address());
         self.stop_if_drained(ctx);
+        self.arm_idle(ctx);
         let Some(cdp) = self.cdp.clone().filter(|_| !self.lost) else {
             // the browser is gone or going: so is the context
             return Box::pin(fut::ready(Ok(())));

@@ -20,6 +20,11 @@ pub(crate) struct AwaitReady;
 #[rtype(result = "()")]
 pub(crate) struct Published;
 
+/// Chromium's own list of contexts and targets.
+#[derive(Message)]
+#[rtype(result = "Result<crate::stats::ChromiumView>")]
+pub(crate) struct ListTargets;
+
 /// Creates an incognito browser context for a session, after verifying the browser is live.
 /// Answers the context id and the CDP client.
 #[derive(Message)]

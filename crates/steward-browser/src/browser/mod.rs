@@ -32,8 +32,8 @@ use messages::BrowserLost;
 /// Where a browser comes from.
 #[derive(Debug, Clone)]
 pub(crate) enum Origin {
-    /// A Chromium Steward spawns.
-    Local,
+    /// A Chromium Steward spawns; with `[browser] isolation = "tenant"`, for one tenant only.
+    Local { serves: Option<Arc<str>> },
     /// A tenant's CDP endpoint Steward connects to.
     Remote { tenant: Arc<str>, endpoint: String },
 }
@@ -72,6 +72,9 @@ pub(crate) struct BrowserActor {
     started: Instant,
     started_at: SystemTime,
     ready_waiters: Vec<oneshot::Sender<Result<Arc<Cdp>>>>,
+    /// A tenant's own browser without sessions: the timer that stops it
+    /// (`[browser] tenant_browser_idle`).
+    idle: Option<actix::SpawnHandle>,
     /// Local only: the process handle, for the graceful close.
     process: Option<steward_core::tracker::TrackedProcess>,
     /// Local only: the browser's own egress proxy (`--proxy-server`), which refuses everything
@@ -101,6 +104,7 @@ impl BrowserActor {
             started: Instant::now(),
             started_at: SystemTime::now(),
             ready_waiters: Vec::new(),
+            idle: None,
             process: None,
             egress: None,
             dir: None,
@@ -110,14 +114,19 @@ impl BrowserActor {
     /// Writes this browser's state into the pool table.
     fn publish(&self, addr: Addr<Self>) {
         let (tenant, endpoint) = match &self.origin {
-            Origin::Local => (None, self.endpoint.clone()),
+            Origin::Local { .. } => (None, self.endpoint.clone()),
             Origin::Remote { tenant, endpoint } => (Some(tenant.clone()), Some(endpoint.clone())),
+        };
+        let serves = match &self.origin {
+            Origin::Local { serves } => serves.clone(),
+            Origin::Remote { .. } => None,
         };
         lock(&self.shared.pool).insert(
             self.rcx.id(),
             PoolEntry {
                 addr,
                 tenant,
+                serves,
                 endpoint,
                 state: self.state,
                 pid: self.pid,
@@ -153,14 +162,21 @@ impl Drop for BrowserActor {
 
 /// The child spec of a local browser: transient (relaunched only after an abnormal exit, i.e.
 /// a disconnect or a failed launch; an operator's stop or a recycle is final).
-pub(crate) fn local_spec(shared: &Arc<Shared>, name: &str) -> ChildSpec {
+/// A tenant's own local browser (`serves`) is owned by the tenant in the registry: deleting the
+/// tenant stops it.
+pub(crate) fn local_spec(shared: &Arc<Shared>, name: &str, serves: Option<Arc<str>>) -> ChildSpec {
     let deadline = shutdown_deadline(&shared.config);
     let shared = shared.clone();
-    ChildSpec::new(name.to_owned(), ResourceKind::Browser, move |rcx| {
-        Ok::<_, std::convert::Infallible>(BrowserActor::new(rcx, shared.clone(), Origin::Local))
+    let origin = Origin::Local { serves: serves.clone() };
+    let spec = ChildSpec::new(name.to_owned(), ResourceKind::Browser, move |rcx| {
+        Ok::<_, std::convert::Infallible>(BrowserActor::new(rcx, shared.clone(), origin.clone()))
     })
     .restart(RestartType::Transient)
-    .shutdown(deadline)
+    .shutdown(deadline);
+    match serves {
+        Some(tenant) => spec.tenant(tenant),
+        None => spec,
+    }
 }
 
 /// The child spec of a tenant's remote browser: temporary (a failed connect or a disconnect

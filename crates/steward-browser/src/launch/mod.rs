@@ -1,12 +1,16 @@
 //! Spawning a local Chromium: its own temp directory (profile and `TMPDIR`), its own process
-//! group with SIGKILL as parent-death signal (both from the owner's [`Tracker`]), the flags of
-//! `field-notes.md`, and the `DevTools listening on ws://…` line read from its stderr.
+//! group with SIGKILL as parent-death signal (both from the owner's [`Tracker`]), never as root
+//! and with its sandbox, the flags of `field-notes.md`, and the DevTools protocol on a pipe
+//! bridged to chromiumoxide ([`pipe`]).
 //!
 //! chromiumoxide's own `launch()` is not used: it shares one profile directory between browsers
 //! and leaves Chromium in Steward's process group (mattsse/chromiumoxide #251).
 
+mod pipe;
+
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 
 use steward_config::BrowserConfig;
 use steward_core::Tracker;
@@ -14,20 +18,18 @@ use steward_core::tracker::TrackedProcess;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{ChildStderr, Command};
+use tokio::sync::oneshot;
 
 use crate::{Error, Result};
-
-/// The prefix of the line Chromium prints on stderr once its DevTools endpoint listens.
-const DEVTOOLS_LINE: &str = "DevTools listening on ";
 
 /// Longest stderr line kept for an error message, in bytes.
 const MAX_LOGGED_LINE: usize = 512;
 
-/// A spawned Chromium that printed its DevTools URL.
+/// A spawned Chromium that answered on its CDP pipe.
 pub(crate) struct Launched {
     /// The process (its pid is its process group id); reaped by the tracker.
     pub(crate) process: TrackedProcess,
-    /// `ws://127.0.0.1:<port>/devtools/browser/<id>`.
+    /// The bridge's one-shot `ws://127.0.0.1:<port>/devtools/browser/<128 random bits>`.
     pub(crate) ws_url: String,
 }
 
@@ -165,15 +167,15 @@ pub(crate) fn sweep_stale_dirs() -> usize {
     removed
 }
 
-/// Steward's Chromium flags (`field-notes.md`): new headless mode, DevTools on a free loopback
-/// port, the browser's own profile, every connection through `proxy`, and nothing that phones
+/// Steward's Chromium flags (`field-notes.md`): new headless mode, DevTools on a pipe, the
+/// browser's own profile, every connection through `proxy`, and nothing that phones
 /// home or runs in the background. `--no-sandbox` only when `sandbox` is off (the kernel
 /// cannot give one and the operator waived it).
 pub(crate) fn args(config: &BrowserConfig, dir: &Path, proxy: &str, sandbox: bool) -> Vec<String> {
     let mut args: Vec<String> = [
         "--headless=new",
-        "--remote-debugging-address=127.0.0.1",
-        "--remote-debugging-port=0",
+        // the DevTools protocol on fds 3 and 4, no port (see `pipe`)
+        "--remote-debugging-pipe",
         "--disable-gpu",
         "--disable-quic",
         "--no-first-run",
@@ -209,21 +211,25 @@ pub(crate) fn args(config: &BrowserConfig, dir: &Path, proxy: &str, sandbox: boo
     args
 }
 
-/// Spawns Chromium as `tracker`'s child process and waits (at most `launch_timeout`) for its
-/// DevTools URL. Its stderr keeps being drained by a task of `tracker`, so Chromium never
-/// blocks on a full pipe.
+/// Spawns Chromium as `tracker`'s child process (as `owner`, when given) with its CDP pipe,
+/// and starts the bridge (on `io` when given) that answers once Chromium spoke on the pipe
+/// (at most `launch_timeout`). Its stderr keeps being drained by a task of `tracker`, so
+/// Chromium never blocks on a full pipe; its last line goes into launch errors.
 ///
 /// # Errors
-/// [`Error::BrowserUnavailable`] when it cannot be spawned or exits before printing the URL
-/// (with its last stderr line); [`Error::DeadlineExceeded`] (`launch`).
+/// [`Error::BrowserUnavailable`] when it cannot be spawned, its sandbox is unavailable and not
+/// waived, or it exits before answering (with its last stderr line);
+/// [`Error::DeadlineExceeded`] (`launch`).
 pub(crate) async fn spawn(
     tracker: &Tracker,
+    io: Option<&tokio::runtime::Handle>,
     config: &BrowserConfig,
     dir: &Path,
     proxy: &str,
     owner: Option<RunAs>,
 ) -> Result<Launched> {
     let sandbox = sandboxed(config)?;
+    let pipes = pipe::pipes()?;
     let mut cmd = Command::new(&config.executable);
     cmd.args(args(config, dir, proxy, sandbox))
         .env("HOME", dir)
@@ -235,48 +241,48 @@ pub(crate) async fn spawn(
         // never root; std drops the supplementary groups too
         cmd.uid(owner.uid).gid(owner.gid);
     }
-    let mut process = tracker.spawn_process(&mut cmd).map_err(|e| {
+    let spawned = tracker.spawn_process_with_fds(&mut cmd, pipes.child);
+    drop(cmd); // Chromium holds the only copies of its ends of the pipes now
+    let mut process = spawned.map_err(|e| {
         Error::BrowserUnavailable(format!("cannot start {}: {e}", config.executable))
     })?;
     let stderr = process
         .stderr
         .take()
         .ok_or_else(|| Error::BrowserUnavailable("chromium's stderr is not piped".into()))?;
-    let mut lines = BufReader::new(stderr).lines();
-    let read = async {
-        let mut last = String::new();
-        loop {
-            match lines.next_line().await {
-                Ok(Some(line)) => {
-                    if let Some(url) = line.trim().strip_prefix(DEVTOOLS_LINE) {
-                        return Ok(url.trim().to_owned());
-                    }
-                    last = truncate(&line);
-                }
-                Ok(None) | Err(_) => {
-                    return Err(Error::BrowserUnavailable(format!(
-                        "chromium exited before its DevTools endpoint was up: {last}"
-                    )));
-                }
-            }
-        }
+    let last_words = Arc::new(Mutex::new(String::new()));
+    drain(tracker, stderr, last_words.clone());
+    let (ready, answered) = oneshot::channel();
+    let bridge = pipe::run(pipes.commands, pipes.events, ready, config.connect_timeout);
+    match io {
+        Some(io) => tracker.spawn_on(io, bridge),
+        None => tracker.spawn(bridge),
+    }
+    .map_err(|e| Error::BrowserUnavailable(e.to_string()))?;
+    let failed = |why: String| {
+        let last = crate::shared::lock(&last_words).clone();
+        Error::BrowserUnavailable(format!("{why}; chromium's last words: {last}"))
     };
-    let ws_url = match tokio::time::timeout(config.launch_timeout, read).await {
-        Ok(r) => r?,
+    let ws_url = match tokio::time::timeout(config.launch_timeout, answered).await {
+        Ok(Ok(Ok(url))) => url,
+        Ok(Ok(Err(e))) => return Err(failed(e.to_string())),
+        Ok(Err(_)) => return Err(failed("the CDP bridge ended".into())),
         Err(_) => {
             return Err(Error::DeadlineExceeded { stage: "launch", after: config.launch_timeout });
         }
     };
-    drain(tracker, lines.into_inner().into_inner());
     Ok(Launched { process, ws_url })
 }
 
-/// Reads and drops the rest of Chromium's stderr (logged at `trace`) until it closes.
-fn drain(tracker: &Tracker, stderr: ChildStderr) {
+/// Reads Chromium's stderr until it closes: each line logged at `trace`, the last one kept in
+/// `last` for launch errors.
+fn drain(tracker: &Tracker, stderr: ChildStderr, last: Arc<Mutex<String>>) {
     let mut lines = BufReader::new(stderr).lines();
     let _ = tracker.spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
-            tracing::trace!(line = %truncate(&line), "chromium stderr");
+            let line = truncate(&line);
+            tracing::trace!(line = %line, "chromium stderr");
+            *crate::shared::lock(&last) = line;
         }
     });
 }

@@ -91,8 +91,62 @@ async fn a_session_opens_works_and_closes_leaving_nothing() {
     assert!(h.registry.wait_none_of(&[ResourceKind::Session], deadline).await);
 }
 
-/// Contexts Chromium itself lists, asked over a second CDP connection.
-async fn chromium_contexts(endpoint: &str) -> usize {
+/// Contexts the pool's (only) local Chromium itself lists: no one else can connect to it.
+async fn chromium_contexts(h: &Harness) -> usize {
+    let id = h.browsers.browsers()[0].id.clone();
+    h.browsers.chromium_view(&id).await.unwrap().contexts.len()
+}
+
+/// Page targets of contexts the pool's (only) local Chromium itself lists.
+async fn chromium_pages(h: &Harness) -> usize {
+    let id = h.browsers.browsers()[0].id.clone();
+    let view = h.browsers.chromium_view(&id).await.unwrap();
+    view.targets.iter().filter(|t| t.kind == "page" && t.context.is_some()).count()
+}
+
+/// A Chromium with a DevTools port, standing for a tenant's own browser (a remote endpoint);
+/// killed with the test.
+struct TenantChromium {
+    endpoint: String,
+    _process: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl TenantChromium {
+    async fn start() -> Self {
+        use tokio::io::AsyncBufReadExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = tokio::process::Command::new("chromium");
+        cmd.args([
+            "--headless=new",
+            "--remote-debugging-port=0",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", dir.path().display()))
+        .arg("about:blank")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+        if nix::unistd::geteuid().is_root() {
+            cmd.arg("--no-sandbox"); // as root Chromium has no sandbox; this one is the test's
+        }
+        #[allow(clippy::disallowed_methods)] // the test's stand-in for a tenant's own Chromium
+        let mut process = cmd.spawn().unwrap();
+        let mut lines = tokio::io::BufReader::new(process.stderr.take().unwrap()).lines();
+        let endpoint = loop {
+            let line = lines.next_line().await.unwrap().expect("chromium printed its endpoint");
+            if let Some(url) = line.trim().strip_prefix("DevTools listening on ") {
+                break url.trim().to_owned();
+            }
+        };
+        Self { endpoint, _process: process, _dir: dir }
+    }
+}
+
+/// Contexts a Chromium lists, asked over a second CDP connection to its DevTools endpoint.
+async fn contexts_at(endpoint: &str) -> usize {
     use chromiumoxide::cdp::browser_protocol::target::GetBrowserContextsParams;
     use futures_util::StreamExt as _;
     let (cdp, mut handler) = chromiumoxide::Browser::connect(endpoint.to_owned()).await.unwrap();
@@ -242,14 +296,13 @@ async fn the_reconciler_disposes_a_context_whose_session_was_killed() {
     let h = harness(|c| c.reconcile_interval = Duration::from_millis(200)).await;
     let s = scope("acme");
     let info = h.browsers.create_session(&s, SessionOptions::default(), &admit_all).await.unwrap();
-    let endpoint = h.browsers.browsers()[0].endpoint.clone().unwrap();
-    assert_eq!(chromium_contexts(&endpoint).await, 1);
+    assert_eq!(chromium_contexts(&h).await, 1);
     // killed: no cleanup ran, the context stays in Chromium
     assert!(steward_core::Control::new(h.registry.clone()).kill(info.id.parse().unwrap()));
     until("the session to go", || h.browsers.live_sessions() == 0).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        if chromium_contexts(&endpoint).await == 0 {
+        if chromium_contexts(&h).await == 0 {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "the orphaned context was not disposed");
@@ -394,25 +447,12 @@ async fn a_browser_is_recycled_after_its_contexts_and_replaced_on_demand() {
     h.browsers.close_session("acme", &c.id).await.unwrap();
 }
 
-/// Page targets Chromium lists, asked over a second CDP connection.
-async fn chromium_pages(endpoint: &str) -> usize {
-    use chromiumoxide::cdp::browser_protocol::target::GetTargetsParams;
-    use futures_util::StreamExt as _;
-    let (cdp, mut handler) = chromiumoxide::Browser::connect(endpoint.to_owned()).await.unwrap();
-    #[allow(clippy::disallowed_methods)] // a test's own CDP client, aborted below
-    let poll = tokio::spawn(async move { while handler.next().await.is_some() {} });
-    let targets = cdp.execute(GetTargetsParams::default()).await.unwrap().result.target_infos;
-    poll.abort();
-    targets.iter().filter(|t| t.r#type == "page" && t.browser_context_id.is_some()).count()
-}
-
 #[actix_rt::test]
 async fn the_reconciler_closes_a_popup_no_session_opened() {
     let h = harness(|c| c.reconcile_interval = Duration::from_millis(200)).await;
     let s = scope("acme");
     let info = h.browsers.create_session(&s, SessionOptions::default(), &admit_all).await.unwrap();
-    let endpoint = h.browsers.browsers()[0].endpoint.clone().unwrap();
-    let baseline = chromium_pages(&endpoint).await;
+    let baseline = chromium_pages(&h).await;
     let opened = h
         .browsers
         .evaluate(
@@ -428,7 +468,7 @@ async fn the_reconciler_closes_a_popup_no_session_opened() {
     assert_eq!(opened, "true");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        if chromium_pages(&endpoint).await == baseline {
+        if chromium_pages(&h).await == baseline {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "the popup was not closed");
@@ -504,13 +544,14 @@ async fn wait_conditions_evaluation_errors_and_content() {
 #[actix_rt::test]
 async fn a_tenant_with_a_remote_endpoint_gets_its_sessions_there() {
     let h = harness(|_| {}).await;
-    // a Chromium to stand for the tenant's own: the pool's local one, reached by its endpoint
+    // the tenant's own Chromium, with a DevTools port (the pool's local ones have none)
+    let tenant = TenantChromium::start().await;
+    let endpoint = tenant.endpoint.clone();
     let local = h
         .browsers
         .create_session(&scope("host"), SessionOptions::default(), &admit_all)
         .await
         .unwrap();
-    let endpoint = h.browsers.browsers()[0].endpoint.clone().unwrap();
     let mut s = scope("acme");
     s.endpoint = Some(endpoint.clone());
     let a = h.browsers.create_session(&s, SessionOptions::default(), &admit_all).await.unwrap();
@@ -531,7 +572,7 @@ async fn a_tenant_with_a_remote_endpoint_gets_its_sessions_there() {
     assert_eq!(nav.title, "hello");
     h.browsers.close_session("acme", &a.id).await.unwrap();
     h.browsers.close_session("acme", &b.id).await.unwrap();
-    assert_eq!(chromium_contexts(&endpoint).await, 1, "only the host's own session is left");
+    assert_eq!(contexts_at(&endpoint).await, 0, "its sessions' contexts are gone from it");
     // stopping the remote browser never closes the tenant's Chromium
     let id: steward_core::ResourceId = remote[0].id.parse().unwrap();
     steward_core::Control::new(h.registry.clone())
@@ -539,6 +580,7 @@ async fn a_tenant_with_a_remote_endpoint_gets_its_sessions_there() {
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     assert!(h.registry.wait_gone(id, deadline).await);
+    assert_eq!(contexts_at(&endpoint).await, 0, "the tenant's Chromium still answers");
     h.browsers.session("host", &local.id).await.unwrap();
     h.browsers.close_session("host", &local.id).await.unwrap();
 }
