@@ -9,16 +9,17 @@
 //! loopback directly), and the browser itself starts with a proxy that refuses everything, for
 //! anything outside a session's context. The proxy:
 //!
-//! - reads one request head (HTTP/1.1: `CONNECT host:port` for `https:`, `wss:` and `ws:`;
-//!   absolute-form `GET http://host/…` for `http:`), at most [`MAX_HEAD`] bytes within
-//!   [`HEAD_TIMEOUT`];
+//! - serves HTTP/1.1 with hyper (`CONNECT host:port` for `https:`, `wss:` and `ws:`;
+//!   absolute-form `GET http://host/…` for `http:`), each request head at most [`MAX_HEAD`]
+//!   bytes within [`HEAD_TIMEOUT`], and decides every request on a kept-alive connection on its
+//!   own;
 //! - resolves the name itself (static `[browser] egress_hosts` entries first, `localhost` as
 //!   loopback), checks every address against the tenant's [`UrlPolicy`] — the same rules and
 //!   `browser_allow` list as the up-front URL check — and never a loopback port that one of
 //!   Steward's own proxies listens on (the walls between tenants);
-//! - connects to exactly the address it checked, and relays (a plain-HTTP request is sent
-//!   upstream in origin form with `Connection: close`, so each request on a kept-alive proxy
-//!   connection is decided again);
+//! - connects to exactly the address it checked, and relays: a tunnel, or a plain-HTTP
+//!   request sent in origin form, without hop-by-hop headers, on an upstream connection of its
+//!   own (never reused, so no later request rides on an address decided for another);
 //! - refuses with `403` and `X-Steward-Egress: refused; reason=<reason>`, counted in
 //!   `steward_browser_egress_refused_total{reason}` and recorded for the session, so a
 //!   navigation it refused answers `url_not_allowed` with the reason.

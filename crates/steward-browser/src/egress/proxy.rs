@@ -1,11 +1,20 @@
-//! The proxy's connections: one request head, a decision, then a tunnel (`CONNECT`) or one
-//! forwarded plain-HTTP request.
+//! The proxy's connections: HTTP/1.1 served by hyper, every request decided on its own. A
+//! `CONNECT` becomes a tunnel to the address the gate chose; a plain-HTTP request (absolute
+//! form) goes to that address on a connection of its own, in origin form, and its answer comes
+//! back on the client's connection, which stays open for the next request (decided again).
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Empty, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use steward_core::Tracker;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use url::Url;
@@ -13,11 +22,9 @@ use url::Url;
 use super::{CONNECT_TIMEOUT, Gate, HEAD_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD, Refusal};
 use crate::stats::EgressRefusal;
 
-/// Most headers of one request head.
-const MAX_HEADERS: usize = 100;
-
-/// Headers that belong to one hop (RFC 9110 §7.6.1) or to the proxy, never forwarded.
-const HOP_BY_HOP: [&str; 8] = [
+/// Headers that belong to one hop (RFC 9110 §7.6.1) or to the proxy, never forwarded (nor
+/// those the `Connection` header names).
+const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "proxy-connection",
     "keep-alive",
@@ -25,8 +32,30 @@ const HOP_BY_HOP: [&str; 8] = [
     "proxy-authenticate",
     "te",
     "trailer",
+    "transfer-encoding",
     "upgrade",
 ];
+
+/// What an answer's body is: the upstream's, relayed, or the proxy's own.
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// What every connection of one proxy shares.
+struct Shared {
+    gate: Arc<Gate>,
+    tracker: Tracker,
+    io: Option<tokio::runtime::Handle>,
+}
+
+impl Shared {
+    /// Runs `fut` as a task of the owner's tracker; `false` when the owner is stopping.
+    fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) -> bool {
+        match &self.io {
+            Some(io) => self.tracker.spawn_on(io, fut),
+            None => self.tracker.spawn(fut),
+        }
+        .is_ok()
+    }
+}
 
 /// Accepts connections until the owner's tracker aborts it; each is served in a task of the
 /// same tracker, at most [`MAX_CONNECTIONS`] at once.
@@ -37,6 +66,7 @@ pub(super) async fn accept(
     io: Option<tokio::runtime::Handle>,
 ) {
     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+    let shared = Arc::new(Shared { gate, tracker, io });
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = match listener.accept().await {
@@ -49,167 +79,180 @@ pub(super) async fn accept(
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            let _ = gate.refuse("-", EgressRefusal::BadRequest, "too many connections");
+            let _ = shared.gate.refuse("-", EgressRefusal::BadRequest, "too many connections");
             continue; // dropped: Chromium sees the connection closed
         };
-        let gate = gate.clone();
+        let serving = shared.clone();
         let serve = async move {
             let _permit = permit;
-            serve(stream, &gate).await;
+            serve(stream, serving).await;
         };
-        let spawned = match &io {
-            Some(io) => tracker.spawn_on(io, serve),
-            None => tracker.spawn(serve),
-        };
-        if spawned.is_err() {
+        if !shared.spawn(serve) {
             return; // the owner is stopping
         }
     }
 }
 
-/// One client connection.
-async fn serve(mut client: TcpStream, gate: &Gate) {
-    let Ok(Some(head)) = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client)).await else {
-        return;
-    };
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let (Ok(httparse::Status::Complete(len)), Some(method), Some(target)) =
-        (req.parse(&head), req.method, req.path)
-    else {
-        let refusal = gate.refuse("-", EgressRefusal::BadRequest, "not an HTTP/1.1 request head");
-        respond_refused(&mut client, &refusal).await;
-        return;
-    };
-    let rest = &head[len..];
-    if method.eq_ignore_ascii_case("CONNECT") {
-        tunnel(client, gate, target, rest).await;
+/// One client connection: its requests one after another, each head within [`HEAD_TIMEOUT`]
+/// and at most [`MAX_HEAD`] bytes (hyper answers `400` or `431` otherwise, counted here as
+/// `bad_request`).
+async fn serve(client: TcpStream, shared: Arc<Shared>) {
+    let _ = client.set_nodelay(true);
+    let per_request = shared.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let shared = per_request.clone();
+        async move { Ok::<_, Infallible>(handle(req, &shared).await) }
+    });
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .auto_date_header(false)
+        .title_case_headers(true)
+        .serve_connection(TokioIo::new(client), service)
+        .with_upgrades()
+        .await;
+    if let Err(e) = served
+        && e.is_parse()
+    {
+        let _ = shared.gate.refuse("-", EgressRefusal::BadRequest, "not an HTTP/1.1 request");
+    }
+}
+
+async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
+    if req.method() == Method::CONNECT {
+        tunnel(req, shared).await
     } else {
-        let Some((url, host, port)) = absolute(target) else {
-            let refusal = gate.refuse(
-                "-",
-                EgressRefusal::BadRequest,
-                "a proxy takes absolute http: URLs, and CONNECT for anything else",
-            );
-            respond_refused(&mut client, &refusal).await;
-            return;
+        forward(req, shared).await
+    }
+}
+
+/// `CONNECT host:port`: decide, connect, answer `200`, then relay both ways until both close.
+async fn tunnel(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
+    let gate = &shared.gate;
+    let authority = req.uri().authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
+    let Some((host, port)) = split_authority(&authority) else {
+        let refusal = gate.refuse(&authority, EgressRefusal::BadRequest, "CONNECT needs host:port");
+        return refused(&refusal);
+    };
+    let addr = match gate.decide(host, port).await {
+        Ok(addr) => addr,
+        Err(refusal) => return refused(&refusal),
+    };
+    let mut upstream = match connect(addr, host, gate).await {
+        Ok(upstream) => upstream,
+        Err(answer) => return answer,
+    };
+    gate.connected();
+    // the tunnel starts once hyper has sent the 200 and hands the connection over
+    let relay = async move {
+        if let Ok(upgraded) = hyper::upgrade::on(req).await {
+            let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(upgraded), &mut upstream).await;
+        }
+    };
+    if !shared.spawn(relay) {
+        return answer(StatusCode::SERVICE_UNAVAILABLE, None, "the session is closing".into());
+    }
+    Response::new(Empty::new().map_err(|never| match never {}).boxed())
+}
+
+/// A plain-HTTP request in absolute form: decide, connect, send it in origin form with its
+/// end-to-end headers and `Connection: close`, relay the answer.
+async fn forward(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
+    let gate = &shared.gate;
+    let Some((url, host, port)) = absolute(&req.uri().to_string()) else {
+        let refusal = gate.refuse(
+            "-",
+            EgressRefusal::BadRequest,
+            "a proxy takes absolute http: URLs, and CONNECT for anything else",
+        );
+        return refused(&refusal);
+    };
+    let addr = match gate.decide(&host, port).await {
+        Ok(addr) => addr,
+        Err(refusal) => return refused(&refusal),
+    };
+    let upstream = match connect(addr, &host, gate).await {
+        Ok(upstream) => upstream,
+        Err(answer) => return answer,
+    };
+    gate.connected();
+    let bad_gateway = |e: hyper::Error| {
+        let text = format!("net::ERR_EMPTY_RESPONSE: {host} ({addr}): {e}");
+        answer(StatusCode::BAD_GATEWAY, None, text)
+    };
+    let (mut sender, connection) =
+        match hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await {
+            Ok(pair) => pair,
+            Err(e) => return bad_gateway(e),
         };
-        let upstream_head = origin_form(method, &url, req.headers);
-        forward(client, gate, &host, port, upstream_head, rest).await;
+    // drives the upstream connection until the answer's body is relayed
+    if !shared.spawn(async move {
+        let _ = connection.await;
+    }) {
+        return answer(StatusCode::SERVICE_UNAVAILABLE, None, "the session is closing".into());
     }
-}
-
-/// Reads until the end of a request head (`\r\n\r\n`); `None` when the client closes first or
-/// sends more than [`MAX_HEAD`] bytes without one. May hold bytes after the head.
-async fn read_head(client: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = client.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        let scan_from = buf.len().saturating_sub(3);
-        buf.extend_from_slice(&chunk[..n]);
-        if buf[scan_from..].windows(4).any(|w| w == b"\r\n\r\n") {
-            return Some(buf);
-        }
-        if buf.len() > MAX_HEAD {
-            return None;
-        }
+    let (mut parts, body) = req.into_parts();
+    let mut path = url.path().to_owned();
+    if let Some(q) = url.query() {
+        path.push('?');
+        path.push_str(q);
     }
-}
-
-/// `CONNECT host:port`: decide, connect, answer 200, then relay both ways until both close.
-async fn tunnel(mut client: TcpStream, gate: &Gate, authority: &str, rest: &[u8]) {
-    let Some((host, port)) = split_authority(authority) else {
-        let refusal = gate.refuse(authority, EgressRefusal::BadRequest, "CONNECT needs host:port");
-        respond_refused(&mut client, &refusal).await;
-        return;
+    let Ok(origin) = path.parse::<Uri>() else {
+        let refusal = gate.refuse(&host, EgressRefusal::BadRequest, "not a valid request path");
+        return refused(&refusal);
     };
-    let addr = match gate.decide(host, port).await {
-        Ok(addr) => addr,
-        Err(refusal) => {
-            respond_refused(&mut client, &refusal).await;
-            return;
+    parts.uri = origin;
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if !parts.headers.contains_key(header::HOST)
+        && let Ok(value) =
+            HeaderValue::from_str(&url[url::Position::BeforeHost..url::Position::AfterPort])
+    {
+        parts.headers.insert(header::HOST, value);
+    }
+    match sender.send_request(Request::from_parts(parts, body)).await {
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, body.boxed())
         }
-    };
-    let Some(mut upstream) = connect(addr, host, &mut client, gate).await else { return };
-    gate.connected();
-    if client.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n").await.is_err() {
-        return;
+        Err(e) => bad_gateway(e),
     }
-    if !rest.is_empty() && upstream.write_all(rest).await.is_err() {
-        return;
-    }
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-}
-
-/// A plain-HTTP request: decide, connect, send it in origin form, relay the answer, close.
-async fn forward(
-    mut client: TcpStream,
-    gate: &Gate,
-    host: &str,
-    port: u16,
-    head: Vec<u8>,
-    rest: &[u8],
-) {
-    let addr = match gate.decide(host, port).await {
-        Ok(addr) => addr,
-        Err(refusal) => {
-            respond_refused(&mut client, &refusal).await;
-            return;
-        }
-    };
-    let Some(mut upstream) = connect(addr, host, &mut client, gate).await else { return };
-    gate.connected();
-    if upstream.write_all(&head).await.is_err() || upstream.write_all(rest).await.is_err() {
-        return;
-    }
-    let (mut from_client, mut to_client) = client.split();
-    let (mut from_upstream, mut to_upstream) = upstream.split();
-    // the body (or, after an upgrade, the client's side) goes up while the answer comes down;
-    // the connection ends with the answer: the next request is decided on a new one
-    tokio::select! {
-        _ = tokio::io::copy(&mut from_upstream, &mut to_client) => {}
-        () = async {
-            let _ = tokio::io::copy(&mut from_client, &mut to_upstream).await;
-            let _ = to_upstream.shutdown().await;
-            std::future::pending::<()>().await;
-        } => {}
-    }
-    let _ = to_client.shutdown().await;
 }
 
 /// Connects to `addr` (for `host`) within [`CONNECT_TIMEOUT`]; when it cannot, records the
-/// failure under Chromium's name for it and answers 502 or 504 to the client.
+/// failure under Chromium's name for it and gives the `502` or `504` to answer.
 async fn connect(
     addr: std::net::SocketAddr,
     host: &str,
-    client: &mut TcpStream,
     gate: &Gate,
-) -> Option<TcpStream> {
+) -> Result<TcpStream, Response<Body>> {
     let (status, error, text) =
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-            Ok(Ok(upstream)) => return Some(upstream),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                ("502 Bad Gateway", "net::ERR_CONNECTION_REFUSED", e.to_string())
+            Ok(Ok(upstream)) => {
+                let _ = upstream.set_nodelay(true);
+                return Ok(upstream);
             }
-            Ok(Err(e)) => ("502 Bad Gateway", "net::ERR_CONNECTION_FAILED", e.to_string()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                (StatusCode::BAD_GATEWAY, "net::ERR_CONNECTION_REFUSED", e.to_string())
+            }
+            Ok(Err(e)) => (StatusCode::BAD_GATEWAY, "net::ERR_CONNECTION_FAILED", e.to_string()),
             Err(_) => {
-                ("504 Gateway Timeout", "net::ERR_CONNECTION_TIMED_OUT", "timed out".to_owned())
+                (StatusCode::GATEWAY_TIMEOUT, "net::ERR_CONNECTION_TIMED_OUT", "timed out".into())
             }
         };
     gate.refusals().record_unreachable(host, error);
-    respond(client, status, None, &format!("{error}: cannot connect to {addr}: {text}")).await;
-    None
+    Err(answer(status, None, format!("{error}: cannot connect to {addr}: {text}")))
 }
 
-/// `http://host[:port]/path?query` of an absolute-form request target, with its host (as it is
-/// written, IPv6 in brackets removed) and port.
+/// `http://host[:port]/path?query` of an absolute-form request target (as the WHATWG URL
+/// parser reads it, so `http://2130706433/` is `127.0.0.1`), with its host (IPv6 brackets
+/// removed) and port.
 fn absolute(target: &str) -> Option<(Url, String, u16)> {
     let url = Url::parse(target).ok()?;
-    if !matches!(url.scheme(), "http" | "ws") {
+    if url.scheme() != "http" {
         return None;
     }
     let host = url.host_str()?.trim_start_matches('[').trim_end_matches(']').to_owned();
@@ -217,37 +260,21 @@ fn absolute(target: &str) -> Option<(Url, String, u16)> {
     Some((url, host, port))
 }
 
-/// The head to send upstream: the request line in origin form, the client's end-to-end
-/// headers, and `Connection: close` (or the upgrade it asked for).
-fn origin_form(method: &str, url: &Url, headers: &[httparse::Header<'_>]) -> Vec<u8> {
-    let mut path = url.path().to_owned();
-    if let Some(q) = url.query() {
-        path.push('?');
-        path.push_str(q);
+/// Removes [`HOP_BY_HOP`] headers and those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
     }
-    let mut out = format!("{method} {path} HTTP/1.1\r\n").into_bytes();
-    let mut upgrade = None;
-    for h in headers {
-        if h.name.eq_ignore_ascii_case("upgrade") {
-            upgrade = Some(h.value);
-        }
-        if HOP_BY_HOP.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
-            continue;
-        }
-        out.extend_from_slice(h.name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
+    for name in HOP_BY_HOP {
+        headers.remove(name);
     }
-    match upgrade {
-        Some(protocol) => {
-            out.extend_from_slice(b"Connection: Upgrade\r\nUpgrade: ");
-            out.extend_from_slice(protocol);
-            out.extend_from_slice(b"\r\n\r\n");
-        }
-        None => out.extend_from_slice(b"Connection: close\r\n\r\n"),
-    }
-    out
 }
 
 /// `host:port` or `[v6]:port`.
@@ -258,22 +285,24 @@ fn split_authority(authority: &str) -> Option<(&str, u16)> {
     (!host.is_empty()).then_some((host, port))
 }
 
-async fn respond_refused(client: &mut TcpStream, refusal: &Refusal) {
-    respond(client, "403 Forbidden", Some(refusal), &refusal.message).await;
+/// `403` with `X-Steward-Egress: refused; reason=<reason>`.
+fn refused(refusal: &Refusal) -> Response<Body> {
+    answer(StatusCode::FORBIDDEN, Some(refusal), refusal.message.clone())
 }
 
-/// A complete answer from the proxy itself, then the connection closes.
-async fn respond(client: &mut TcpStream, status: &str, refusal: Option<&Refusal>, body: &str) {
-    let mut head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nConnection: close\r\n",
-        body.len()
-    );
-    if let Some(r) = refusal {
-        head.push_str(&format!("X-Steward-Egress: refused; reason={}\r\n", r.reason.as_str()));
+/// An answer from the proxy itself; the client's connection closes after it.
+fn answer(status: StatusCode, refusal: Option<&Refusal>, text: String) -> Response<Body> {
+    let mut response =
+        Response::new(Full::new(Bytes::from(text)).map_err(|never| match never {}).boxed());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if let Some(r) = refusal
+        && let Ok(value) = HeaderValue::from_str(&format!("refused; reason={}", r.reason.as_str()))
+    {
+        headers.insert(HeaderName::from_static("x-steward-egress"), value);
     }
-    head.push_str("\r\n");
-    let _ = client.write_all(head.as_bytes()).await;
-    let _ = client.write_all(body.as_bytes()).await;
-    let _ = client.shutdown().await;
+    response
 }
