@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt as _;
 
 use crate::browser::{
-    PageServer, browser_tenant, browsers, client, create_ok, group, navigate, pid_of, profile_dirs,
-    ready_browser,
+    PageServer, browser_tenant, browsers, client, create, create_ok, group, navigate, pid_of,
+    profile_dirs, ready_browser, viewport,
 };
 use crate::support::Steward;
 
@@ -112,14 +112,24 @@ async fn no_chromium_process_listens_and_no_devtools_bridge_is_left_open() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tenants_do_not_share_a_chromium_and_an_idle_tenants_chromium_stops() {
-    let s = Steward::start(&[("STEWARD__BROWSER__TENANT_BROWSER_IDLE", "1s")]).await;
+async fn tenants_do_not_share_a_chromium_none_takes_all_and_an_idle_ones_stops() {
+    let s = Steward::start(&[
+        ("STEWARD__BROWSER__TENANT_BROWSER_IDLE", "1s"),
+        ("STEWARD__BROWSER__BROWSERS", "2"),
+    ])
+    .await;
     let alpha = browser_tenant(&s, "alpha", &[]).await;
     let beta = browser_tenant(&s, "beta", &[]).await;
+    let gamma = browser_tenant(&s, "gamma", &[]).await;
     let mut c = client(&s).await;
-    let a = create_ok(&mut c, &alpha, 640, 480).await;
+    // a tenant's sessions share its one Chromium: three of them do not take the node's two
+    let mut a = Vec::new();
+    for _ in 0..3 {
+        a.push(create_ok(&mut c, &alpha, 640, 480).await);
+    }
     let b = create_ok(&mut c, &beta, 640, 480).await;
     let listed = browsers(&s).await;
+    assert_eq!(listed.len(), 2, "one Chromium per tenant: {listed:?}");
     let of = |tenant: &str| {
         listed
             .iter()
@@ -136,8 +146,15 @@ async fn tenants_do_not_share_a_chromium_and_an_idle_tenants_chromium_stops() {
     let groups_overlap =
         group(pid_of(&chromium_a)).iter().any(|p| group(pid_of(&chromium_b)).contains(p));
     assert!(!groups_overlap);
-    // each Chromium holds its own tenant's context only
-    for (chromium, session) in [(&chromium_a, &a), (&chromium_b, &b)] {
+    // at the limit with no idle Chromium, a third tenant is refused, and nobody loses anything
+    let full = create(&mut c, &gamma, viewport(640, 480)).await.unwrap_err();
+    assert_eq!(full.code(), tonic::Code::ResourceExhausted, "{full:?}");
+    assert!(full.message().contains("browsers"), "{full:?}");
+    assert_eq!(browsers(&s).await.len(), 2);
+    // each Chromium holds its own tenant's contexts only
+    for (chromium, sessions) in
+        [(&chromium_a, a.iter().collect::<Vec<_>>()), (&chromium_b, vec![&b])]
+    {
         let id = chromium["id"].as_str().unwrap();
         let view: serde_json::Value = s
             .get(&format!("/v1/browsers/{id}/targets"))
@@ -147,16 +164,18 @@ async fn tenants_do_not_share_a_chromium_and_an_idle_tenants_chromium_stops() {
             .json()
             .await
             .unwrap();
-        assert_eq!(view["contexts"].as_array().unwrap().len(), 1, "{view}");
         let contexts = view["contexts"].as_array().unwrap();
-        let pages: Vec<&str> = view["targets"]
+        assert_eq!(contexts.len(), sessions.len(), "{view}");
+        let pages: BTreeSet<&str> = view["targets"]
             .as_array()
             .unwrap()
             .iter()
             .filter(|t| t["type"] == "page" && contexts.contains(&t["context"]))
             .map(|t| t["id"].as_str().unwrap())
             .collect();
-        assert_eq!(pages, session.pages, "{view}");
+        let expected: BTreeSet<&str> =
+            sessions.iter().flat_map(|x| x.pages.iter().map(String::as_str)).collect();
+        assert_eq!(pages, expected, "{view}");
     }
     // a tenant's browser is the tenant's in the registry too
     assert_eq!(s.resources("?kind=browser&tenant=alpha").await.len(), 1);
@@ -179,4 +198,9 @@ async fn tenants_do_not_share_a_chromium_and_an_idle_tenants_chromium_stops() {
     .await;
     assert!(gone, "its processes are gone");
     assert_eq!(browsers(&s).await.len(), 1, "alpha's, with a session, stays");
+    // the slot it freed is the refused tenant's now
+    create_ok(&mut c, &gamma, 640, 480).await;
+    let tenants: BTreeSet<String> =
+        browsers(&s).await.iter().map(|x| x["tenant"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(tenants, BTreeSet::from(["alpha".to_owned(), "gamma".to_owned()]));
 }

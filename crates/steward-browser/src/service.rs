@@ -369,8 +369,8 @@ impl Browsers {
     }
 
     /// Finds a live browser for a new session: the tenant's remote endpoint (connected on first
-    /// use), else the least-loaded ready local browser, starting one while fewer than
-    /// [`Browsers::local_browsers`] run and all are busy. Waits for a launching one.
+    /// use), else a local one (see `local`: the tenant's own, or the least-loaded shared one).
+    /// Waits for a launching one.
     async fn place(&self, scope: &TenantScope) -> Result<(Addr<BrowserActor>, ResourceId)> {
         let config = &self.inner.config;
         let (addr, id) = match &scope.endpoint {
@@ -386,10 +386,14 @@ impl Browsers {
         }
     }
 
-    /// The least-loaded ready local browser for `scope`'s tenant — one serving only it with
-    /// `isolation = "tenant"`, any with `"shared"` — starting one when all are busy and the node
-    /// runs fewer than [`Browsers::local_browsers`] (of every tenant). At that limit, an idle
-    /// browser of another tenant is stopped to make room.
+    /// A local browser for `scope`'s tenant, started when needed while the node runs fewer
+    /// than [`Browsers::local_browsers`] (of every tenant):
+    ///
+    /// - `isolation = "tenant"`: the tenant's own Chromium, all its sessions in it (one per
+    ///   tenant, so no tenant takes the slots of others; its `sessions` quota bounds it); when it
+    ///   has none and the node is at the limit, an idle browser of another tenant is stopped to
+    ///   make room, else `ResourceExhausted { quota: "browsers" }`.
+    /// - `"shared"`: the least-loaded one, another started while all are busy.
     async fn local(&self, scope: &TenantScope) -> Result<(Addr<BrowserActor>, ResourceId)> {
         let _serial = self.inner.placement.lock().await;
         let serves = match self.inner.config.isolation {
@@ -418,7 +422,10 @@ impl Browsers {
             (count, best, idle_other)
         };
         let (mut count, best, idle_other) = pick();
-        let busy = best.as_ref().is_none_or(|(_, e)| e.contexts > 0);
+        let busy = match self.inner.config.isolation {
+            BrowserIsolation::Tenant => best.is_none(),
+            BrowserIsolation::Shared => best.as_ref().is_none_or(|(_, e)| e.contexts > 0),
+        };
         if busy
             && best.is_none()
             && count >= self.local_browsers()

@@ -550,7 +550,7 @@ pub struct MessagingConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BrowserIsolation {
-    /// A Chromium serves one tenant.
+    /// A Chromium serves one tenant, and a tenant has one Chromium (all its sessions in it).
     Tenant,
     /// Tenants share Chromium processes (each session still has its own browser context).
     Shared,
@@ -571,8 +571,9 @@ pub struct BrowserConfig {
     /// Most local Chromium processes on this node, whatever tenants they serve. 0 = automatic:
     /// max(4, cores) with `isolation = "tenant"`, max(1, cores / 2) with `"shared"`. Default 0.
     pub browsers: u32,
-    /// Who shares a local Chromium. `tenant` (default): a Chromium serves one tenant only; each
-    /// tenant's browser starts with its first session and stops `tenant_browser_idle` after its
+    /// Who shares a local Chromium. `tenant` (default): a Chromium serves one tenant only, and
+    /// holds all that tenant's sessions (one per tenant, so no tenant takes the node's slots);
+    /// it starts with the tenant's first session and stops `tenant_browser_idle` after its
     /// last. `shared`: every tenant's sessions (each its own browser context) share the pool's
     /// Chromium processes — for operators who serve one trust domain.
     pub isolation: BrowserIsolation,
