@@ -98,13 +98,15 @@ fn forbidden(krate: &str) -> &'static [&'static str] {
             "steward-server",
         ],
         // browsers know Chromium (chromiumoxide) but no front door and no tenancy: the edge
-        // admits and hands in a `TenantScope`; resource crates do not depend on each other
+        // admits and hands in a `TenantScope`; resource crates do not depend on each other.
+        // hyper is allowed here and only here: the egress proxy each Chromium is pointed at
+        // speaks HTTP/1.1 through it on loopback (`steward-browser/src/egress`); it is no front door, and
+        // actix-web, actix-ws and tonic stay out
         "steward-browser" => &[
             "actix-web",
             "actix-ws",
             "tonic",
             "prost",
-            "hyper",
             "webrtc",
             "steward-http",
             "steward-grpc",
