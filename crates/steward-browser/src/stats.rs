@@ -11,9 +11,9 @@ use crate::CloseReason;
 /// A CDP operation, the `op` label of `steward_browser_cdp_*`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
-    /// Spawning Chromium until it prints its DevTools URL.
+    /// Spawning Chromium until it answers `Browser.getVersion` on its pipe (its bridge ready).
     Launch,
-    /// The CDP WebSocket connect.
+    /// chromiumoxide's CDP connect (to the pipe's one-shot bridge, or a remote endpoint).
     Connect,
     /// `Browser.getVersion`, the heartbeat.
     Heartbeat,

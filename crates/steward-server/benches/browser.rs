@@ -2,11 +2,10 @@
 //! the Chromium it runs.
 //!
 //! Starts the `steward` of the profile being built (release under `cargo bench`) as a child
-//! process on loopback ports with a fresh SQLite store and one local browser
-//! (`[browser] browsers = 1`; `executable` is its default, `chromium` on `PATH`, unless
-//! `STEWARD__BROWSER__EXECUTABLE` says otherwise) whose reconciler runs once an hour
-//! (`reconcile_interval`: every 30 s it would dispose of the browser context of plain
-//! chromiumoxide in phase 4, which no session owns). Through the admin API it creates tenant
+//! process on loopback ports with a fresh SQLite store and one local browser, the tenant's
+//! own (`[browser] browsers = 1`, `isolation` its default `tenant`; `executable` is its default,
+//! `chromium` on `PATH`, unless `STEWARD__BROWSER__EXECUTABLE` says otherwise; sandboxed, CDP on
+//! a pipe, an egress proxy per session). Through the admin API it creates tenant
 //! `bench` and a token, allows `127.0.0.1` (`browser_allow`) and raises the `sessions` and
 //! `session_rate` quotas. A small HTTP server inside the bench serves a fixed ~10 KB HTML page on
 //! loopback (`Cache-Control: no-store`, so every navigation fetches it). Clients share the
@@ -30,13 +29,14 @@
 //!    session, its egress proxy in the path) against plain chromiumoxide doing the same on a
 //!    Chromium of its own (the same executable in the same headless mode with a DevTools port
 //!    and no proxy, started by the bench: Steward's speaks CDP on a pipe and has no port; its
-//!    own browser context and page, the same 1280×720 viewport): `BENCH_ROUNDS` (default 10) rounds of `BENCH_OPS` (default 10)
-//!    operations per side, the sides interleaved (which goes first alternates by round). Median
-//!    per operation on each side (and of navigate and screenshot alone), the ratio Steward /
-//!    plain (target ≤ 1.10). The two sides do not do quite the same work: Steward's `Navigate`
-//!    also checks the final URL against the URL policy and evaluates the status and the title in
-//!    the page (two CDP round trips plain `goto` does not make), and chromiumoxide's
-//!    `screenshot` first activates the page's target (one Steward does not make).
+//!    own browser context and page, the same 1280×720 viewport): `BENCH_ROUNDS` (default 10)
+//!    rounds of `BENCH_OPS` (default 10) operations per side, the sides interleaved (which goes
+//!    first alternates by round). Median per operation on each side (and of navigate and
+//!    screenshot alone), the ratio Steward / plain (target ≤ 1.15 with the egress proxy in the
+//!    path, issue 14). The two sides do not do quite the same work: Steward's `Navigate` also
+//!    checks the final URL against the URL policy and evaluates the status and the title in the
+//!    page (two CDP round trips plain `goto` does not make), and chromiumoxide's `screenshot`
+//!    first activates the page's target (one Steward does not make).
 //!
 //! Then the load average over the run, SIGTERM and the server's exit status and WARN/ERROR lines,
 //! a table of the figures, and one JSON line (`{"bench":"browser",…}`). It asserts that the setup
@@ -690,12 +690,7 @@ async fn run(p: Params) {
     let page = page_html();
     let page_bytes = page.len();
     let (url, hits, _page_server) = page_server(page).await;
-    // the reconciler disposes every context no session owns, plain chromiumoxide's included:
-    // not within the run
-    let env = [
-        ("STEWARD__BROWSER__BROWSERS", "1".to_owned()),
-        ("STEWARD__BROWSER__RECONCILE_INTERVAL", "1h".to_owned()),
-    ];
+    let env = [("STEWARD__BROWSER__BROWSERS", "1".to_owned())];
     let mut server = Server::start(&env, std::env::var("BENCH_LOG").ok()).await;
     let quotas = json!({"sessions": 100, "session_rate": 100_000});
     let token = server.tenant_token(quotas.clone()).await;
@@ -759,7 +754,7 @@ async fn run(p: Params) {
         (ms(percentile(&steward.total, 0.95)), ms(percentile(&direct.total, 0.95)));
     println!(
         "browser/overhead: navigate + screenshot median {s_total} ms through Steward (gRPC) vs \
-         {d_total} ms plain chromiumoxide = {ratio}x (target <= 1.10); navigate {s_nav} vs \
+         {d_total} ms plain chromiumoxide = {ratio}x (target <= 1.15); navigate {s_nav} vs \
          {d_nav} ms, screenshot {s_shot} vs {d_shot} ms; p95 {s_p95} vs {d_p95} ms; {} \
          operations per side in {} interleaved rounds; PNG {} vs {} bytes",
         steward.total.len(),
@@ -815,7 +810,7 @@ async fn run(p: Params) {
         format!("{d_p95} ms"),
         direct.total.len().to_string(),
     );
-    row("  ratio Steward / plain (target <= 1.10)", format!("{ratio}x"), "".into(), "".into());
+    row("  ratio Steward / plain (target <= 1.15)", format!("{ratio}x"), "".into(), "".into());
     row(
         "memory per session: Chromium PSS + Steward RSS",
         format!("{} MiB", memory["per_session_pss_mib"]),
