@@ -2,7 +2,8 @@
 //! it should not, whatever the route — a renderer-initiated navigation, a redirect, an iframe,
 //! `fetch`, XHR, WebSocket, EventSource, a worker, a service worker, a name that resolves to
 //! loopback — because every connection goes through the session's egress proxy. Targets on this
-//! machine count what reaches them: nothing does.
+//! machine count what reaches them: nothing does. A tenant allowed loopback reaches its page,
+//! and still none of Steward's own listeners.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -260,4 +261,14 @@ async fn no_route_of_a_tenants_page_reaches_loopback_and_each_refusal_is_counted
     assert!(target.hits() >= 1, "the page (and Chromium's favicon request) reached it");
     let other = navigate(&mut c, &good, &mine, &site.url("/fetch")).await.unwrap_err();
     assert_eq!(other.code(), Code::PermissionDenied, "127.0.0.2 is not on its list: {other:?}");
+
+    // ...but never Steward itself: its admin, public and gRPC listeners are on 127.0.0.1 too
+    let before = refused(&s, "steward").await;
+    for listener in [format!("{}/metrics", s.admin), format!("{}/", s.public), s.grpc.clone()] {
+        let status = navigate(&mut c, &good, &mine, &listener).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{listener}: {status:?}");
+        assert!(status.message().contains("Steward's own listeners"), "{status:?}");
+    }
+    // each counted (Chromium may try a connection twice)
+    assert!(refused(&s, "steward").await - before >= 3.0);
 }

@@ -2,6 +2,7 @@
 //! wait queue; every call finds the caller's session (tenant-checked) and asks its actor.
 
 use std::any::Any;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -128,6 +129,14 @@ impl Browsers {
             }),
             names: Arc::default(),
         }
+    }
+
+    /// Walls off Steward's listener `name` (`admin`, `public`, `grpc`), bound to `addrs`: no
+    /// session's egress proxy connects to it, whatever the tenant's `browser_allow` permits
+    /// (refused as `steward`). A listener calls it each time it binds; the addresses replace
+    /// those it had.
+    pub fn wall_off_listener(&self, name: &str, addrs: &[SocketAddr]) {
+        self.inner.walls.listener(name, addrs);
     }
 
     /// The root children: `browsers` (one-for-one supervisor of the browser actors, started

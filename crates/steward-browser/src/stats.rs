@@ -94,7 +94,8 @@ pub enum EgressRefusal {
     Private,
     /// Another special-purpose address (unspecified, shared, multicast, broadcast).
     Special,
-    /// A loopback port one of Steward's own proxies listens on (another tenant's).
+    /// One of Steward's own proxies (another tenant's) or listeners (admin, public, gRPC),
+    /// refused even where the tenant's `browser_allow` permits the address.
     Steward,
     /// The name does not resolve.
     Dns,

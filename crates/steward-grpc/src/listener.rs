@@ -81,6 +81,7 @@ impl GrpcSpec {
             tokio::net::TcpListener::from_std(std_listener)?
         };
         tracing::info!(listener = "grpc", addr = %addr, "listener bound");
+        self.browsers.wall_off_listener("grpc", &[addr]);
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let reflection = tonic_reflection::server::Builder::configure()

@@ -14,6 +14,7 @@ use steward_core::{
 };
 
 type Configure = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
+type OnBound = Arc<dyn Fn(&[SocketAddr]) + Send + Sync>;
 
 /// How to run one HTTP listener.
 #[derive(Clone)]
@@ -32,6 +33,8 @@ pub struct ListenerSpec {
     pub handle: Arc<Mutex<Option<ServerHandle>>>,
     /// `SO_SNDBUF` of accepted connections; `None` leaves the kernel's autotuning.
     pub send_buffer: Option<usize>,
+    /// Told the bound addresses each time the listener binds (a restart may bind anew).
+    pub on_bound: Option<OnBound>,
 }
 
 impl ListenerSpec {
@@ -51,7 +54,16 @@ impl ListenerSpec {
             shutdown_timeout,
             handle: Arc::default(),
             send_buffer: None,
+            on_bound: None,
         }
+    }
+
+    /// Calls `f` with the bound addresses each time the listener binds, before it serves (the
+    /// browsers wall them off from tenants' pages).
+    #[must_use]
+    pub fn on_bound(mut self, f: impl Fn(&[SocketAddr]) + Send + Sync + 'static) -> Self {
+        self.on_bound = Some(Arc::new(f));
+        self
     }
 
     /// Sets `SO_SNDBUF` on every accepted connection (Linux doubles it for bookkeeping). A
@@ -120,6 +132,9 @@ impl ListenerSpec {
         .shutdown_timeout(self.shutdown_timeout.as_secs().max(1))
         .bind(self.listen)?;
         let addrs = server.addrs();
+        if let Some(on_bound) = &self.on_bound {
+            on_bound(&addrs);
+        }
         let server = server.run();
         let handle = server.handle();
         for addr in &addrs {

@@ -115,7 +115,8 @@ async fn run(
             messaging: messaging.clone(),
             browsers: browsers.clone(),
         }),
-    );
+    )
+    .on_bound(wall_off(&browsers, "admin"));
     let public = ListenerSpec::new(
         "public",
         config.http.listen,
@@ -123,6 +124,7 @@ async fn run(
         listener_grace,
         public_app_config(tenancy.clone(), sockets.clone(), registry.clone()),
     )
+    .on_bound(wall_off(&browsers, "public"))
     .send_buffer(match config.socket.send_buffer.as_u64() {
         0 => None,
         n => usize::try_from(n).ok(),
@@ -250,6 +252,16 @@ async fn run(
         "shutdown complete: {report}"
     );
     Ok(code)
+}
+
+/// Tells the browsers where the listener `name` is bound, so no tenant's page reaches it
+/// through its egress proxy.
+fn wall_off(
+    browsers: &steward_browser::Browsers,
+    name: &'static str,
+) -> impl Fn(&[std::net::SocketAddr]) + Send + Sync + 'static {
+    let browsers = browsers.clone();
+    move |addrs| browsers.wall_off_listener(name, addrs)
 }
 
 /// Where the store is, for logs: the SQLite file, or the PostgreSQL URL without its password.

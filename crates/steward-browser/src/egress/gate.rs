@@ -128,11 +128,8 @@ impl Gate {
             };
             return Err(no(reason, message));
         }
-        if (ip.is_loopback() || ip.is_unspecified()) && self.walls.contains(port) {
-            return Err(no(
-                EgressRefusal::Steward,
-                format!("{host}:{port} is one of Steward's own proxies"),
-            ));
+        if let Some(what) = self.walls.guarded(ip, port) {
+            return Err(no(EgressRefusal::Steward, format!("{host}:{port} is {what}")));
         }
         Ok(SocketAddr::new(ip, port))
     }

@@ -15,8 +15,8 @@
 //!   own;
 //! - resolves the name itself (static `[browser] egress_hosts` entries first, `localhost` as
 //!   loopback), checks every address against the tenant's [`UrlPolicy`] — the same rules and
-//!   `browser_allow` list as the up-front URL check — and never a loopback port that one of
-//!   Steward's own proxies listens on (the walls between tenants);
+//!   `browser_allow` list as the up-front URL check — and never one of Steward's own proxies
+//!   (the walls between tenants) or listeners ([`Walls`]);
 //! - connects to exactly the address it checked, and relays: a tunnel, or a plain-HTTP
 //!   request sent in origin form, without hop-by-hop headers, on an upstream connection of its
 //!   own (never reused, so no later request rides on an address decided for another);
@@ -33,8 +33,8 @@ mod tests;
 
 pub(crate) use gate::{Gate, Hosts, Refusal};
 
-use std::collections::{HashSet, VecDeque};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,20 +54,55 @@ pub(crate) const MAX_CONNECTIONS: usize = 64;
 /// Refusals a session remembers (for the error of the navigation they stopped).
 const REMEMBERED: usize = 32;
 
-/// The loopback ports Steward's own proxies listen on: no proxy connects to one of them, so no
-/// tenant reaches another tenant's proxy (and its policy) through its own.
+/// What no proxy connects to, whatever a tenant's policy allows:
+///
+/// - the loopback ports Steward's own proxies listen on, so no tenant reaches another tenant's
+///   proxy (and its policy) through its own;
+/// - Steward's own listeners (admin, public HTTP, gRPC), so a tenant allowed loopback or this
+///   machine's addresses (`browser_allow`) still cannot read the admin listener's `/metrics` or
+///   call Steward from a page: a listener's port is refused on loopback, on the unspecified
+///   address, on the listener's own address, and — for a listener on the unspecified address —
+///   on every address of this machine.
 #[derive(Debug, Default)]
-pub(crate) struct Walls(Mutex<HashSet<u16>>);
+pub(crate) struct Walls {
+    proxies: Mutex<HashSet<u16>>,
+    /// Listener name → the addresses it is bound to (replaced when it binds again).
+    listeners: Mutex<HashMap<String, Vec<SocketAddr>>>,
+}
 
 impl Walls {
     fn raise(self: &Arc<Self>, port: u16) -> Wall {
-        lock(&self.0).insert(port);
+        lock(&self.proxies).insert(port);
         Wall { walls: self.clone(), port }
     }
 
+    #[cfg(test)]
     pub(crate) fn contains(&self, port: u16) -> bool {
-        lock(&self.0).contains(&port)
+        lock(&self.proxies).contains(&port)
     }
+
+    /// Walls off the listener `name`, bound to `addrs` (its earlier addresses are forgotten).
+    pub(crate) fn listener(&self, name: &str, addrs: &[SocketAddr]) {
+        lock(&self.listeners).insert(name.to_owned(), addrs.to_vec());
+    }
+
+    /// What of Steward's `ip:port` is, if it is behind a wall.
+    pub(crate) fn guarded(&self, ip: IpAddr, port: u16) -> Option<&'static str> {
+        let anywhere = ip.is_loopback() || ip.is_unspecified();
+        if anywhere && lock(&self.proxies).contains(&port) {
+            return Some("one of Steward's own proxies");
+        }
+        let listeners = lock(&self.listeners);
+        let mut bound = listeners.values().flatten().filter(|l| l.port() == port);
+        bound
+            .any(|l| anywhere || l.ip() == ip || (l.ip().is_unspecified() && is_local(ip)))
+            .then_some("one of Steward's own listeners")
+    }
+}
+
+/// Whether `ip` is an address of this machine (it can be bound to).
+fn is_local(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
 /// A proxy's port in [`Walls`] while it lives.
@@ -79,7 +114,7 @@ struct Wall {
 
 impl Drop for Wall {
     fn drop(&mut self) {
-        lock(&self.walls.0).remove(&self.port);
+        lock(&self.walls.proxies).remove(&self.port);
     }
 }
 

@@ -296,3 +296,37 @@ async fn the_proxy_and_its_connections_end_with_their_owner() {
     drop(proxy);
     assert!(!f.walls.contains(addr.rsplit(':').next().unwrap().parse().unwrap()));
 }
+
+#[actix_rt::test]
+async fn stewards_own_listeners_are_refused_whatever_the_tenant_may_reach() {
+    let registry = Registry::with_defaults();
+    let f = Fixture::new(&registry);
+    // stands in for the admin listener; the tenant is allowed all of loopback
+    let admin = Target::start().await;
+    f.walls.listener("admin", &[admin.addr]);
+    let mine = f.proxy(&["127.0.0.0/8"]).await;
+    let port = admin.addr.port();
+    for request in [
+        format!("GET http://127.0.0.1:{port}/metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
+        format!("GET http://127.0.0.2:{port}/metrics HTTP/1.1\r\nHost: 127.0.0.2\r\n\r\n"),
+        format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n"),
+    ] {
+        let answer = exchange(&mine, &request).await;
+        assert!(answer.contains("reason=steward"), "{request}: {answer}");
+    }
+    assert_eq!(admin.hits.load(Ordering::SeqCst), 0, "nothing reached the listener");
+    assert_eq!(f.refused(EgressRefusal::Steward), 3);
+
+    // a listener on the unspecified address is behind the wall on every address of the machine
+    let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9);
+    f.walls.listener("public", &[any]);
+    assert!(f.walls.guarded(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)), 9).is_some());
+    assert!(f.walls.guarded(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 123)), 9).is_none(), "not ours");
+    assert!(f.walls.guarded(IpAddr::V4(Ipv4Addr::LOCALHOST), 10).is_none(), "another port");
+    // a listener that binds again is walled where it is now, and only there
+    f.walls.listener("admin", &[SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 11)]);
+    assert!(f.walls.guarded(IpAddr::V4(Ipv4Addr::LOCALHOST), port).is_none());
+    assert!(f.walls.guarded(IpAddr::V4(Ipv4Addr::LOCALHOST), 11).is_some());
+    let answer = exchange(&mine, &format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n")).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
