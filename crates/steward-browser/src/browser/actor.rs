@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chromiumoxide::Browser as Cdp;
-use chromiumoxide::cdp::browser_protocol::browser::CloseParams;
+use chromiumoxide::cdp::browser_protocol::browser::{BrowserContextId, CloseParams};
 use chromiumoxide::cdp::browser_protocol::target::{
     CloseTargetParams, DisposeBrowserContextParams, GetBrowserContextsParams, GetTargetsParams,
+    TargetInfo,
 };
 use chromiumoxide::handler::HandlerConfig;
 use futures_util::StreamExt as _;
@@ -20,7 +21,7 @@ use super::{BrowserActor, Origin};
 use crate::cdp::timed;
 use crate::egress::{Egress, Gate};
 use crate::launch;
-use crate::shared::lock;
+use crate::shared::{Shared, lock};
 use crate::stats::{BrowserState, BrowserStats, Op};
 use crate::{Error, Result};
 
@@ -274,18 +275,8 @@ impl BrowserActor {
         self.reconcile_in_flight = true;
         let epoch = self.epoch;
         let shared = self.shared.clone();
-        let t = shared.config.command_timeout;
         let fut = async move {
-            let contexts =
-                timed(&shared.stats, Op::Reconcile, t, cdp.execute(GetBrowserContextsParams {}))
-                    .await?
-                    .result
-                    .browser_context_ids;
-            let targets =
-                timed(&shared.stats, Op::Reconcile, t, cdp.execute(GetTargetsParams::default()))
-                    .await?
-                    .result
-                    .target_infos;
+            let (contexts, targets) = contexts_and_targets(&shared, &cdp).await?;
             Ok::<_, Error>((cdp, contexts, targets))
         };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
@@ -421,4 +412,26 @@ fn kill_group(pgid: u32) {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
+}
+
+/// Chromium's own view: its browser contexts (`Target.getBrowserContexts`) and targets
+/// (`Target.getTargets`), each call within `[browser] command_timeout` (recorded as
+/// `reconcile`).
+///
+/// # Errors
+/// [`Error::DeadlineExceeded`] or the CDP error of either call.
+pub(super) async fn contexts_and_targets(
+    shared: &Shared,
+    cdp: &Cdp,
+) -> Result<(Vec<BrowserContextId>, Vec<TargetInfo>)> {
+    let t = shared.config.command_timeout;
+    let contexts = timed(&shared.stats, Op::Reconcile, t, cdp.execute(GetBrowserContextsParams {}))
+        .await?
+        .result
+        .browser_context_ids;
+    let targets = timed(&shared.stats, Op::Reconcile, t, cdp.execute(GetTargetsParams::default()))
+        .await?
+        .result
+        .target_infos;
+    Ok((contexts, targets))
 }

@@ -6,7 +6,6 @@ use actix::prelude::*;
 use chromiumoxide::Browser as Cdp;
 use chromiumoxide::cdp::browser_protocol::target::{
     CreateBrowserContextParams, DisposeBrowserContextParams, GetBrowserContextsParams,
-    GetTargetsParams,
 };
 
 use super::messages::{
@@ -27,17 +26,7 @@ impl Handler<ListTargets> for BrowserActor {
         };
         let shared = self.shared.clone();
         Box::pin(async move {
-            let t = shared.config.command_timeout;
-            let contexts =
-                timed(&shared.stats, Op::Reconcile, t, cdp.execute(GetBrowserContextsParams {}))
-                    .await?
-                    .result
-                    .browser_context_ids;
-            let targets =
-                timed(&shared.stats, Op::Reconcile, t, cdp.execute(GetTargetsParams::default()))
-                    .await?
-                    .result
-                    .target_infos;
+            let (contexts, targets) = super::actor::contexts_and_targets(&shared, &cdp).await?;
             Ok(ChromiumView {
                 contexts: contexts.iter().map(|c| c.inner().clone()).collect(),
                 targets: targets
