@@ -1,9 +1,9 @@
 //! Browser isolation on the real binary and a real Chromium: a tenant's page reaches nothing
 //! it should not, whatever the route — a renderer-initiated navigation, a redirect, an iframe,
-//! `fetch`, XHR, WebSocket, EventSource, a worker, a service worker, a name that resolves to
-//! loopback — because every connection goes through the session's egress proxy. Targets on this
-//! machine count what reaches them: nothing does. A tenant allowed loopback reaches its page,
-//! and still none of Steward's own listeners.
+//! `fetch`, XHR, WebSocket, EventSource, a worker, a name that resolves to loopback — because
+//! every connection goes through the session's egress proxy. Targets on this machine count
+//! what reaches them: nothing does. A tenant allowed loopback reaches its page, and still none
+//! of Steward's own listeners.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -139,13 +139,6 @@ fn attack_page(path: &str, t: u16) -> (String, String, String) {
             "text/javascript".into(),
             format!("fetch('http://127.0.0.1:{t}/worker', {{mode: 'no-cors'}}).catch(() => {{}})"),
         ),
-        // a service worker (127.0.0.0/8 is a secure context): its script's own fetch
-        "/serviceworker" => html("navigator.serviceWorker.register('/sw.js')"),
-        "/sw.js" => (
-            "200 OK".into(),
-            "text/javascript".into(),
-            format!("fetch('http://127.0.0.1:{t}/sw', {{mode: 'no-cors'}}).catch(() => {{}})"),
-        ),
         // the private-address target's port is `t` too (see the test)
         "/private" => html(&format!(
             "fetch('http://private:{t}/private', {{mode: 'no-cors'}}).catch(() => {{}})"
@@ -185,16 +178,7 @@ async fn no_route_of_a_tenants_page_reaches_loopback_and_each_refusal_is_counted
     assert!(refused(&s, "loopback").await > before);
 
     // every sub-resource route, loaded from the allowed page
-    for route in [
-        "/iframe",
-        "/fetch",
-        "/xhr",
-        "/websocket",
-        "/eventsource",
-        "/worker",
-        "/serviceworker",
-        "/rebind",
-    ] {
+    for route in ["/iframe", "/fetch", "/xhr", "/websocket", "/eventsource", "/worker", "/rebind"] {
         let before = refused(&s, "loopback").await;
         navigate(&mut c, &evil, &session, &site.url(route))
             .await
