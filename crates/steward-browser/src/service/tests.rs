@@ -159,11 +159,25 @@ async fn contexts_at(endpoint: &str) -> usize {
 }
 
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while !f() {
+    until_async(what, Duration::from_secs(15), || std::future::ready(f())).await;
+}
+
+/// Polls `f` every 20 ms until it holds; fails the test after `within`.
+async fn until_async<F: Future<Output = bool>>(
+    what: &str,
+    within: Duration,
+    mut f: impl FnMut() -> F,
+) {
+    let deadline = std::time::Instant::now() + within;
+    while !f().await {
         assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Whether `tenant` has `n` `CreateSession` calls waiting in the queue.
+fn waiting(h: &Harness, tenant: &str, n: u32) -> bool {
+    h.browsers.queued().iter().any(|(t, w)| &**t == tenant && *w == n)
 }
 
 fn closed(h: &Harness, reason: CloseReason) -> u64 {
@@ -300,14 +314,10 @@ async fn the_reconciler_disposes_a_context_whose_session_was_killed() {
     // killed: no cleanup ran, the context stays in Chromium
     assert!(steward_core::Control::new(h.registry.clone()).kill(info.id.parse().unwrap()));
     until("the session to go", || h.browsers.live_sessions() == 0).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if chromium_contexts(&h).await == 0 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the orphaned context was not disposed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_async("the orphaned context to be disposed", Duration::from_secs(10), || async {
+        chromium_contexts(&h).await == 0
+    })
+    .await;
     assert!(BrowserStats::get(&h.browsers.stats().reconciled) >= 1);
 }
 
@@ -341,14 +351,14 @@ async fn a_full_tenant_queues_then_times_out_with_retry_advice() {
     // the second waits, and gets the slot when the first closes
     let (second, ()) =
         tokio::join!(h.browsers.create_session(&s, SessionOptions::default(), &admit), async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            until("the second to queue", || waiting(&h, "acme", 1)).await;
             h.browsers.close_session("acme", &first.id).await.unwrap();
         });
     let second = second.unwrap();
     // the third times out; a fourth finds the queue full
     let (third, fourth) =
         tokio::join!(h.browsers.create_session(&s, SessionOptions::default(), &admit), async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            until("the third to queue", || waiting(&h, "acme", 1)).await;
             h.browsers.create_session(&s, SessionOptions::default(), &admit).await
         });
     assert!(
@@ -469,14 +479,10 @@ async fn the_reconciler_closes_a_popup_no_session_opened() {
         .await
         .unwrap();
     assert_eq!(opened, "true");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if chromium_pages(&h).await == baseline {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the popup was not closed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_async("the popup to be closed", Duration::from_secs(10), || async {
+        chromium_pages(&h).await == baseline
+    })
+    .await;
     // the session's own page is untouched
     assert_eq!(h.browsers.session("acme", &info.id).await.unwrap().pages, info.pages);
     h.browsers.close_session("acme", &info.id).await.unwrap();
