@@ -19,8 +19,10 @@
 //!   (`169.254.0.0/16` with the cloud metadata address, `fe80::/10`; RFC 3927, RFC 4291), private
 //!   (`10.0.0.0/8`, `172.16.0.0/12`, `192.168.0.0/16`, RFC 1918; unique local `fc00::/7`,
 //!   RFC 4193; the deprecated site-local `fec0::/10`, RFC 3879), shared address space
-//!   (`100.64.0.0/10`, RFC 6598), multicast (`224.0.0.0/4`, `ff00::/8`) and the limited broadcast
-//!   `255.255.255.255`. An IPv6 address that embeds an IPv4 one is judged by the IPv4 address:
+//!   (`100.64.0.0/10`, RFC 6598), multicast (`224.0.0.0/4`, `ff00::/8`), the limited broadcast
+//!   `255.255.255.255`, IETF protocol assignments (`192.0.0.0/24`), documentation (`192.0.2.0/24`,
+//!   `198.51.100.0/24`, `203.0.113.0/24`, RFC 5737; `2001:db8::/32`, RFC 3849), benchmarking
+//!   (`198.18.0.0/15`, RFC 2544), reserved (`240.0.0.0/4`) and discard-only (`100::/64`, RFC 6666). An IPv6 address that embeds an IPv4 one is judged by the IPv4 address:
 //!   IPv4-mapped `::ffff:0:0/96` and the deprecated IPv4-compatible `::/96` (RFC 4291 §2.5.5),
 //!   IPv4-translated `::ffff:0:0:0/96` (RFC 2765), the NAT64 well-known prefix `64:ff9b::/96`
 //!   (RFC 6052) and 6to4 `2002::/16` (RFC 3056).
@@ -345,6 +347,14 @@ fn blocked_v4(ip: Ipv4Addr) -> Option<&'static str> {
         Some("a multicast address")
     } else if ip.is_broadcast() {
         Some("the broadcast address")
+    } else if [a, b, ip.octets()[2]] == [192, 0, 0] {
+        Some("an IETF protocol assignment address")
+    } else if ip.is_documentation() {
+        Some("a documentation address")
+    } else if a == 198 && b & 0xfe == 18 {
+        Some("a benchmarking address")
+    } else if a >= 240 {
+        Some("a reserved address")
     } else {
         None
     }
@@ -370,6 +380,10 @@ fn blocked_v6(ip: Ipv6Addr) -> Option<Blocked> {
         own("a private (unique local) address")
     } else if ip.is_multicast() {
         own("a multicast address")
+    } else if ip.segments()[..2] == [0x2001, 0x0db8] {
+        own("a documentation address")
+    } else if ip.segments()[..4] == [0x0100, 0, 0, 0] {
+        own("a discard-only address")
     } else {
         None
     }

@@ -112,6 +112,14 @@ fn blocked_ipv4_ranges_are_refused_with_their_reason() {
         ("224.0.0.1", "multicast"),
         ("239.255.255.250", "multicast"),
         ("255.255.255.255", "broadcast"),
+        ("192.0.0.8", "IETF protocol"),
+        ("192.0.2.2", "documentation"),
+        ("198.51.100.1", "documentation"),
+        ("203.0.113.9", "documentation"),
+        ("198.18.0.1", "benchmarking"),
+        ("198.19.255.255", "benchmarking"),
+        ("240.0.0.1", "reserved"),
+        ("254.255.255.255", "reserved"),
     ] {
         let m = refusal(&p, &format!("http://{ip}/"), &[]);
         assert!(m.contains(kind), "{ip}: {m}");
@@ -130,6 +138,11 @@ fn blocked_ipv4_ranges_are_refused_with_their_reason() {
         "172.32.0.0",
         "192.167.255.255",
         "192.169.0.0",
+        "192.0.1.255",
+        "192.0.3.0",
+        "198.17.255.255",
+        "198.20.0.0",
+        "203.0.112.255",
         "223.255.255.255",
     ] {
         assert_allowed(&p, &format!("http://{public}/"), &[]);
@@ -149,11 +162,13 @@ fn blocked_ipv6_ranges_are_refused_with_their_reason() {
         ("fd12:3456::1", "private"),
         ("ff02::1", "multicast"),
         ("ff0e::1", "multicast"),
+        ("2001:db8::1", "documentation"),
+        ("100::1", "discard-only"),
     ] {
         let m = refusal(&p, &format!("http://[{ip}]/"), &[]);
         assert!(m.contains(kind), "{ip}: {m}");
     }
-    for public in ["2001:4860:4860::8888", "2606:4700::1111", "fe7f::1", "fe00::1"] {
+    for public in ["2001:4860:4860::8888", "2606:4700::1111", "fe7f::1", "fe00::1", "2001:db9::1"] {
         assert_allowed(&p, &format!("http://[{public}]/"), &[]);
     }
 }
@@ -235,7 +250,7 @@ fn names_are_judged_by_every_address_they_resolve_to() {
     assert!(m.contains("db.internal resolves to 10.0.0.5, a private address"), "{m}");
     let m = refusal(&p, "http://mixed.example/", &["8.8.8.8", "169.254.169.254"]);
     assert!(m.contains("169.254.169.254") && m.contains("cloud metadata"), "{m}");
-    let m = refusal(&p, "http://v6.example/", &["2001:db8::1", "::ffff:127.0.0.1"]);
+    let m = refusal(&p, "http://v6.example/", &["2606:4700::1111", "::ffff:127.0.0.1"]);
     assert!(m.contains("which embeds 127.0.0.1, a loopback address"), "{m}");
     refusal(&p, "http://127.0.0.1.nip.io/", &["127.0.0.1"]);
     assert_allowed(&p, "https://example.com/", &["93.184.215.14", "2606:2800:21f:cb07::1"]);
