@@ -39,6 +39,7 @@ async fn lists_its_own_supervised_services() {
             "browsers",
             "consumers",
             "grpc",
+            "grpc-admin",
             "http-admin",
             "http-public",
             "job-hub",
@@ -60,8 +61,8 @@ async fn lists_its_own_supervised_services() {
     let tree: Value = s.get("/v1/supervisors").send().await.unwrap().json().await.unwrap();
     assert_eq!(tree[0]["name"], "steward");
     // the five supervisors (four dynamic, and `browsers`) are listed under `supervisors`, the
-    // other eight services as members
-    assert_eq!(tree[0]["members"].as_array().unwrap().len(), 8);
+    // other nine services as members
+    assert_eq!(tree[0]["members"].as_array().unwrap().len(), 9);
     let subs: Vec<&str> = tree[0]["supervisors"]
         .as_array()
         .unwrap()
@@ -93,8 +94,8 @@ async fn lists_its_own_supervised_services() {
         .unwrap();
     assert_eq!(
         rest["resources"].as_array().unwrap().len(),
-        12,
-        "14 resources, 2 on the first page"
+        13,
+        "15 resources, 2 on the first page"
     );
     assert!(rest["next"].is_null());
 }
@@ -140,7 +141,7 @@ async fn bad_input_gets_a_typed_400_and_disturbs_nothing() {
         assert!(json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     // nothing else was disturbed
-    assert_eq!(s.resources("?kind=service").await.len(), 14);
+    assert_eq!(s.resources("?kind=service").await.len(), 15);
     let r = s.http.get(format!("{}/readyz", s.admin)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
@@ -172,7 +173,7 @@ async fn a_resource_stopped_through_the_api_disappears_from_the_registry() {
     assert_eq!(entry["last_exit_reason"], "shutdown");
     // it really stopped serving, and it was not restarted
     assert!(s.http.get(format!("{}/healthz", s.public)).send().await.is_err());
-    assert_eq!(s.resources("?kind=service").await.len(), 13);
+    assert_eq!(s.resources("?kind=service").await.len(), 14);
 }
 
 #[tokio::test]
@@ -200,8 +201,8 @@ async fn metrics_watchdog_and_openapi() {
     let text =
         s.http.get(format!("{}/metrics", s.admin)).send().await.unwrap().text().await.unwrap();
     for needle in [
-        "steward_resources_live{kind=\"service\"} 14",
-        "steward_resources_started_total{kind=\"service\"} 14",
+        "steward_resources_live{kind=\"service\"} 15",
+        "steward_resources_started_total{kind=\"service\"} 15",
         "steward_restart_backoff_pending{kind=\"session\"} 0",
         "steward_resources_killed_total{kind=\"session\"} 0",
         "steward_process_resident_memory_bytes",

@@ -116,6 +116,23 @@ fn forbidden(krate: &str) -> &'static [&'static str] {
             "steward-messaging",
             "steward-server",
         ],
+        // TLS holds certificates and handshakes for the edges; it knows none of them
+        "steward-tls" => &[
+            "actix-web",
+            "actix-ws",
+            "tonic",
+            "prost",
+            "chromiumoxide",
+            "webrtc",
+            "steward-http",
+            "steward-grpc",
+            "steward-proto",
+            "steward-tenancy",
+            "steward-socket",
+            "steward-messaging",
+            "steward-browser",
+            "steward-server",
+        ],
         _ => &[],
     }
 }

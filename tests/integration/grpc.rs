@@ -43,7 +43,13 @@ async fn health_and_admin_service() {
     .await;
     assert!(serving, "grpc health never reported SERVING");
 
-    let mut admin = AdminClient::new(channel);
+    // nothing administrative answers on the public listener, token or not
+    let mut public_admin = AdminClient::new(channel);
+    let err =
+        public_admin.list_resources(authed(ListResourcesRequest::default())).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
+
+    let mut admin = AdminClient::connect(s.grpc_admin.clone()).await.unwrap();
     let err = admin.list_resources(ListResourcesRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
 
@@ -55,7 +61,7 @@ async fn health_and_admin_service() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(list.resources.len(), 14);
+    assert_eq!(list.resources.len(), 15);
     let root = list.resources.iter().find(|r| r.name == "steward").unwrap();
     let got = admin
         .get_resource(authed(GetResourceRequest { id: root.id.clone() }))
@@ -85,7 +91,7 @@ async fn health_and_admin_service() {
 #[tokio::test]
 async fn watch_resources_streams_events_and_ends_unavailable_on_shutdown() {
     let mut s = Steward::start(&[("STEWARD__SHUTDOWN__DEADLINES__READINESS_OFF", "200ms")]).await;
-    let mut admin = AdminClient::connect(s.grpc.clone()).await.unwrap();
+    let mut admin = AdminClient::connect(s.grpc_admin.clone()).await.unwrap();
     let mut stream =
         admin.watch_resources(authed(WatchResourcesRequest::default())).await.unwrap().into_inner();
 

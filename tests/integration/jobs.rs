@@ -274,3 +274,77 @@ async fn steward_job_creates_updates_reads_watches_and_cancels_a_job_over_grpc()
         (Some(0), format!("{other} cancelled 0%\n"))
     );
 }
+
+/// Sets quotas of `tenant` (`PATCH /v1/tenants/{id}`).
+async fn set_quotas(s: &Steward, tenant: &str, quotas: Value) {
+    let r = s
+        .request(Method::PATCH, &format!("/v1/tenants/{tenant}"))
+        .json(&json!({ "quotas": quotas }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+}
+
+/// The value of one exact series on `/metrics` (0 when absent).
+async fn metric(s: &Steward, series: &str) -> f64 {
+    crate::sockets::metric(s, series).await
+}
+
+#[tokio::test]
+async fn a_tenant_at_its_job_quota_does_not_stop_another_tenants_create_job() {
+    let s = Steward::start(&[]).await;
+    let mut acme = tenant(&s, "acme").await;
+    let mut globex = tenant(&s, "globex").await;
+    set_quotas(&s, "acme", json!({ "jobs": 3 })).await;
+    let mut live = Vec::new();
+    for _ in 0..3 {
+        live.push(acme.create("render", None).await.expect("within the jobs quota").id);
+    }
+    let refused = acme.create("render", None).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("`jobs`"), "{refused:?}");
+    assert!(refused.metadata().get("retry-after").is_some());
+    // another tenant is not affected
+    for _ in 0..5 {
+        globex.create("render", None).await.expect("another tenant's job");
+    }
+    // a job that finishes gives its place back
+    acme.cancel(&live[0]).await.unwrap();
+    acme.create("render", None).await.expect("a place freed by a finished job");
+    assert_eq!(metric(&s, "steward_tenant_quota_used{tenant=\"acme\",quota=\"jobs\"}").await, 3.0);
+    assert_eq!(metric(&s, "steward_tenant_quota_limit{tenant=\"acme\",quota=\"jobs\"}").await, 3.0);
+    assert!(
+        metric(&s, "steward_tenant_admissions_refused_total{tenant=\"acme\",quota=\"jobs\"}").await
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn queued_jobs_expire_and_watch_streams_are_capped_per_tenant() {
+    let s = Steward::start(&[("STEWARD__JOBS__QUEUED_TTL", "1s")]).await;
+    let mut acme = tenant(&s, "acme").await;
+    set_quotas(&s, "acme", json!({ "jobs": 1, "watch_streams": 2 })).await;
+    let job = acme.create("render", None).await.unwrap();
+    // watch streams: two, then refused, then a place again when one ends
+    let mut first = acme.watch(&job.id).await.expect("first watch");
+    let second = acme.watch(&job.id).await.expect("second watch");
+    let refused = acme.watch(&job.id).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("`watch_streams`"), "{refused:?}");
+    drop(second);
+    let third = crate::support::eventually(WITHIN, || {
+        let mut c = Jobs { client: acme.client.clone(), bearer: acme.bearer.clone() };
+        let id = job.id.clone();
+        async move { c.watch(&id).await.is_ok() }
+    })
+    .await;
+    assert!(third, "a watch stream's place never came back");
+    // the queued job expires: its watchers hear `failed`, and its jobs-quota place is free
+    assert_eq!(status_of(&next(&mut first).await.unwrap().unwrap()), pb::JobStatus::Queued);
+    let expired = next(&mut first).await.unwrap().expect("the expiry update");
+    assert_eq!(status_of(&expired), pb::JobStatus::Failed);
+    assert_eq!(next(&mut first).await.unwrap(), None, "the watch ends after the final update");
+    acme.create("render", None).await.expect("the expired job's place is free");
+    assert!(metric(&s, "steward_jobs_expired_total").await >= 1.0);
+}

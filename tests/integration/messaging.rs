@@ -1038,3 +1038,198 @@ async fn churn_of_200_consumers_leaves_nothing_behind_embedded() {
 async fn churn_of_200_consumers_leaves_nothing_behind_nats() {
     churn_of_200_consumers_leaves_nothing_behind(Backend::Nats).await;
 }
+
+// ---- tenant quotas: topics, groups, stored messages and bytes ---------------------------------
+
+/// The code and detail of every result of a `SendMessage` that must have been refused by
+/// `quota`.
+fn assert_refused_by(results: &[pb::SendResult], quota: &str) {
+    for r in results {
+        assert_eq!(r.code(), pb::ResultCode::ResourceExhausted, "{r:?}");
+        assert!(r.detail.contains(&format!("`{quota}`")), "{r:?}");
+    }
+}
+
+/// Each quota the broker counts is refused at its limit and admitted again once what held it
+/// is gone: `topics` (idle topics are removed), `groups` (idle groups are removed),
+/// `stored_messages` (acked messages free their place).
+async fn each_messaging_quota_refuses_at_its_limit_and_admits_after_release(backend: Backend) {
+    let broker = Broker::new(backend);
+    let s = broker
+        .start(&[
+            ("STEWARD__MESSAGING__TOPIC_IDLE_TTL", "1s"),
+            ("STEWARD__MESSAGING__PRODUCER_SWEEP_INTERVAL", "500ms"),
+            ("STEWARD__MESSAGING__CONSUMER_CLEANUP_TIMEOUT", "1s"),
+        ])
+        .await;
+    let mut c = client(&s).await;
+
+    // topics: two, the third refused; another tenant sends and receives all along
+    let tq = tenant(&s, "tq").await;
+    set_quotas(&s, "tq", json!({ "topics": 2 })).await;
+    let other = tenant(&s, "other").await;
+    let mut other_rx = open_ok(&mut c, &other, stream_request("g", "c")).await;
+    send_ok(&mut c, &tq, vec![message("a", "a1", 10)]).await;
+    send_ok(&mut c, &tq, vec![message("b", "b1", 10)]).await;
+    let results = send(&mut c, &tq, "p", vec![message("c", "c1", 10)]).await.unwrap();
+    assert_refused_by(&results, "topics");
+    send_ok(&mut c, &other, vec![message("c", "o1", 10)]).await;
+    receive_n(&mut other_rx, 1, WITHIN).await;
+    // the two topics hold nothing and nobody uses them: they go, and the third fits
+    let admitted = eventually(Duration::from_secs(30), || async {
+        let r = send(&mut client(&s).await, &tq, "p", vec![message("c", "c2", 10)]).await;
+        r.is_ok_and(|r| r[0].code() == pb::ResultCode::Ok)
+    })
+    .await;
+    assert!(admitted, "idle topics never gave their places back");
+    assert!(
+        series(&s, "steward_tenant_admissions_refused_total{tenant=\"tq\",quota=\"topics\"}").await
+            >= 1.0
+    );
+
+    // groups: one, a second refused with retry advice, then admitted once the first is gone
+    let gq = tenant(&s, "gq").await;
+    set_quotas(&s, "gq", json!({ "groups": 1 })).await;
+    let first = open_ok(&mut c, &gq, stream_request("g", "t")).await;
+    let err = open(&mut c, &gq, stream_request("h", "t")).await.map(|_| ()).unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("`groups`"), "{err:?}");
+    assert!(err.metadata().get("retry-after").is_some());
+    drop(first);
+    let admitted = eventually(Duration::from_secs(30), || async {
+        open(&mut client(&s).await, &gq, stream_request("h", "t")).await.is_ok()
+    })
+    .await;
+    assert!(admitted, "an idle group never gave its place back");
+
+    // stored messages: three, the fourth refused, acked ones make room
+    let sq = tenant(&s, "sq").await;
+    set_quotas(&s, "sq", json!({ "stored_messages": 3 })).await;
+    let mut rx = open_ok(&mut c, &sq, stream_request("g", "t")).await;
+    send_ok(&mut c, &sq, numbered("t", 0..3, 10)).await;
+    let results = send(&mut c, &sq, "", numbered("t", 3..4, 10)).await.unwrap();
+    assert_refused_by(&results, "stored_messages");
+    let used = "steward_tenant_quota_used{tenant=\"sq\",quota=\"stored_messages\"}";
+    assert_eq!(series(&s, used).await, 3.0);
+    let limit = "steward_tenant_quota_limit{tenant=\"sq\",quota=\"stored_messages\"}";
+    assert_eq!(series(&s, limit).await, 3.0);
+    let got = receive_n(&mut rx, 3, WITHIN).await;
+    ack(&mut c, &sq, got.iter().map(|m| m.receipt_handle.clone()).collect()).await;
+    let admitted = eventually(Duration::from_secs(30), || async {
+        let r = send(&mut client(&s).await, &sq, "", numbered("t", 3..4, 10)).await;
+        r.is_ok_and(|r| r[0].code() == pb::ResultCode::Ok)
+    })
+    .await;
+    assert!(admitted, "acked messages never gave their places back");
+    drop((rx, other_rx));
+    assert_no_consumers(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_messaging_quota_refuses_at_its_limit_and_admits_after_release_embedded() {
+    each_messaging_quota_refuses_at_its_limit_and_admits_after_release(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_messaging_quota_refuses_at_its_limit_and_admits_after_release_nats() {
+    each_messaging_quota_refuses_at_its_limit_and_admits_after_release(Backend::Nats).await;
+}
+
+/// The review's first finding, tried again: one tenant sends to 30 000 topics. Past its
+/// `topics` quota every send is refused, memory stays bounded, and another tenant's send and
+/// receive are not affected. (Embedded, default quota 1000; the NATS backend's topics are
+/// streams, created one by one, so it runs with 50.)
+async fn thirty_thousand_topics_are_refused_past_the_quota(backend: Backend, quota: u64) {
+    const ATTEMPTS: usize = 30_000;
+    const BATCH: usize = 1000;
+    let broker = Broker::new(backend);
+    let s = broker.start(&[]).await;
+    let hostile = tenant(&s, "hostile").await;
+    if backend == Backend::Nats {
+        set_quotas(&s, "hostile", json!({ "topics": quota })).await;
+    }
+    let other = tenant(&s, "other").await;
+    let mut c = client(&s).await;
+    let mut other_rx = open_ok(&mut c, &other, stream_request("g", "t")).await;
+    let base_rss = server_rss(&s);
+    let mut stored = 0;
+    let mut refused = 0;
+    for batch in 0..ATTEMPTS / BATCH {
+        let messages = (batch * BATCH..(batch + 1) * BATCH)
+            .map(|i| message(&format!("t{i}"), &format!("m{i}"), 16))
+            .collect();
+        for r in send(&mut c, &hostile, "one-producer", messages).await.expect("SendMessage") {
+            match r.code() {
+                pb::ResultCode::Ok => stored += 1,
+                pb::ResultCode::ResourceExhausted => {
+                    assert!(r.detail.contains("`topics`"), "{r:?}");
+                    refused += 1;
+                }
+                other => panic!("unexpected result {other:?}: {r:?}"),
+            }
+        }
+    }
+    let grown = server_rss(&s).saturating_sub(base_rss);
+    eprintln!(
+        "{backend:?}: {ATTEMPTS} topic attempts: {stored} stored, {refused} refused; RSS grew \
+         {grown} bytes"
+    );
+    assert_eq!(stored, quota as usize);
+    assert_eq!(refused, ATTEMPTS - quota as usize);
+    assert!(grown < 32 * 1024 * 1024, "RSS grew by {grown} bytes");
+    send_ok(&mut c, &other, vec![message("t", "o1", 10)]).await;
+    let got = receive_n(&mut other_rx, 1, WITHIN).await;
+    ack(&mut c, &other, got.iter().map(|m| m.receipt_handle.clone()).collect()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_thousand_topics_are_refused_past_the_quota_embedded() {
+    thirty_thousand_topics_are_refused_past_the_quota(Backend::Embedded, 1000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_thousand_topics_are_refused_past_the_quota_nats() {
+    thirty_thousand_topics_are_refused_past_the_quota(Backend::Nats, 50).await;
+}
+
+/// The review's second finding, tried again: a group opened once on each of 40 topics, the
+/// streams cancelled, then 3 MiB messages sent to every topic. The tenant's `stored_bytes`
+/// (64 MiB by default) refuses what passes it; memory grows by about that much, not by all
+/// that was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filling_groups_on_many_topics_is_refused_at_the_stored_bytes_quota() {
+    const TOPICS: usize = 40;
+    const BODY: usize = 3 * 1024 * 1024;
+    let broker = Broker::new(Backend::Embedded);
+    let s = broker.start(&[]).await;
+    let token = tenant(&s, "acme").await;
+    let mut c = client(&s).await;
+    for t in 0..TOPICS {
+        let rx = open_ok(&mut c, &token, stream_request("g", &format!("t{t}"))).await;
+        drop(rx);
+    }
+    assert_no_consumers(&s).await;
+    let base_rss = server_rss(&s);
+    let (mut stored, mut refused) = (0usize, 0usize);
+    for round in 0..2 {
+        for t in 0..TOPICS {
+            let m = message(&format!("t{t}"), &format!("m{round}-{t}"), BODY);
+            let r = send(&mut c, &token, "p", vec![m]).await.expect("SendMessage");
+            match r[0].code() {
+                pb::ResultCode::Ok => stored += 1,
+                pb::ResultCode::ResourceExhausted => {
+                    assert!(r[0].detail.contains("`stored_bytes`"), "{:?}", r[0]);
+                    refused += 1;
+                }
+                other => panic!("unexpected result {other:?}"),
+            }
+        }
+    }
+    let grown = server_rss(&s).saturating_sub(base_rss);
+    eprintln!("{stored} x 3 MiB stored, {refused} refused; RSS grew {grown} bytes");
+    assert_eq!(stored, 64 / 3, "64 MiB holds 21 messages of 3 MiB");
+    assert_eq!(refused, 2 * TOPICS - stored);
+    assert!(grown < 64 * 1024 * 1024 + 48 * 1024 * 1024, "RSS grew by {grown} bytes");
+    let used = "steward_tenant_quota_used{tenant=\"acme\",quota=\"stored_bytes\"}";
+    assert!(series(&s, used).await <= 64.0 * 1024.0 * 1024.0);
+}

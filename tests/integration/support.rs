@@ -9,7 +9,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-pub const TOKEN: &str = "integration-test-admin-token";
+pub const TOKEN: &str = "integration-test-admin-token-0123456789";
 pub const WITHIN: Duration = Duration::from_secs(20);
 
 /// A running `steward serve` with its parsed JSON log.
@@ -21,6 +21,8 @@ pub struct Steward {
     pub admin: String,
     pub public: String,
     pub grpc: String,
+    /// The admin gRPC listener (`steward.admin.v1.Admin`).
+    pub grpc_admin: String,
     pub http: reqwest::Client,
 }
 
@@ -66,6 +68,7 @@ pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
         .env("STEWARD__ADMIN__LISTEN", "127.0.0.1:0")
         .env("STEWARD__HTTP__LISTEN", "127.0.0.1:0")
         .env("STEWARD__GRPC__LISTEN", "127.0.0.1:0")
+        .env("STEWARD__GRPC__ADMIN_LISTEN", "127.0.0.1:0")
         .env("STEWARD__ADMIN__TOKEN", TOKEN)
         .env("STEWARD__LOG__FORMAT", "json")
         .env("STEWARD__LOG__LEVEL", "info");
@@ -112,6 +115,7 @@ impl Steward {
             admin: String::new(),
             public: String::new(),
             grpc: String::new(),
+            grpc_admin: String::new(),
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
         };
         let ready = eventually(WITHIN, || {
@@ -128,6 +132,7 @@ impl Steward {
         s.admin = format!("http://{}", s.bound("admin"));
         s.public = format!("http://{}", s.bound("public"));
         s.grpc = format!("http://{}", s.bound("grpc"));
+        s.grpc_admin = format!("http://{}", s.bound("grpc-admin"));
         s
     }
 

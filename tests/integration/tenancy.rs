@@ -414,7 +414,7 @@ async fn the_openapi_document_describes_tenants_and_tokens() {
 #[tokio::test]
 async fn the_grpc_admin_mirror_manages_tenants_and_tokens() {
     let s = Steward::start(&[]).await;
-    let mut client = AdminClient::connect(s.grpc.clone()).await.unwrap();
+    let mut client = AdminClient::connect(s.grpc_admin.clone()).await.unwrap();
     let create =
         admin::CreateTenantRequest { id: "acme".into(), ..admin::CreateTenantRequest::default() };
     let tenant = client.create_tenant(bearer(create.clone(), TOKEN)).await.unwrap().into_inner();
@@ -511,5 +511,5 @@ async fn a_store_outage_is_a_503_that_tells_the_caller_nothing_and_harms_nothing
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     // nothing else is disturbed: liveness, readiness, resources
     assert!(s.wait_readyz(StatusCode::OK).await);
-    assert_eq!(s.resources("?kind=service").await.len(), 14);
+    assert_eq!(s.resources("?kind=service").await.len(), 15);
 }

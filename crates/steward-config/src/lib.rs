@@ -11,6 +11,8 @@
 mod error;
 mod schema;
 #[cfg(test)]
+mod secret_tests;
+#[cfg(test)]
 mod tests;
 
 pub use error::{Error, Result};
@@ -29,6 +31,11 @@ pub const DEFAULT_TOML: &str = include_str!("../../../config/steward.toml");
 /// (`STEWARD__ADMIN__LISTEN=127.0.0.1:19090`).
 pub const ENV_PREFIX: &str = "STEWARD__";
 
+/// Shortest configured admin token, in characters: 32 (a random token of 32 hex characters holds
+/// 128 bits, NIST SP 800-63B's floor for a look-up secret is far below that; guessing is what the
+/// per-IP failure limit is for). A generated token is 64 hex characters.
+pub const MIN_ADMIN_TOKEN: usize = 32;
+
 /// Environment variables of the services Steward replaces that keep working as aliases of a
 /// config key (seed 001's proxy read these), weaker than `STEWARD__*`.
 pub const ENV_ALIASES: [(&str, &str); 2] = [
@@ -46,6 +53,85 @@ fn seed_aliases() -> Env {
                 .find(|(alias, _)| key.as_str().eq_ignore_ascii_case(alias))
                 .map_or_else(|| key.into(), |(_, target)| (*target).into())
         })
+}
+
+/// Words that mark a key's value as a secret: a config error about such a key never shows the
+/// value (`admin.token`, a future `*.password`, `*.secret`).
+pub const SECRET_KEY_WORDS: [&str; 3] = ["token", "password", "secret"];
+
+/// Whether the dotted key `path` names a secret (one of its parts contains a
+/// [`SECRET_KEY_WORDS`] word, case-insensitively).
+#[must_use]
+pub fn is_secret_key<S: AsRef<str>>(path: &[S]) -> bool {
+    path.iter().any(|part| {
+        let part = part.as_ref().to_ascii_lowercase();
+        SECRET_KEY_WORDS.iter().any(|w| part.contains(w))
+    })
+}
+
+/// `e` with the value taken out of every error about a secret key: figment's message would
+/// otherwise quote it ("invalid type: found string \"…\"").
+fn redact(e: figment::Error) -> figment::Error {
+    use figment::error::{Actual, Kind};
+    let mut out: Option<figment::Error> = None;
+    for mut one in e {
+        if is_secret_key(&one.path) {
+            let hidden = || Actual::Other("a value (not shown: the key holds a secret)".into());
+            one.kind = match one.kind {
+                Kind::InvalidType(_, expected) => Kind::InvalidType(hidden(), expected),
+                Kind::InvalidValue(_, expected) => Kind::InvalidValue(hidden(), expected),
+                Kind::Message(_) => {
+                    Kind::Message("invalid value (not shown: the key holds a secret)".into())
+                }
+                Kind::UnknownVariant(_, expected) => {
+                    Kind::UnknownVariant("(not shown)".into(), expected)
+                }
+                other => other,
+            };
+        }
+        out = Some(match out {
+            None => one,
+            Some(prev) => prev.chain(one),
+        });
+    }
+    out.unwrap_or_else(|| figment::Error::from("invalid configuration".to_owned()))
+}
+
+/// `url` with any password in it replaced by `***` (a user name kept; a lone user part, often a
+/// token, replaced too) and secret-looking query parameters (`token=`, `password=`, `secret=`)
+/// replaced by `***`, for logs: a NATS, PostgreSQL or CDP URL may carry credentials. Something
+/// that is not a URL is returned as is when it has no `@`, else as `<redacted>`.
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return if url.contains('@') { "<redacted>".to_owned() } else { url.to_owned() };
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let tail = redact_query(tail);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return format!("{scheme}://{authority}{tail}");
+    };
+    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+    if userinfo.contains(':') {
+        format!("{scheme}://{user}:***@{host}{tail}")
+    } else {
+        // a lone user part is often a token (nats://<token>@host)
+        format!("{scheme}://***@{host}{tail}")
+    }
+}
+
+/// A query string's secret-looking parameters (`?token=…`, `password=…`) replaced by `***`.
+fn redact_query(tail: &str) -> String {
+    let Some((path, query)) = tail.split_once('?') else { return tail.to_owned() };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if is_secret_key(&[k]) => format!("{k}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
 }
 
 impl Config {
@@ -79,7 +165,7 @@ impl Config {
     }
 
     fn extract(figment: &Figment) -> Result<Self> {
-        let config: Self = figment.extract().map_err(|e| Error::Load(Box::new(e)))?;
+        let config: Self = figment.extract().map_err(|e| Error::Load(Box::new(redact(e))))?;
         config.validate()?;
         Ok(config)
     }
@@ -103,7 +189,9 @@ impl Config {
     /// `log.level` is empty; `registry.stopped_capacity` is zero; `store.max_connections` is
     /// outside 1..=100; `store.url` is neither empty, `sqlite:` nor `postgres://`;
     /// `tenancy.token_cache_ttl` is above 1 s; `tenancy.purge_batch`, `tenancy.max_tenants` or
-    /// `tenancy.purge_max_sleep` is zero.
+    /// `tenancy.purge_max_sleep` is zero; only one of `tls.cert_file` and `tls.key_file` is set,
+    /// or `tls.client_ca_file` without them; `tls.handshake_timeout` or `tls.reload_interval` is
+    /// zero.
     pub fn validate(&self) -> Result<()> {
         let sum = self.shutdown.deadlines.sum();
         if sum > self.shutdown.grace {
@@ -184,12 +272,73 @@ impl Config {
         if t.max_tenants == 0 {
             return Err(Error::invalid("tenancy.max_tenants", "must be at least 1"));
         }
+        self.validate_doors()?;
         self.validate_socket()?;
         self.validate_jobs()?;
         self.validate_messaging()?;
         self.validate_browser()?;
         if self.log.level.trim().is_empty() {
             return Err(Error::invalid("log.level", "must not be empty"));
+        }
+        self.validate_tls()?;
+        Ok(())
+    }
+
+    fn validate_tls(&self) -> Result<()> {
+        let t = &self.tls;
+        let (cert, key) = (t.cert_file.as_os_str().is_empty(), t.key_file.as_os_str().is_empty());
+        if cert != key {
+            return Err(Error::invalid(
+                if cert { "tls.cert_file" } else { "tls.key_file" },
+                "tls.cert_file and tls.key_file must be set together or both left empty",
+            ));
+        }
+        if cert && !t.client_ca_file.as_os_str().is_empty() {
+            return Err(Error::invalid(
+                "tls.client_ca_file",
+                "needs tls.cert_file and tls.key_file (client certificates need TLS on)",
+            ));
+        }
+        for (field, d) in [
+            ("tls.handshake_timeout", t.handshake_timeout),
+            ("tls.reload_interval", t.reload_interval),
+        ] {
+            if d.is_zero() {
+                return Err(Error::invalid(field, "must be greater than 0s"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The front doors: the admin token's length (the rule is named, never the value), the
+    /// failed-authentication limits and the gRPC connection limits.
+    fn validate_doors(&self) -> Result<()> {
+        let token = &self.admin.token;
+        if !token.is_empty() && token.chars().count() < MIN_ADMIN_TOKEN {
+            return Err(Error::invalid(
+                "admin.token",
+                format!(
+                    "must be at least {MIN_ADMIN_TOKEN} characters (or empty: Steward generates one)"
+                ),
+            ));
+        }
+        for (field, zero) in [
+            ("admin.max_auth_failures_per_ip", self.admin.max_auth_failures_per_ip == 0),
+            ("tenancy.max_auth_failures_per_ip", self.tenancy.max_auth_failures_per_ip == 0),
+            ("grpc.max_concurrent_streams", self.grpc.max_concurrent_streams == 0),
+            ("grpc.max_connections_per_ip", self.grpc.max_connections_per_ip == 0),
+        ] {
+            if zero {
+                return Err(Error::invalid(field, "must be at least 1"));
+            }
+        }
+        for (field, d) in [
+            ("admin.auth_failure_window", self.admin.auth_failure_window),
+            ("tenancy.auth_failure_window", self.tenancy.auth_failure_window),
+        ] {
+            if d.is_zero() {
+                return Err(Error::invalid(field, "must be greater than 0s"));
+            }
         }
         Ok(())
     }

@@ -43,6 +43,9 @@ pub struct Config {
     pub messaging: MessagingConfig,
     /// `[browser]`: the Chromium pool and browser sessions (`steward.browser.v1.Browser`).
     pub browser: BrowserConfig,
+    /// `[tls]`: TLS on the public HTTP listener and the gRPC listeners (rustls). Off by default:
+    /// plain TCP, for running behind a proxy that terminates TLS.
+    pub tls: TlsConfig,
 }
 
 /// `[admin]`.
@@ -51,9 +54,16 @@ pub struct Config {
 pub struct AdminConfig {
     /// Listen address. Default `127.0.0.1:9090` (loopback only).
     pub listen: SocketAddr,
-    /// Bearer token for `/v1/*` (HTTP) and `steward.admin.v1` (gRPC). Default empty: a random
-    /// token is generated at start and logged once.
+    /// Bearer token for `/v1/*` (HTTP) and `steward.admin.v1` (gRPC); at least 32 characters
+    /// (`MIN_ADMIN_TOKEN`). Default empty: a random token is generated at start and written to
+    /// `<data dir>/admin-token` (mode 0600); the log says where, never what.
     pub token: String,
+    /// Failed admin authentications allowed per client IP within `auth_failure_window`; beyond
+    /// them the IP is answered 429 / `RESOURCE_EXHAUSTED` until the window ends. Default 10.
+    pub max_auth_failures_per_ip: u32,
+    /// The window of `max_auth_failures_per_ip`, from an IP's first failure. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub auth_failure_window: Duration,
 }
 
 /// `[http]`.
@@ -83,6 +93,16 @@ pub struct GrpcConfig {
     /// TCP keepalive on accepted connections. Default 60 s.
     #[serde(with = "humantime_serde")]
     pub tcp_keepalive: Duration,
+    /// The admin gRPC listener (`steward.admin.v1.Admin`, health, reflection): its own supervised
+    /// service, so nothing administrative answers on the public port. Default `127.0.0.1:9091`.
+    pub admin_listen: SocketAddr,
+    /// Most concurrent HTTP/2 streams per connection (`SETTINGS_MAX_CONCURRENT_STREAMS`, RFC 9113
+    /// §6.5.2) on both gRPC listeners: the next stream is refused with `REFUSED_STREAM`, which
+    /// clients retry. Default 100.
+    pub max_concurrent_streams: u32,
+    /// Most open gRPC connections from one client IP, per listener; beyond it a new connection is
+    /// closed at once and counted. Default 100.
+    pub max_connections_per_ip: u32,
 }
 
 /// `[supervisor]`: restart intensity (OTP) and restart backoff.
@@ -298,6 +318,13 @@ pub struct TenancyConfig {
     /// succeeds once one of the tenant's resources stops). Default 1 s.
     #[serde(with = "humantime_serde")]
     pub quota_retry_after: Duration,
+    /// Failed tenant-token authentications allowed per client IP within `auth_failure_window`
+    /// (public HTTP, WebSocket and public gRPC); beyond them the IP is answered 429 /
+    /// `RESOURCE_EXHAUSTED` until the window ends. Default 30.
+    pub max_auth_failures_per_ip: u32,
+    /// The window of `max_auth_failures_per_ip`, from an IP's first failure. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub auth_failure_window: Duration,
     /// Most tenants (`POST /v1/tenants` answers 429 beyond it). Default 10000.
     pub max_tenants: u32,
     /// Most live tokens per tenant. Default 100.
@@ -325,6 +352,19 @@ pub struct QuotaDefaults {
     pub sockets: u32,
     /// Live WebRTC peers. Default 50.
     pub peers: u32,
+    /// Messaging topics that exist (embedded topics; NATS streams). Default 1000.
+    pub topics: u32,
+    /// Consumer groups that exist, over all the tenant's topics. Default 1000.
+    pub groups: u32,
+    /// Messages stored and not yet acked by every group, over all the tenant's topics. Default
+    /// 100000.
+    pub stored_messages: u32,
+    /// Bytes of those messages (body, tag, keys, properties). Default 64 MiB.
+    pub stored_bytes: ByteSize,
+    /// Jobs that are not finished (queued or running). Default 1000.
+    pub jobs: u32,
+    /// Open `WatchJob` streams. Default 100.
+    pub watch_streams: u32,
 }
 
 /// `[socket]`: admission, keepalive and limits of WebSocket sockets (seed 002; Centrifugo's
@@ -453,6 +493,10 @@ pub struct JobsConfig {
     /// Updates buffered per `WatchJob` stream; a watcher that falls further behind is ended
     /// with `RESOURCE_EXHAUSTED` (it never slows the hub). Default 64.
     pub watch_buffer: u32,
+    /// A job still queued this long after its creation expires (failed, error `expired`).
+    /// Default 24 h.
+    #[serde(with = "humantime_serde")]
+    pub queued_ttl: Duration,
 }
 
 /// Which broker stores messages (`[messaging] backend`).
@@ -544,6 +588,10 @@ pub struct MessagingConfig {
     /// Embedded broker: most body bytes held per topic. Default 256 MiB. NATS: the stream's
     /// `max_bytes` (discard new). Both answer `RETRY_LATER` beyond.
     pub topic_max_bytes: ByteSize,
+    /// A topic or group that holds no message and saw no send, receive or ack for this long is
+    /// removed (NATS: its stream or durable consumer). Default 1 h.
+    #[serde(with = "humantime_serde")]
+    pub topic_idle_ttl: Duration,
 }
 
 /// Who shares a local Chromium (`[browser] isolation`).
@@ -667,4 +715,108 @@ pub struct BrowserConfig {
     /// (lowercase) and the addresses it stands for, like `/etc/hosts` for the proxy only.
     /// Answers are checked against the tenant's policy like any other. Default none.
     pub egress_hosts: BTreeMap<String, Vec<IpAddr>>,
+}
+
+/// `[tls]`: TLS (rustls, ring) on the public HTTP listener (and so `wss://` on `GET /v1/ws`) and
+/// on both gRPC listeners. The admin HTTP listener stays plain: it is bound to loopback.
+///
+/// Off while `cert_file` is empty (the default): every listener speaks plain TCP, for running
+/// behind a proxy or load balancer that terminates TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the server's certificate chain, leaf first. Empty (default): TLS off.
+    /// Re-read every `reload_interval`; a changed file is served from then on.
+    pub cert_file: PathBuf,
+    /// PEM file with the private key of the leaf (PKCS#8, PKCS#1 or SEC1). Set together with
+    /// `cert_file`. Default empty.
+    pub key_file: PathBuf,
+    /// PEM file with the CA certificates that sign client certificates. Empty (default): no
+    /// client certificates are asked for. Set: mutual TLS, every client must present a
+    /// certificate signed by one of them. Read at start.
+    pub client_ca_file: PathBuf,
+    /// Lowest TLS version accepted: `"1.2"` (default) or `"1.3"` (RFC 8446 only).
+    pub min_version: TlsVersion,
+    /// A client that has not completed its TLS handshake this long after connecting is
+    /// disconnected. Default 3 s (actix-web's own default).
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// How often `cert_file` and `key_file` are read again; a changed pair is served from then
+    /// on, a broken one is logged and the previous certificate kept. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+impl TlsConfig {
+    /// Whether TLS is on (`cert_file` is set).
+    #[must_use]
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.as_os_str().is_empty()
+    }
+}
+
+/// A TLS protocol version, written `"1.2"` or `"1.3"` (a bare number such as
+/// `STEWARD__TLS__MIN_VERSION=1.3` is read the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TlsVersion {
+    /// TLS 1.2 (RFC 5246).
+    Tls12,
+    /// TLS 1.3 (RFC 8446).
+    Tls13,
+}
+
+impl TlsVersion {
+    /// `"1.2"` or `"1.3"`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tls12 => "1.2",
+            Self::Tls13 => "1.3",
+        }
+    }
+}
+
+impl std::fmt::Display for TlsVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for TlsVersion {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for TlsVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = TlsVersion;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"1.2\" or \"1.3\"")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TlsVersion, E> {
+                match v.trim() {
+                    "1.2" => Ok(TlsVersion::Tls12),
+                    "1.3" => Ok(TlsVersion::Tls13),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+
+            // the environment layer reads `1.3` as a number
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<TlsVersion, E> {
+                if (v - 1.2).abs() < 1e-9 {
+                    Ok(TlsVersion::Tls12)
+                } else if (v - 1.3).abs() < 1e-9 {
+                    Ok(TlsVersion::Tls13)
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Float(v), &self))
+                }
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
 }

@@ -85,3 +85,40 @@ fn missing_file_is_an_error() {
     let err = Config::load(Some(std::path::Path::new("/nonexistent/steward.toml"))).unwrap_err();
     assert!(matches!(err, Error::Missing(_)));
 }
+
+#[test]
+fn tls_is_off_by_default_and_its_rules_name_their_key() {
+    let c = Config::defaults();
+    assert!(!c.tls.enabled());
+    assert_eq!(c.tls.min_version, TlsVersion::Tls12);
+    assert_eq!(c.tls.handshake_timeout, Duration::from_secs(3));
+    assert_eq!(c.tls.reload_interval, Duration::from_secs(30));
+    let on = Config::from_toml_str(
+        "[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nmin_version = \"1.3\"\n",
+    )
+    .unwrap();
+    assert!(on.tls.enabled());
+    assert_eq!(on.tls.min_version, TlsVersion::Tls13);
+    for (toml, key) in [
+        ("[tls]\ncert_file = \"c.pem\"\n", "tls.key_file"),
+        ("[tls]\nkey_file = \"k.pem\"\n", "tls.cert_file"),
+        ("[tls]\nclient_ca_file = \"ca.pem\"\n", "tls.client_ca_file"),
+        ("[tls]\nhandshake_timeout = \"0s\"\n", "tls.handshake_timeout"),
+        ("[tls]\nreload_interval = \"0s\"\n", "tls.reload_interval"),
+    ] {
+        match Config::from_toml_str(toml) {
+            Err(Error::Invalid { key: k, .. }) => assert_eq!(k, key, "{toml}"),
+            other => panic!("{toml}: expected Invalid({key}), got {other:?}"),
+        }
+    }
+    let err = Config::from_toml_str("[tls]\nmin_version = \"1.1\"\n").unwrap_err().to_string();
+    assert!(err.contains("min_version"), "{err}");
+}
+
+#[test]
+fn tls_min_version_reads_a_bare_number_from_the_environment() {
+    let figment = figment::Figment::from(figment::providers::Toml::string(DEFAULT_TOML))
+        .merge(figment::providers::Serialized::default("tls.min_version", 1.3));
+    let c: Config = figment.extract().unwrap();
+    assert_eq!(c.tls.min_version, TlsVersion::Tls13);
+}

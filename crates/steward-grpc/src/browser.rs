@@ -75,6 +75,15 @@ pub struct BrowserService {
 }
 
 impl BrowserService {
+    /// One slot of the caller's `jobs` quota, for a capture job (held until it finishes).
+    ///
+    /// # Errors
+    /// `RESOURCE_EXHAUSTED` naming the quota.
+    fn job_slot(&self, ctx: &TenantContext) -> Result<steward_socket::jobs::JobHold, Status> {
+        let slot = self.tenancy.reserve(ctx, steward_tenancy::QuotaKind::Jobs);
+        Ok(Box::new(slot.map_err(|e| crate::error::status_from_tenancy(&e))?))
+    }
+
     /// A service over the pool `browsers`; `tenancy` takes session-rate tokens and admits
     /// sessions against the caller's quotas; `jobs` holds the jobs of captures run `as_job`.
     /// The returned [`CaptureJanitor`] must run for as long as the service serves (the listener
@@ -137,7 +146,7 @@ pub(crate) fn scope(ctx: &TenantContext) -> TenantScope {
     TenantScope {
         tenant: ctx.tenant_id().as_arc().clone(),
         endpoint: tenant.browser_endpoint.clone(),
-        pages_per_session: ctx.quotas().pages_per_session,
+        pages_per_session: u32::try_from(ctx.quotas().pages_per_session).unwrap_or(u32::MAX),
         policy: Arc::new(policy),
     }
 }
@@ -467,12 +476,15 @@ impl BrowserRpc for BrowserService {
         &self,
         req: Request<pb::ScreenshotRequest>,
     ) -> Result<Response<pb::CaptureResponse>, Status> {
-        let scope = scope(tenant_of(&req)?);
+        let ctx = tenant_of(&req)?.clone();
+        let scope = scope(&ctx);
         let (id, shot, as_job) = screenshot_request(req.into_inner()).map_err(|e| status(&e))?;
         let content_type = image_content_type(shot.format);
         if as_job {
             let capture = Capture::Screenshot(shot);
-            let job = self.submit(&scope, id, capture, SCREENSHOT_JOB_KIND, content_type).await?;
+            let hold = self.job_slot(&ctx)?;
+            let job =
+                self.submit(&scope, id, capture, SCREENSHOT_JOB_KIND, content_type, hold).await?;
             return Ok(Response::new(job));
         }
         let data = self.browsers.screenshot(&scope, &id, shot).await.map_err(|e| status(&e))?;
@@ -483,11 +495,14 @@ impl BrowserRpc for BrowserService {
         &self,
         req: Request<pb::PdfRequest>,
     ) -> Result<Response<pb::CaptureResponse>, Status> {
-        let scope = scope(tenant_of(&req)?);
+        let ctx = tenant_of(&req)?.clone();
+        let scope = scope(&ctx);
         let (id, pdf, as_job) = pdf_request(req.into_inner()).map_err(|e| status(&e))?;
         if as_job {
             let capture = Capture::Pdf(pdf);
-            let job = self.submit(&scope, id, capture, PDF_JOB_KIND, PDF_CONTENT_TYPE).await?;
+            let hold = self.job_slot(&ctx)?;
+            let job =
+                self.submit(&scope, id, capture, PDF_JOB_KIND, PDF_CONTENT_TYPE, hold).await?;
             return Ok(Response::new(job));
         }
         let data = self.browsers.pdf(&scope, &id, pdf).await.map_err(|e| status(&e))?;
@@ -538,6 +553,7 @@ impl BrowserService {
     /// (`session_closed`) and still answers the id. A call dropped before it answered (its
     /// client went away) leaves the job to the reporter or the janitor, never `queued` or
     /// `running` for good.
+    #[allow(clippy::too_many_arguments)] // one call site per capture kind; all are needed
     async fn submit(
         &self,
         scope: &TenantScope,
@@ -545,10 +561,12 @@ impl BrowserService {
         capture: Capture,
         kind: &str,
         content_type: &'static str,
+        hold: steward_socket::jobs::JobHold,
     ) -> Result<pb::CaptureResponse, Status> {
         let tenant = &scope.tenant;
         let data = json!({ "session_id": session }).to_string();
-        let created = self.jobs.create(tenant.clone(), kind.to_owned(), Some(data)).await;
+        let created =
+            self.jobs.create_held(tenant.clone(), kind.to_owned(), Some(data), hold).await;
         let job_id = created.map_err(|e| status_from_jobs(&e))?.id;
         let job = Arc::new(CaptureJob {
             jobs: self.jobs.clone(),

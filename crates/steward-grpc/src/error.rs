@@ -61,6 +61,14 @@ pub fn status_from_tenancy(e: &steward_tenancy::Error) -> Status {
             }
             status
         }
+        E::Throttled { retry_after } => {
+            let mut status =
+                Status::resource_exhausted(format!("too_many_failed_authentications: {e}"));
+            status
+                .metadata_mut()
+                .insert("retry-after", MetadataValue::from(retry_after_secs(*retry_after)));
+            status
+        }
         E::LimitReached(_) => Status::resource_exhausted(format!("limit_reached: {e}")),
         E::Conflict(_) => Status::aborted(format!("conflict: {e}")),
         E::Store(source) => Status::unavailable(format!("store_unavailable: {source}")),
@@ -104,6 +112,7 @@ pub fn status_from_jobs(e: &steward_socket::Error) -> Status {
 /// |---|---|---|
 /// | `Invalid` | `INVALID_ARGUMENT` | ``bad_request: invalid `<field>`: <reason>`` |
 /// | `Exhausted` | `RESOURCE_EXHAUSTED` | ``resource_exhausted: quota `producers` of tenant acme is exhausted (limit 10)`` |
+/// | `QuotaExceeded` | `RESOURCE_EXHAUSTED` | ``quota_exceeded: quota `groups` of the tenant is exhausted (limit 1000)`` |
 /// | `Conflict` | `FAILED_PRECONDITION` | `failed_precondition: <why>` (a group's other tag filter, a tenant being deleted) |
 /// | `Unavailable` | `UNAVAILABLE` | `unavailable: broker unavailable: …` |
 /// | `Internal` | `INTERNAL` | `internal: …` |
@@ -126,6 +135,14 @@ pub fn status_from_messaging(e: &steward_messaging::MessagingError) -> Status {
                 status
                     .metadata_mut()
                     .insert("retry-after", MetadataValue::from(retry_after_secs(*retry_after)));
+            }
+            status
+        }
+        E::QuotaExceeded(refusal) => {
+            let mut status = Status::resource_exhausted(format!("quota_exceeded: {refusal}"));
+            if refusal.limit > 0 {
+                let after = retry_after_secs(steward_messaging::QUOTA_RETRY_AFTER);
+                status.metadata_mut().insert("retry-after", MetadataValue::from(after));
             }
             status
         }

@@ -18,7 +18,9 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::error::status_from_jobs;
+use steward_tenancy::{QuotaKind, Reservation, Tenancy};
+
+use crate::error::{status_from_jobs, status_from_tenancy};
 use crate::tenant_of;
 
 /// `steward.jobs.v1.Jobs`: the jobs of the calling tenant, through the job hub. Serve it behind
@@ -33,6 +35,9 @@ pub struct JobsService {
     jobs: JobHubHandle,
     streams: CancellationToken,
     watch_buffer: usize,
+    /// Admits jobs and `WatchJob` streams against the caller's quotas (`jobs`,
+    /// `watch_streams`); without it (unit tests) nothing is counted.
+    tenancy: Option<Tenancy>,
 }
 
 impl JobsService {
@@ -41,7 +46,23 @@ impl JobsService {
     /// (`[jobs] watch_buffer`, 64 by default; 0 counts as 1, the snapshot needs a place).
     #[must_use]
     pub fn new(jobs: JobHubHandle, streams: CancellationToken, watch_buffer: usize) -> Self {
-        Self { jobs, streams, watch_buffer: watch_buffer.max(1) }
+        Self { jobs, streams, watch_buffer: watch_buffer.max(1), tenancy: None }
+    }
+
+    /// Counts jobs and `WatchJob` streams against each caller's quotas `jobs` (a job holds its
+    /// slot until it reaches a final status) and `watch_streams` (a stream holds its slot until
+    /// it ends), through `tenancy`'s admission ledger.
+    #[must_use]
+    pub fn with_quotas(mut self, tenancy: Tenancy) -> Self {
+        self.tenancy = Some(tenancy);
+        self
+    }
+
+    /// A slot of `quota` for the caller of `req`, when quotas are counted.
+    fn slot<T>(&self, req: &Request<T>, quota: QuotaKind) -> Result<Option<Reservation>, Status> {
+        let Some(tenancy) = &self.tenancy else { return Ok(None) };
+        let ctx = tenant_of(req)?;
+        tenancy.reserve(ctx, quota).map(Some).map_err(|e| status_from_tenancy(&e))
     }
 }
 
@@ -115,8 +136,12 @@ impl JobsRpc for JobsService {
         req: Request<pb::CreateJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let tenant = tenant(&req)?;
+        let slot = self.slot(&req, QuotaKind::Jobs)?;
         let pb::CreateJobRequest { kind, data } = req.into_inner();
-        answer(self.jobs.create(tenant, kind, data).await)
+        match slot {
+            Some(slot) => answer(self.jobs.create_held(tenant, kind, data, Box::new(slot)).await),
+            None => answer(self.jobs.create(tenant, kind, data).await),
+        }
     }
 
     async fn update_job(
@@ -156,7 +181,9 @@ impl JobsRpc for JobsService {
         if self.streams.is_cancelled() {
             return Err(shutting_down());
         }
-        let watch = self.watch(tenant, id).await?;
+        let slot = self.slot(&req, QuotaKind::WatchStreams)?;
+        let mut watch = self.watch(tenant, id).await?;
+        watch._slot = slot;
         Ok(Response::new(Box::pin(watch.into_stream())))
     }
 }
@@ -184,6 +211,7 @@ impl JobsService {
             id,
             buffer: self.watch_buffer,
             finished: false,
+            _slot: None,
         })
     }
 }
@@ -235,6 +263,8 @@ struct Watch {
     buffer: usize,
     /// A final-status update was sent: the stream ends `OK`.
     finished: bool,
+    /// The caller's `watch_streams` quota slot, released when the stream ends.
+    _slot: Option<Reservation>,
 }
 
 impl Watch {

@@ -15,7 +15,9 @@
 mod admin;
 mod auth;
 mod browser;
+mod deadline;
 mod error;
+mod incoming;
 mod jobs;
 mod listener;
 mod messaging;
@@ -28,9 +30,11 @@ mod wkt;
 pub use admin::AdminService;
 pub use auth::BearerInterceptor;
 pub use browser::{BrowserService, CaptureJanitor, PDF_JOB_KIND, SCREENSHOT_JOB_KIND};
+pub use deadline::{Deadline, DeadlineLayer};
 pub use error::{
     status_from, status_from_browser, status_from_jobs, status_from_messaging, status_from_tenancy,
 };
+pub use incoming::{AcceptOptions, Conn, accept_stream};
 pub use jobs::JobsService;
 pub use listener::{GrpcListener, GrpcSpec};
 pub use messaging::{DELIVERIES_FRAME_BUDGET, MessagingService};

@@ -1,5 +1,7 @@
-//! The gRPC listener service: tonic on its own multi-thread runtime, owned by a supervised
-//! `service` resource.
+//! The gRPC listener services: tonic on its own multi-thread runtime, each listener owned by a
+//! supervised `service` resource. `grpc` serves the tenant services on the public address;
+//! `grpc-admin` serves `steward.admin.v1.Admin` on `[grpc] admin_listen` (loopback by default),
+//! so nothing administrative answers on a public port.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,13 +21,17 @@ use steward_proto::jobs::v1::jobs_server::{JobsServer, SERVICE_NAME as JOBS_SERV
 use steward_proto::messaging::v1::messaging_server::SERVICE_NAME as MESSAGING_SERVICE;
 use steward_proto::tenancy::v1::tenancy_server::{SERVICE_NAME as TENANCY_SERVICE, TenancyServer};
 use steward_tenancy::Tenancy;
+use steward_tenancy::{AuthFailures, DoorStats};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use tonic::service::{Routes, RoutesBuilder};
 use tonic_health::ServingStatus;
 use tower::Layer as _;
 
 use steward_socket::jobs::JobHubHandle;
 
+use crate::deadline::DeadlineLayer;
+use crate::incoming::{AcceptOptions, accept_stream};
 use crate::{
     AdminService, BearerInterceptor, BrowserService, JobsService, MessagingService, TenancyService,
     TenantAuth, TenantAuthLayer,
@@ -48,6 +54,10 @@ pub struct GrpcSpec {
     pub readiness: Readiness,
     /// Admin token for `steward.admin.v1`.
     pub token: Arc<str>,
+    /// Failed admin authentications per client IP (shared with the admin HTTP listener).
+    pub admin_failures: AuthFailures,
+    /// Front-door counters (refused connections), rendered on `/metrics`.
+    pub doors: DoorStats,
     /// Cancelled in shutdown phase `notify_clients`: every open stream ends `UNAVAILABLE`.
     pub streams: CancellationToken,
     /// Tenants and API tokens: the admin service's tenant calls and `steward.tenancy.v1`
@@ -62,44 +72,41 @@ pub struct GrpcSpec {
     /// The browser pool, served as `steward.browser.v1.Browser` (its capture jobs go to
     /// `jobs`).
     pub browsers: steward_browser::Browsers,
+    /// TLS (`[tls]`) on both listeners, or `None` for plain TCP (h2c). With it, every accepted
+    /// connection completes its handshake under `[tls] handshake_timeout` before tonic sees it.
+    pub tls: Option<steward_tls::Tls>,
 }
 
 impl GrpcSpec {
-    /// The listener's child spec: permanent, kind `service`. Binding happens in the factory.
+    /// The child specs of both listeners, in start order: `grpc` (the public listener, tenant
+    /// services) and `grpc-admin` (`steward.admin.v1.Admin`, on `[grpc] admin_listen`). Each is a
+    /// permanent `service`; binding happens in its factory.
     #[must_use]
-    pub fn child_spec(self) -> ChildSpec {
-        ChildSpec::new("grpc", ResourceKind::Service, move |rcx: ResourceCtx| self.start(rcx))
-            .shutdown(SERVE_STOP + Duration::from_secs(1))
+    pub fn child_specs(self) -> Vec<ChildSpec> {
+        let admin = self.clone();
+        vec![
+            ChildSpec::new("grpc", ResourceKind::Service, move |rcx: ResourceCtx| {
+                self.start_public(rcx)
+            })
+            .shutdown(SERVE_STOP + Duration::from_secs(1)),
+            ChildSpec::new("grpc-admin", ResourceKind::Service, move |rcx: ResourceCtx| {
+                admin.start_admin(rcx)
+            })
+            .shutdown(SERVE_STOP + Duration::from_secs(1)),
+        ]
     }
 
-    fn start(&self, rcx: ResourceCtx) -> std::io::Result<GrpcListener> {
-        let std_listener = std::net::TcpListener::bind(self.config.listen)?;
-        std_listener.set_nonblocking(true)?;
-        let addr: SocketAddr = std_listener.local_addr()?;
-        let listener = {
-            let _enter = self.runtime.enter();
-            tokio::net::TcpListener::from_std(std_listener)?
-        };
-        tracing::info!(listener = "grpc", addr = %addr, "listener bound");
+    fn start_public(&self, rcx: ResourceCtx) -> std::io::Result<GrpcListener> {
+        let (listener, addr) = self.bind("grpc", self.config.listen)?;
         self.browsers.wall_off_listener("grpc", &[addr]);
 
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(steward_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(std::io::Error::other)?;
-        let admin = AdminServer::with_interceptor(
-            AdminService::new(self.registry.clone(), self.streams.clone(), self.tenancy.clone())
-                .with_jobs(self.jobs.clone()),
-            BearerInterceptor::new(self.token.clone()),
-        );
         let tenancy = TenantAuth::new(
             TenancyServer::new(TenancyService::new(self.tenancy.clone())),
             self.tenancy.clone(),
         );
         let jobs = TenantAuthLayer::new(self.tenancy.clone()).layer(JobsServer::new(
-            JobsService::new(self.jobs.clone(), self.streams.clone(), self.watch_buffer),
+            JobsService::new(self.jobs.clone(), self.streams.clone(), self.watch_buffer)
+                .with_quotas(self.tenancy.clone()),
         ));
         // requests over `[messaging] max_request` fail OUT_OF_RANGE in tonic's decoder
         let messaging = TenantAuthLayer::new(self.tenancy.clone()).layer(
@@ -119,7 +126,79 @@ impl GrpcSpec {
         let browser = TenantAuthLayer::new(self.tenancy.clone()).layer(browser.into_server());
         rcx.tracker().spawn_on(&self.runtime, janitor.run()).map_err(std::io::Error::other)?;
 
-        // grpc.health.v1 follows readiness: SERVING only while ready
+        let health = self
+            .health(&rcx, &[TENANCY_SERVICE, JOBS_SERVICE, MESSAGING_SERVICE, BROWSER_SERVICE])?;
+        let mut routes = RoutesBuilder::default();
+        routes
+            .add_service(health)
+            .add_service(Self::reflection()?)
+            .add_service(tenancy)
+            .add_service(jobs)
+            .add_service(messaging)
+            .add_service(browser);
+        self.serve(rcx, "grpc", listener, routes.routes())
+    }
+
+    fn start_admin(&self, rcx: ResourceCtx) -> std::io::Result<GrpcListener> {
+        let (listener, addr) = self.bind("grpc-admin", self.config.admin_listen)?;
+        self.browsers.wall_off_listener("grpc-admin", &[addr]);
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                listener = "grpc-admin",
+                addr = %addr,
+                "the admin gRPC listener is bound beyond loopback: anyone who reaches it may try the admin token"
+            );
+        }
+        let admin = AdminServer::with_interceptor(
+            AdminService::new(self.registry.clone(), self.streams.clone(), self.tenancy.clone())
+                .with_jobs(self.jobs.clone()),
+            BearerInterceptor::new(self.token.clone(), self.admin_failures.clone()),
+        );
+        let health = self.health(&rcx, &[ADMIN_SERVICE])?;
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(health).add_service(Self::reflection()?).add_service(admin);
+        self.serve(rcx, "grpc-admin", listener, routes.routes())
+    }
+
+    /// Binds `listen` on tonic's runtime.
+    fn bind(
+        &self,
+        name: &'static str,
+        listen: SocketAddr,
+    ) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
+        let std_listener = std::net::TcpListener::bind(listen)?;
+        std_listener.set_nonblocking(true)?;
+        let addr: SocketAddr = std_listener.local_addr()?;
+        let listener = {
+            let _enter = self.runtime.enter();
+            tokio::net::TcpListener::from_std(std_listener)?
+        };
+        tracing::info!(listener = name, addr = %addr, tls = self.tls.is_some(), "listener bound");
+        Ok((listener, addr))
+    }
+
+    fn reflection() -> std::io::Result<
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+    > {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(steward_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(std::io::Error::other)
+    }
+
+    /// `grpc.health.v1` for `services` (and ""), following readiness from a tracked task:
+    /// SERVING only while ready.
+    fn health(
+        &self,
+        rcx: &ResourceCtx,
+        services: &'static [&'static str],
+    ) -> std::io::Result<
+        tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    > {
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let mut readiness = self.readiness.subscribe();
         rcx.tracker()
             .spawn_on(&self.runtime, async move {
@@ -131,49 +210,61 @@ impl GrpcSpec {
                         }
                     };
                     health_reporter.set_service_status("", status).await;
-                    health_reporter.set_service_status(ADMIN_SERVICE, status).await;
-                    health_reporter.set_service_status(TENANCY_SERVICE, status).await;
-                    health_reporter.set_service_status(JOBS_SERVICE, status).await;
-                    health_reporter.set_service_status(MESSAGING_SERVICE, status).await;
-                    health_reporter.set_service_status(BROWSER_SERVICE, status).await;
+                    for service in services {
+                        health_reporter.set_service_status(*service, status).await;
+                    }
                     if readiness.changed().await.is_err() {
                         return;
                     }
                 }
             })
             .map_err(std::io::Error::other)?;
+        Ok(health_service)
+    }
 
+    /// Serves `routes` on `listener` from a tracked task on tonic's runtime: the per-IP
+    /// connection cap and TCP options of [`accept_stream`], `[grpc] max_concurrent_streams`, and
+    /// the caller's deadline on every call ([`DeadlineLayer`]).
+    fn serve(
+        &self,
+        rcx: ResourceCtx,
+        name: &'static str,
+        listener: tokio::net::TcpListener,
+        routes: Routes,
+    ) -> std::io::Result<GrpcListener> {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let c = &self.config;
-        let server = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(c.http2_keepalive_interval))
             .http2_keepalive_timeout(Some(c.http2_keepalive_timeout))
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(admin)
-            .add_service(tenancy)
-            .add_service(jobs)
-            .add_service(messaging)
-            .add_service(browser);
-        // tonic applies its builder's TCP options only to listeners it binds itself: set them on
-        // ours (keepalive so dead stream clients are noticed; no Nagle delay on small replies)
-        let incoming = tonic::transport::server::TcpIncoming::from(listener)
-            .with_nodelay(Some(true))
-            .with_keepalive(Some(c.tcp_keepalive));
+            .max_concurrent_streams(Some(c.max_concurrent_streams))
+            .layer(DeadlineLayer)
+            .add_routes(routes);
+        let incoming = accept_stream(
+            listener,
+            AcceptOptions {
+                listener: name,
+                max_per_ip: c.max_connections_per_ip,
+                tcp_keepalive: c.tcp_keepalive,
+                refused: self.doors.grpc_connections_refused(name),
+                tls: self.tls.as_ref().map(steward_tls::Tls::acceptor),
+            },
+        );
         rcx.tracker()
             .spawn_on(&self.runtime, async move {
                 let shutdown = async {
                     let _ = stop_rx.await;
                 };
-                if let Err(e) = server.serve_with_incoming_shutdown(incoming, shutdown).await {
-                    tracing::error!(listener = "grpc", error = %e, "grpc server ended with an error");
+                if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+                    tracing::error!(listener = name, error = %e, "grpc server ended with an error");
                 }
                 let _ = done_tx.send(());
             })
             .map_err(std::io::Error::other)?;
         Ok(GrpcListener {
             rcx,
+            name,
             stop: Some(stop_tx),
             done: Some(done_rx),
             streams: self.streams.clone(),
@@ -184,6 +275,7 @@ impl GrpcSpec {
 /// The running tonic server as a supervised resource.
 pub struct GrpcListener {
     rcx: ResourceCtx,
+    name: &'static str,
     stop: Option<oneshot::Sender<()>>,
     done: Option<oneshot::Receiver<()>>,
     streams: CancellationToken,
@@ -203,7 +295,7 @@ impl Resource for GrpcListener {
     }
 
     fn cleanup(&mut self, reason: &ExitReason) -> LocalBoxFuture<'static, ()> {
-        tracing::info!(listener = "grpc", exit_reason = %reason, "stopping listener");
+        tracing::info!(listener = self.name, exit_reason = %reason, "stopping listener");
         // streams first: tonic's graceful stop would otherwise wait for them forever (#1820)
         if *reason == ExitReason::Shutdown && self.rcx.registry().is_shutting_down() {
             self.streams.cancel();
@@ -212,11 +304,12 @@ impl Resource for GrpcListener {
             let _ = stop.send(());
         }
         let done = self.done.take();
+        let name = self.name;
         Box::pin(async move {
             if let Some(done) = done
                 && tokio::time::timeout(SERVE_STOP, done).await.is_err()
             {
-                tracing::warn!(listener = "grpc", "grpc server did not stop in time; aborting it");
+                tracing::warn!(listener = name, "grpc server did not stop in time; aborting it");
             }
         })
     }

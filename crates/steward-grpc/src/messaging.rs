@@ -60,6 +60,14 @@ pub struct MessagingService {
 }
 
 impl MessagingService {
+    /// Counts a refusal by a quota the broker keeps in the tenant's admission ledger, so
+    /// `/metrics` shows it with the other refusals.
+    fn record_refusal(&self, ctx: &TenantContext, quota: &str) {
+        if let Some(q) = steward_tenancy::QuotaKind::ALL.into_iter().find(|q| q.as_str() == quota) {
+            self.tenancy.ledger().record(ctx.tenant_id(), ctx.quotas(), q, true);
+        }
+    }
+
     /// A service over `messaging`; `tenancy` admits new producers and consumers against the
     /// caller's quotas; `streams` ends every open `ReceiveMessages` stream when cancelled.
     #[must_use]
@@ -98,6 +106,16 @@ fn caller<T>(req: &Request<T>) -> Result<(TenantContext, Arc<str>), Status> {
     let ctx = tenant_of(req)?.clone();
     let tenant = ctx.tenant_id().as_str().into();
     Ok((ctx, tenant))
+}
+
+/// The messaging quotas of a tenant, as the broker enforces them.
+fn tenant_limits(q: &steward_tenancy::Quotas) -> steward_messaging::TenantLimits {
+    steward_messaging::TenantLimits {
+        topics: q.topics,
+        groups: q.groups,
+        stored_messages: q.stored_messages,
+        stored_bytes: q.stored_bytes,
+    }
 }
 
 /// Admits one new producer or consumer of `ctx`'s tenant: its quota slot, held by the guard.
@@ -208,6 +226,9 @@ pub(crate) fn send_result_to_pb(result: SendResult) -> pb::SendResult {
         SendResult::RetryLater(detail) => failed(pb::ResultCode::RetryLater, detail),
         SendResult::Invalid(detail) => failed(pb::ResultCode::InvalidArgument, detail),
         SendResult::Unavailable(detail) => failed(pb::ResultCode::Unavailable, detail),
+        SendResult::QuotaExceeded(refusal) => {
+            failed(pb::ResultCode::ResourceExhausted, format!("quota_exceeded: {refusal}"))
+        }
     }
 }
 
@@ -406,11 +427,17 @@ impl MessagingRpc for MessagingService {
         let entries = send_entries(messages).map_err(|e| status_from_messaging(&e))?;
         let admit_one = |kind| admit(&self.tenancy, &ctx, kind);
         let producer_id = (!producer_id.is_empty()).then_some(producer_id.as_str());
+        self.messaging.set_limits(&tenant, tenant_limits(ctx.quotas()));
         let results = self
             .messaging
             .send(&tenant, producer_id, entries, &admit_one)
             .await
             .map_err(|e| status_from_messaging(&e))?;
+        for r in &results {
+            if let SendResult::QuotaExceeded(refusal) = r {
+                self.record_refusal(&ctx, refusal.quota);
+            }
+        }
         let results = results.into_iter().map(send_result_to_pb).collect();
         Ok(Response::new(pb::SendMessageResponse { results }))
     }
@@ -427,11 +454,13 @@ impl MessagingRpc for MessagingService {
             return Err(shutting_down());
         }
         let admit_one = |kind| admit(&self.tenancy, &ctx, kind);
-        let events = self
-            .messaging
-            .receive(&tenant, spec, &admit_one)
-            .await
-            .map_err(|e| status_from_messaging(&e))?;
+        self.messaging.set_limits(&tenant, tenant_limits(ctx.quotas()));
+        let events = self.messaging.receive(&tenant, spec, &admit_one).await.map_err(|e| {
+            if let MessagingError::QuotaExceeded(refusal) = &e {
+                self.record_refusal(&ctx, refusal.quota);
+            }
+            status_from_messaging(&e)
+        })?;
         let heartbeat_interval = self.messaging.config().heartbeat_interval;
         let started = started(events.consumer_id(), events.settings(), heartbeat_interval);
         let receive = Receive::new(events, self.streams.clone(), self.frame_budget());

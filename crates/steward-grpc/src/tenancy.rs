@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -11,6 +12,7 @@ use steward_proto::tenancy::v1::tenancy_server::Tenancy as TenancyRpc;
 use steward_tenancy::{Error, Tenancy, TenantContext};
 use tonic::codegen::http;
 use tonic::server::NamedService;
+use tonic::transport::server::TcpConnectInfo;
 use tonic::{Request, Response, Status};
 
 use crate::error::status_from_tenancy;
@@ -114,10 +116,12 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let tenancy = self.tenancy.clone();
         Box::pin(async move {
-            let Some(token) = bearer(req.headers()) else {
-                return Ok(refusal(&Error::Unauthenticated).into_http());
-            };
-            match tenancy.authenticate(token).await {
+            let ip = req
+                .extensions()
+                .get::<TcpConnectInfo>()
+                .and_then(TcpConnectInfo::remote_addr)
+                .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |a| a.ip());
+            match tenancy.authenticate_from(ip, bearer(req.headers())).await {
                 Ok(ctx) => {
                     req.extensions_mut().insert(ctx);
                     inner.call(req).await
@@ -138,7 +142,7 @@ fn bearer(headers: &http::HeaderMap) -> Option<&str> {
 /// What an unauthenticated caller is told when authentication fails with `e`.
 fn refusal(e: &Error) -> Status {
     match e {
-        Error::Unauthenticated => status_from_tenancy(e),
+        Error::Unauthenticated | Error::Throttled { .. } => status_from_tenancy(e),
         Error::Store(_) | Error::Migrate(_) => {
             tracing::warn!(error = %e, "tenant store unavailable while authenticating a token");
             Status::unavailable("store_unavailable: the tenant store is unavailable; retry")
@@ -187,6 +191,12 @@ pub(crate) fn quotas_to_pb(q: &steward_tenancy::Quotas) -> pb::Quotas {
         consumers: q.consumers,
         sockets: q.sockets,
         peers: q.peers,
+        topics: q.topics,
+        groups: q.groups,
+        stored_messages: q.stored_messages,
+        stored_bytes: q.stored_bytes,
+        jobs: q.jobs,
+        watch_streams: q.watch_streams,
     }
 }
 

@@ -63,6 +63,12 @@ fn overrides_to_pb(o: &QuotaOverrides) -> pb::QuotaOverrides {
         consumers: o.consumers,
         sockets: o.sockets,
         peers: o.peers,
+        topics: o.topics,
+        groups: o.groups,
+        stored_messages: o.stored_messages,
+        stored_bytes: o.stored_bytes,
+        jobs: o.jobs,
+        watch_streams: o.watch_streams,
     }
 }
 
@@ -76,6 +82,12 @@ fn overrides_from_pb(o: Option<pb::QuotaOverrides>) -> QuotaOverrides {
         consumers: o.consumers,
         sockets: o.sockets,
         peers: o.peers,
+        topics: o.topics,
+        groups: o.groups,
+        stored_messages: o.stored_messages,
+        stored_bytes: o.stored_bytes,
+        jobs: o.jobs,
+        watch_streams: o.watch_streams,
     }
 }
 
@@ -165,7 +177,7 @@ pub(crate) async fn get_tenant(
 
 /// The slot of quota `q` in a patch.
 #[allow(clippy::option_option)] // absent, reset and a value mean three different things
-fn patch_slot(p: &mut QuotaPatch, q: QuotaKind) -> &mut Option<Option<u32>> {
+fn patch_slot(p: &mut QuotaPatch, q: QuotaKind) -> &mut Option<Option<u64>> {
     match q {
         QuotaKind::Sessions => &mut p.sessions,
         QuotaKind::PagesPerSession => &mut p.pages_per_session,
@@ -174,11 +186,17 @@ fn patch_slot(p: &mut QuotaPatch, q: QuotaKind) -> &mut Option<Option<u32>> {
         QuotaKind::Consumers => &mut p.consumers,
         QuotaKind::Sockets => &mut p.sockets,
         QuotaKind::Peers => &mut p.peers,
+        QuotaKind::Topics => &mut p.topics,
+        QuotaKind::Groups => &mut p.groups,
+        QuotaKind::StoredMessages => &mut p.stored_messages,
+        QuotaKind::StoredBytes => &mut p.stored_bytes,
+        QuotaKind::Jobs => &mut p.jobs,
+        QuotaKind::WatchStreams => &mut p.watch_streams,
     }
 }
 
 /// The override of quota `q`, if set.
-fn override_of(o: &QuotaOverrides, q: QuotaKind) -> Option<u32> {
+fn override_of(o: &QuotaOverrides, q: QuotaKind) -> Option<u64> {
     match q {
         QuotaKind::Sessions => o.sessions,
         QuotaKind::PagesPerSession => o.pages_per_session,
@@ -187,6 +205,12 @@ fn override_of(o: &QuotaOverrides, q: QuotaKind) -> Option<u32> {
         QuotaKind::Consumers => o.consumers,
         QuotaKind::Sockets => o.sockets,
         QuotaKind::Peers => o.peers,
+        QuotaKind::Topics => o.topics,
+        QuotaKind::Groups => o.groups,
+        QuotaKind::StoredMessages => o.stored_messages,
+        QuotaKind::StoredBytes => o.stored_bytes,
+        QuotaKind::Jobs => o.jobs,
+        QuotaKind::WatchStreams => o.watch_streams,
     }
 }
 
@@ -209,8 +233,8 @@ fn quota_patch(
             return Err(invalid(
                 "reset_quotas",
                 &format!(
-                    "unknown quota {name:?}: expected one of sessions, pages_per_session, \
-                     session_rate, producers, consumers, sockets, peers"
+                    "unknown quota {name:?}: expected one of {}",
+                    QuotaKind::ALL.map(QuotaKind::as_str).join(", ")
                 ),
             ));
         };

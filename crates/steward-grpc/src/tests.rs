@@ -60,7 +60,10 @@ impl Fixture {
             .layer(TenancyServer::new(TenancyService::new(tenancy.clone())));
         let admin = AdminServer::with_interceptor(
             AdminService::new(registry, CancellationToken::new(), tenancy.clone()),
-            BearerInterceptor::new(ADMIN_TOKEN.into()),
+            BearerInterceptor::new(
+                ADMIN_TOKEN.into(),
+                steward_tenancy::AuthFailures::new("admin", 1000, Duration::from_secs(60)),
+            ),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -162,9 +165,10 @@ async fn who_am_i_with_a_valid_token() {
         let defaults = Config::defaults().tenancy.default_quotas;
         let quotas = me.quotas.expect("quotas");
         assert_eq!(quotas.sockets, 7, "the tenant's override");
-        assert_eq!(quotas.sessions, defaults.sessions);
-        assert_eq!(quotas.session_rate, defaults.session_rate);
-        assert_eq!(quotas.peers, defaults.peers);
+        assert_eq!(quotas.sessions, u64::from(defaults.sessions));
+        assert_eq!(quotas.session_rate, u64::from(defaults.session_rate));
+        assert_eq!(quotas.peers, u64::from(defaults.peers));
+        assert_eq!(quotas.stored_bytes, defaults.stored_bytes.as_u64());
 
         assert_eq!(me.usage.len(), 7, "every kind: {:?}", me.usage);
         assert!(me.usage.values().all(|&n| n == 0), "{:?}", me.usage);
@@ -342,7 +346,11 @@ async fn admin_tenant_and_token_calls() {
         .into_inner();
     let defaults = Config::defaults().tenancy.default_quotas;
     assert_eq!(updated.display_name, "Acme");
-    assert_eq!(updated.quotas.unwrap().sessions, defaults.sessions, "reset to the default");
+    assert_eq!(
+        updated.quotas.unwrap().sessions,
+        u64::from(defaults.sessions),
+        "reset to the default"
+    );
     assert_eq!(updated.quotas.unwrap().peers, 3);
     assert_eq!(
         updated.quota_overrides.unwrap(),

@@ -45,6 +45,8 @@ pub struct AdminState {
     pub coordinator: Arc<ShutdownCoordinator>,
     /// The admin bearer token.
     pub token: Arc<str>,
+    /// The front doors' counters; `doors.admin` limits failed admin-token attempts per IP.
+    pub doors: steward_tenancy::DoorStats,
     /// Tenants, tokens and quotas.
     pub tenancy: Tenancy,
     /// The socket front door and its job hub (for `/metrics`).
@@ -104,20 +106,32 @@ async fn require_admin_token(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let expected = req.app_data::<web::Data<AdminState>>().map(|s| s.token.clone());
+    let Some(state) = req.app_data::<web::Data<AdminState>>().cloned() else {
+        return Err(ApiError::unauthenticated().into());
+    };
+    // the TCP peer: the admin listener takes no proxy headers
+    let ip = req.peer_addr().map_or(std::net::Ipv4Addr::LOCALHOST.into(), |a| a.ip());
+    let failures = &state.doors.admin;
+    if let Err(retry_after) = failures.check(ip) {
+        return Err(ApiError::from(steward_tenancy::Error::Throttled { retry_after }).into());
+    }
+    let expected = &state.token;
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    match (expected, given) {
-        (Some(expected), Some(given))
+    match given {
+        Some(given)
             if constant_time_eq::constant_time_eq(expected.as_bytes(), given.as_bytes()) =>
         {
             next.call(req).await
         }
-        _ => Err(ApiError::unauthenticated().into()),
+        _ => {
+            failures.record(ip);
+            Err(ApiError::unauthenticated().into())
+        }
     }
 }
 
@@ -155,6 +169,7 @@ async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
         },
         &crate::MessagingMetrics::of(&state.messaging),
         &crate::BrowserMetrics::of(&state.browsers),
+        &crate::DoorMetrics::of(&state.doors, &state.tenancy),
     );
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

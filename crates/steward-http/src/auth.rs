@@ -27,14 +27,29 @@ impl FromRequest for Tenant {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let ip = req.peer_addr().map_or(std::net::Ipv4Addr::LOCALHOST.into(), |a| a.ip());
+        Box::pin(Self::authenticate(req, ip))
+    }
+}
+
+impl Tenant {
+    /// Authenticates `req`'s token for client `ip` (the TCP peer, or the client behind trusted
+    /// proxies), through [`Tenancy::authenticate_from`]: while `ip` is over `[tenancy]
+    /// max_auth_failures_per_ip` the answer is 429 `too_many_failed_authentications` without
+    /// looking at the token.
+    ///
+    /// # Errors
+    /// 401 `unauthenticated`, 429 `too_many_failed_authentications`, 503 `store_unavailable`.
+    pub fn authenticate(
+        req: &HttpRequest,
+        ip: std::net::IpAddr,
+    ) -> impl Future<Output = Result<Self, ApiError>> + 'static {
         let tenancy = req.app_data::<web::Data<Tenancy>>().cloned();
         let token = bearer(req);
-        Box::pin(async move {
-            let (Some(tenancy), Some(token)) = (tenancy, token) else {
-                return Err(ApiError::unauthenticated());
-            };
-            tenancy.authenticate(&token).await.map(Tenant).map_err(refusal)
-        })
+        async move {
+            let Some(tenancy) = tenancy else { return Err(ApiError::unauthenticated()) };
+            tenancy.authenticate_from(ip, token.as_deref()).await.map(Tenant).map_err(refusal)
+        }
     }
 }
 
@@ -42,6 +57,7 @@ impl FromRequest for Tenant {
 fn refusal(e: steward_tenancy::Error) -> ApiError {
     match e {
         steward_tenancy::Error::Unauthenticated => ApiError::unauthenticated(),
+        e @ steward_tenancy::Error::Throttled { .. } => ApiError::from(e),
         steward_tenancy::Error::Store(_) | steward_tenancy::Error::Migrate(_) => {
             tracing::warn!(error = %e, "tenant store unavailable while authenticating a token");
             ApiError::new(

@@ -102,6 +102,10 @@ impl From<TenancyError> for ApiError {
                     None => err,
                 }
             }
+            TenancyError::Throttled { retry_after } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_failed_authentications", message)
+                    .retry_after(retry_after.as_secs().max(1))
+            }
             TenancyError::LimitReached(_) => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, "limit_reached", message)
             }

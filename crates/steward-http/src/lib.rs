@@ -21,5 +21,5 @@ pub use auth::Tenant;
 pub use error::ApiError;
 pub use json::{MAX_JSON_BODY, ValidJson};
 pub use listener::{HttpListener, ListenerSpec};
-pub use metrics::{BrowserMetrics, MessagingMetrics, SocketMetrics, render_metrics};
+pub use metrics::{BrowserMetrics, DoorMetrics, MessagingMetrics, SocketMetrics, render_metrics};
 pub use public::public_app_config;

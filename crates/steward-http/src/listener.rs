@@ -1,4 +1,5 @@
-//! The HTTP listener service: one supervised `service` resource per actix-web server.
+//! The HTTP listener service: one supervised `service` resource per actix-web server, serving
+//! plain HTTP or, with [`ListenerSpec::tls`], HTTPS (rustls, the shared reloading certificate).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,8 @@ use steward_core::{
 
 type Configure = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
 type OnBound = Arc<dyn Fn(&[SocketAddr]) + Send + Sync>;
+/// The connection actix-web hands to `on_connect` on an HTTPS listener.
+type HttpsStream = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
 
 /// How to run one HTTP listener.
 #[derive(Clone)]
@@ -35,6 +38,8 @@ pub struct ListenerSpec {
     pub send_buffer: Option<usize>,
     /// Told the bound addresses each time the listener binds (a restart may bind anew).
     pub on_bound: Option<OnBound>,
+    /// TLS (`[tls]`), when this listener serves HTTPS; `None` serves plain HTTP.
+    pub tls: Option<steward_tls::Tls>,
 }
 
 impl ListenerSpec {
@@ -55,7 +60,17 @@ impl ListenerSpec {
             handle: Arc::default(),
             send_buffer: None,
             on_bound: None,
+            tls: None,
         }
+    }
+
+    /// Serves HTTPS with `tls` (rustls through actix-web's `rustls-0_23`: HTTP/1.1 and h2 by
+    /// ALPN, the shared reloading certificate, `[tls] handshake_timeout`), or plain HTTP with
+    /// `None` (the default).
+    #[must_use]
+    pub fn tls(mut self, tls: Option<steward_tls::Tls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Calls `f` with the bound addresses each time the listener binds, before it serves (the
@@ -121,16 +136,24 @@ impl ListenerSpec {
         })
         .workers(if self.workers == 0 { std::thread::available_parallelism().map_or(1, usize::from) } else { self.workers })
         .on_connect(move |conn, _ext| {
-            if let (Some(bytes), Some(tcp)) =
-                (send_buffer, conn.downcast_ref::<actix_web::rt::net::TcpStream>())
+            let Some(bytes) = send_buffer else { return };
+            let tcp = conn.downcast_ref::<actix_web::rt::net::TcpStream>().or_else(|| {
+                conn.downcast_ref::<HttpsStream>().map(|tls| tls.get_ref().0)
+            });
+            if let Some(tcp) = tcp
                 && let Err(e) = socket2::SockRef::from(tcp).set_send_buffer_size(bytes)
             {
                 tracing::warn!(listener = name, error = %e, "cannot set SO_SNDBUF");
             }
         })
         .disable_signals()
-        .shutdown_timeout(self.shutdown_timeout.as_secs().max(1))
-        .bind(self.listen)?;
+        .shutdown_timeout(self.shutdown_timeout.as_secs().max(1));
+        let server = match &self.tls {
+            Some(tls) => server
+                .tls_handshake_timeout(tls.handshake_timeout())
+                .bind_rustls_0_23(self.listen, (*tls.http_server_config()).clone())?,
+            None => server.bind(self.listen)?,
+        };
         let addrs = server.addrs();
         if let Some(on_bound) = &self.on_bound {
             on_bound(&addrs);
@@ -138,7 +161,7 @@ impl ListenerSpec {
         let server = server.run();
         let handle = server.handle();
         for addr in &addrs {
-            tracing::info!(listener = name, addr = %addr, "listener bound");
+            tracing::info!(listener = name, addr = %addr, tls = self.tls.is_some(), "listener bound");
         }
         rcx.tracker()
             .spawn(async move {

@@ -18,7 +18,7 @@ use steward_core::watchdog::{WatchdogReport, open_fds, rss_bytes};
 use steward_socket::jobs::JobStats;
 use steward_socket::monitor::{Alarm, MonitorReport};
 use steward_socket::stats::SocketStatsSnapshot;
-use steward_tenancy::{QuotaCount, QuotaStats};
+use steward_tenancy::{QuotaCount, QuotaKind, QuotaStats};
 
 /// The socket front door's and the job hub's readings, for [`render_metrics`].
 #[derive(Debug, Clone, Default)]
@@ -33,6 +33,33 @@ pub struct SocketMetrics {
     pub monitor: MonitorReport,
 }
 
+/// The front doors' readings, for [`render_metrics`].
+#[derive(Debug, Clone, Default)]
+pub struct DoorMetrics {
+    /// Per credential (`admin`, `tenant`): failed authentications, requests throttled, IPs with
+    /// failures in their window.
+    pub auth: Vec<(&'static str, u64, u64, u64)>,
+    /// Connections refused at the per-IP cap, per gRPC listener.
+    pub grpc_refused: Vec<(&'static str, u64)>,
+    /// Unknown token ids in the negative cache.
+    pub unknown_tokens_cached: u64,
+}
+
+impl DoorMetrics {
+    /// The readings of `doors` and `tenancy` now.
+    #[must_use]
+    pub fn of(doors: &steward_tenancy::DoorStats, tenancy: &steward_tenancy::Tenancy) -> Self {
+        Self {
+            auth: [&doors.admin, &doors.tenant]
+                .iter()
+                .map(|f| (f.name(), f.failed(), f.throttled(), f.tracked_ips()))
+                .collect(),
+            grpc_refused: doors.refused_connections(),
+            unknown_tokens_cached: tenancy.cached_unknown_tokens(),
+        }
+    }
+}
+
 /// The messaging proxy's readings, for [`render_metrics`].
 #[derive(Debug, Clone, Default)]
 pub struct MessagingMetrics {
@@ -42,6 +69,9 @@ pub struct MessagingMetrics {
     pub producers: u64,
     /// Live consumers.
     pub consumers: u64,
+    /// Per tenant: what the broker counts against its quotas (topics, groups, stored messages
+    /// and bytes).
+    pub tenants: Vec<(Arc<str>, steward_messaging::TenantUsage)>,
 }
 
 impl MessagingMetrics {
@@ -49,7 +79,12 @@ impl MessagingMetrics {
     #[must_use]
     pub fn of(messaging: &steward_messaging::Messaging) -> Self {
         let (producers, consumers) = messaging.live();
-        Self { stats: messaging.stats().snapshot(), producers, consumers }
+        Self {
+            stats: messaging.stats().snapshot(),
+            producers,
+            consumers,
+            tenants: messaging.tenant_usage(),
+        }
     }
 }
 
@@ -100,7 +135,11 @@ impl BrowserMetrics {
 /// `steward_socket_remediated_total`; and the job hub's `steward_jobs{state}`,
 /// `steward_jobs_subscriptions`, `steward_jobs_created_total`, `steward_jobs_updates_total`,
 /// `steward_jobs_evicted_total`, `steward_jobs_refused_total` and
-/// `steward_jobs_watcher_overflows_total`; the messaging proxy's `steward_messaging_producers`,
+/// `steward_jobs_watcher_overflows_total`, `steward_jobs_expired_total`; the front doors'
+/// `steward_auth_failures_total{credential}`, `steward_auth_throttled_total{credential}`,
+/// `steward_auth_failing_ips{credential}`, `steward_auth_unknown_tokens_cached` and
+/// `steward_grpc_connections_refused_total{listener}`; per tenant and quota
+/// `steward_tenant_quota_used` and `steward_tenant_quota_limit`; the messaging proxy's `steward_messaging_producers`,
 /// `steward_messaging_consumers`, `steward_messaging_sent_total{result}`,
 /// `steward_messaging_deliveries_total`, `steward_messaging_redeliveries_total`,
 /// `steward_messaging_acks_total`, `steward_messaging_nacks_total`,
@@ -121,6 +160,7 @@ impl BrowserMetrics {
 /// `steward_browser_chromium_processes{browser}` and
 /// `steward_browser_chromium_resident_memory_bytes{browser}` (local browsers).
 #[must_use]
+#[allow(clippy::too_many_arguments)] // one reading per subsystem, each owned by its own crate
 pub fn render_metrics(
     registry: &Registry,
     watchdog: &WatchdogReport,
@@ -129,6 +169,7 @@ pub fn render_metrics(
     sockets: &SocketMetrics,
     messaging: &MessagingMetrics,
     browsers: &BrowserMetrics,
+    doors: &DoorMetrics,
 ) -> String {
     let mut prom = PromRegistry::default();
     prom.register_collector(Box::new(Snapshot {
@@ -139,6 +180,7 @@ pub fn render_metrics(
         sockets: sockets.clone(),
         messaging: messaging.clone(),
         browsers: browsers.clone(),
+        doors: doors.clone(),
     }));
     let mut out = String::new();
     // encoding into a String cannot fail
@@ -155,6 +197,7 @@ struct Snapshot {
     sockets: SocketMetrics,
     messaging: MessagingMetrics,
     browsers: BrowserMetrics,
+    doors: DoorMetrics,
 }
 
 type Labels = Vec<(Cow<'static, str>, Cow<'static, str>)>;
@@ -335,9 +378,51 @@ impl Collector for Snapshot {
             &mut enc,
             "steward_tenant_quota_reserved",
             "Admission slots held now per tenant and quota.",
-            tenant_rows(&|q| u64::from(q.reserved))
-                .into_iter()
-                .map(|(l, v)| (l, v as i64))
+            tenant_rows(&|q| q.reserved).into_iter().map(|(l, v)| (l, v as i64)).collect(),
+        )?;
+        // usage against each quota: the ledger's slots, and what the broker counts
+        let broker_usage = |tenant: &str, q: QuotaKind| -> Option<u64> {
+            let (_, u) = self.messaging.tenants.iter().find(|(t, _)| &**t == tenant)?;
+            match q {
+                QuotaKind::Topics => Some(u.topics),
+                QuotaKind::Groups => Some(u.groups),
+                QuotaKind::StoredMessages => Some(u.stored_messages),
+                QuotaKind::StoredBytes => Some(u.stored_bytes),
+                _ => None,
+            }
+        };
+        gauge(
+            &mut enc,
+            "steward_tenant_quota_used",
+            "Usage against each quota per tenant (live slots, or what the broker counts).",
+            self.quotas
+                .iter()
+                .flat_map(|t| {
+                    t.quotas.iter().filter(|q| q.quota != QuotaKind::SessionRate).map(move |q| {
+                        let used = broker_usage(t.tenant.as_str(), q.quota).unwrap_or(q.reserved);
+                        (
+                            two("tenant", t.tenant.to_string(), "quota", q.quota.as_str()),
+                            used as i64,
+                        )
+                    })
+                })
+                .collect(),
+        )?;
+        gauge(
+            &mut enc,
+            "steward_tenant_quota_limit",
+            "Each quota's limit per tenant, as last seen by an admission.",
+            self.quotas
+                .iter()
+                .flat_map(|t| {
+                    t.quotas.iter().filter_map(move |q| {
+                        let limit = i64::try_from(q.limit?).unwrap_or(i64::MAX);
+                        Some((
+                            two("tenant", t.tenant.to_string(), "quota", q.quota.as_str()),
+                            limit,
+                        ))
+                    })
+                })
                 .collect(),
         )?;
         counter(
@@ -351,6 +436,44 @@ impl Collector for Snapshot {
             "steward_tenant_admissions_refused",
             "Admissions refused (quota exhausted) per tenant and quota.",
             tenant_rows(&|q| q.refused),
+        )?;
+        counter(
+            &mut enc,
+            "steward_auth_failures",
+            "Failed authentications per credential (admin token, tenant tokens).",
+            self.doors
+                .auth
+                .iter()
+                .map(|(c, failed, _, _)| (label("credential", *c), *failed))
+                .collect(),
+        )?;
+        counter(
+            &mut enc,
+            "steward_auth_throttled",
+            "Requests refused at once because their IP failed to authenticate too often.",
+            self.doors.auth.iter().map(|(c, _, n, _)| (label("credential", *c), *n)).collect(),
+        )?;
+        gauge(
+            &mut enc,
+            "steward_auth_failing_ips",
+            "Client IPs with failed authentications in their current window.",
+            self.doors
+                .auth
+                .iter()
+                .map(|(c, _, _, n)| (label("credential", *c), *n as i64))
+                .collect(),
+        )?;
+        gauge(
+            &mut enc,
+            "steward_auth_unknown_tokens_cached",
+            "Unknown token ids in the negative cache (each costs one store query per TTL).",
+            vec![(Labels::new(), self.doors.unknown_tokens_cached as i64)],
+        )?;
+        counter(
+            &mut enc,
+            "steward_grpc_connections_refused",
+            "gRPC connections closed at accept: the client IP held [grpc] max_connections_per_ip.",
+            self.doors.grpc_refused.iter().map(|(l, n)| (label("listener", *l), *n)).collect(),
         )?;
         gauge(
             &mut enc,
@@ -394,6 +517,7 @@ fn encode_messaging(
             ("ok", s.sent_ok),
             ("duplicate", s.sent_duplicate),
             ("retry_later", s.sent_retry_later),
+            ("quota_exceeded", s.sent_quota_exceeded),
             ("unavailable", s.sent_unavailable),
             ("invalid_argument", s.sent_invalid),
         ]
@@ -558,7 +682,8 @@ fn encode_sockets(
         "steward_jobs_watcher_overflows",
         "Watchers dropped because their queue was full.",
         one(j.watcher_overflows),
-    )
+    )?;
+    counter(enc, "steward_jobs_expired", "Queued jobs failed at [jobs] queued_ttl.", one(j.expired))
 }
 
 /// Encodes one histogram family: the pool's own `Histogram` instances, one per label set.

@@ -7,9 +7,8 @@
 //! through [`ActixWire`], its inbound frames through a pump on this worker that ends as soon as
 //! the actor's receiver is gone (decision 0006: actix-ws, not actix-web-actors).
 
-use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseReason, ProtocolError, Session};
 use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
@@ -41,19 +40,8 @@ pub(crate) async fn upgrade(
     if registry.is_shutting_down() {
         return Err(refuse(Rejection::ShuttingDown, shutting_down(retry_after)));
     }
-    let Tenant(tenant) = Tenant::from_request(&req, &mut Payload::None)
-        .await
-        .map_err(|e| refuse(Rejection::Unauthenticated, e))?;
-    let (response, session, stream) = actix_ws::handle(&req, body).map_err(|e| {
-        refuse(
-            Rejection::BadRequest,
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("not a WebSocket upgrade: {e}"),
-            ),
-        )
-    })?;
+    // the cheap walls first (per-IP cap, node cap), then the token: a client over its cap
+    // costs no token lookup
     let peer = req.peer_addr().map_or(std::net::Ipv4Addr::LOCALHOST.into(), |a| a.ip());
     let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
     let ip = sockets.client_ip(peer, forwarded);
@@ -74,6 +62,18 @@ pub(crate) async fn upgrade(
             node_full(config.max_connections as usize, retry_after),
         ));
     }
+    let Tenant(tenant) =
+        Tenant::authenticate(&req, ip).await.map_err(|e| refuse(Rejection::Unauthenticated, e))?;
+    let (response, session, stream) = actix_ws::handle(&req, body).map_err(|e| {
+        refuse(
+            Rejection::BadRequest,
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("not a WebSocket upgrade: {e}"),
+            ),
+        )
+    })?;
     let reservation = tenancy
         .admit(&tenant, ResourceKind::Socket)
         .map_err(|e| refuse(Rejection::Quota, ApiError::from(e)))?;

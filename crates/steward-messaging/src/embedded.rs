@@ -19,9 +19,18 @@
 //! `[messaging] topic_max_messages` waiting deliveries and `topic_max_bytes` body bytes per
 //! group; the dedup table keeps the ids of the last `dedup_window`, at most
 //! `topic_max_messages` of them per topic.
+//!
+//! Per tenant ([`TenantLimits`], its quotas): topics and groups that exist, and messages stored
+//! with their bytes, counted over all its topics in an `Account`. The counts are kept by guards,
+//! not by bookkeeping at each removal: a topic and a group hold a `Slot`, and every queue entry of
+//! a stored message holds the message's one `Charge`, so a message counts until the last group
+//! let go of it (acked, dead-lettered, its group or topic removed), wherever that happens. A new
+//! topic past `topics`, a new group past `groups`, or a message past `stored_messages` or
+//! `stored_bytes` is refused (`QuotaExceeded`); nothing is dropped. Topics and groups that hold
+//! nothing and saw no use for `[messaging] topic_idle_ttl` are removed by [`Broker::sweep_idle`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -32,7 +41,7 @@ use tokio::sync::Notify;
 
 use crate::broker::{
     Broker, BrokerError, BrokerSettings, Delivery, GroupKey, Lease, LeaseInner, Message,
-    OutMessage, Pull, SendOutcome, TagFilter, TopicKey,
+    OutMessage, Pull, QuotaRefusal, SendOutcome, TagFilter, TenantLimits, TenantUsage, TopicKey,
 };
 use crate::stats::MessagingStats;
 
@@ -59,17 +68,134 @@ struct Shared {
 #[derive(Default)]
 struct State {
     topics: HashMap<TopicKey, Topic>,
+    /// Per tenant: its limits and usage.
+    accounts: HashMap<Arc<str>, Arc<Account>>,
     next_seq: u64,
     next_lease: u64,
 }
 
-#[derive(Default)]
+/// One tenant's limits and usage. The usage counters move only through [`Slot`] and
+/// [`Charge`] (taken under the state lock, given back on drop, from wherever that happens).
+struct Account {
+    limits: Mutex<TenantLimits>,
+    topics: AtomicU64,
+    groups: AtomicU64,
+    messages: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Account {
+    fn new() -> Self {
+        Self {
+            limits: Mutex::new(TenantLimits::UNLIMITED),
+            topics: AtomicU64::new(0),
+            groups: AtomicU64::new(0),
+            messages: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        }
+    }
+
+    fn limits(&self) -> TenantLimits {
+        *self.limits.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn usage(&self) -> TenantUsage {
+        TenantUsage {
+            topics: self.topics.load(Ordering::Acquire),
+            groups: self.groups.load(Ordering::Acquire),
+            stored_messages: self.messages.load(Ordering::Acquire),
+            stored_bytes: self.bytes.load(Ordering::Acquire),
+        }
+    }
+
+    /// Takes a topic (`topic`) or group place, or refuses at the limit.
+    fn slot(self: &Arc<Self>, topic: bool) -> Result<Slot, QuotaRefusal> {
+        let limits = self.limits();
+        let (counter, limit, quota) = if topic {
+            (&self.topics, limits.topics, "topics")
+        } else {
+            (&self.groups, limits.groups, "groups")
+        };
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
+            .map_err(|_| QuotaRefusal { quota, limit })?;
+        Ok(Slot { account: self.clone(), topic })
+    }
+
+    /// Charges one message of `bytes`, or refuses at the stored limits.
+    fn charge(self: &Arc<Self>, bytes: u64) -> Result<Charge, QuotaRefusal> {
+        let limits = self.limits();
+        let messages = self.messages.load(Ordering::Acquire);
+        if messages >= limits.stored_messages {
+            return Err(QuotaRefusal { quota: "stored_messages", limit: limits.stored_messages });
+        }
+        let held = self.bytes.load(Ordering::Acquire);
+        if held.saturating_add(bytes) > limits.stored_bytes {
+            return Err(QuotaRefusal { quota: "stored_bytes", limit: limits.stored_bytes });
+        }
+        // checked and taken under the state lock, so no other charge of this tenant races it
+        self.messages.fetch_add(1, Ordering::AcqRel);
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+        Ok(Charge { account: self.clone(), bytes })
+    }
+}
+
+/// A topic's or group's place in its tenant's count; given back on drop.
+struct Slot {
+    account: Arc<Account>,
+    topic: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let counter = if self.topic { &self.account.topics } else { &self.account.groups };
+        counter.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A stored message's weight in its tenant's count, shared by every queue entry of it; given
+/// back when the last entry goes.
+struct Charge {
+    account: Arc<Account>,
+    bytes: u64,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.account.messages.fetch_sub(1, Ordering::AcqRel);
+        self.account.bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 struct Topic {
     groups: HashMap<Arc<str>, Group>,
     dedup: HashMap<String, String>,
     dedup_order: VecDeque<(Instant, String)>,
     /// A dead-letter topic without groups keeps its messages here for the first group.
     unclaimed: Option<Group>,
+    /// The last send to it or receive from it.
+    last_used: Instant,
+    /// Its place in the tenant's `topics` count (none for a dead-letter topic).
+    _slot: Option<Slot>,
+}
+
+impl Topic {
+    fn new(slot: Option<Slot>) -> Self {
+        Self {
+            groups: HashMap::new(),
+            dedup: HashMap::new(),
+            dedup_order: VecDeque::new(),
+            unclaimed: None,
+            last_used: Instant::now(),
+            _slot: slot,
+        }
+    }
+
+    /// Whether it holds nothing: no group with a message or a member.
+    fn is_empty(&self) -> bool {
+        self.unclaimed.as_ref().is_none_or(|g| g.len() == 0)
+            && self.groups.values().all(|g| g.len() == 0 && g.members == 0)
+    }
 }
 
 #[derive(Clone)]
@@ -78,6 +204,8 @@ struct Entry {
     msg: Arc<Message>,
     /// Deliveries made so far.
     attempts: u32,
+    /// The message's weight in its tenant's stored count.
+    _charge: Arc<Charge>,
 }
 
 struct Leased {
@@ -86,6 +214,8 @@ struct Leased {
 }
 
 struct Group {
+    /// Its place in the tenant's `groups` count (none for a dead-letter topic's first group).
+    _slot: Option<Slot>,
     filter: TagFilter,
     retry: BTreeMap<u64, Entry>,
     ready: VecDeque<Entry>,
@@ -99,8 +229,9 @@ struct Group {
 }
 
 impl Group {
-    fn new(filter: TagFilter) -> Self {
+    fn new(filter: TagFilter, slot: Option<Slot>) -> Self {
         Self {
+            _slot: slot,
             filter,
             retry: BTreeMap::new(),
             ready: VecDeque::new(),
@@ -168,6 +299,22 @@ impl Group {
     }
 }
 
+/// `key`'s topic, created (taking a place in the tenant's `topics` count, unless it is a
+/// dead-letter topic) when it does not exist yet.
+fn topic_entry<'a>(
+    topics: &'a mut HashMap<TopicKey, Topic>,
+    account: &Arc<Account>,
+    key: &TopicKey,
+) -> Result<&'a mut Topic, QuotaRefusal> {
+    match topics.entry(key.clone()) {
+        std::collections::hash_map::Entry::Occupied(t) => Ok(t.into_mut()),
+        std::collections::hash_map::Entry::Vacant(v) => {
+            let slot = if key.is_dead_letter() { None } else { Some(account.slot(true)?) };
+            Ok(v.insert(Topic::new(slot)))
+        }
+    }
+}
+
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -211,8 +358,14 @@ impl Shared {
         let cap = self.settings.topic_max_messages;
         let max_bytes = self.settings.topic_max_bytes;
         let grace = self.settings.group_grace;
-        let State { topics, next_seq, .. } = state;
-        let t = topics.entry(topic.clone()).or_default();
+        let State { topics, accounts, next_seq, .. } = state;
+        let account =
+            accounts.entry(topic.tenant.clone()).or_insert_with(|| Arc::new(Account::new()));
+        let t = match topic_entry(topics, account, topic) {
+            Ok(t) => t,
+            Err(refusal) => return SendOutcome::QuotaExceeded(refusal),
+        };
+        t.last_used = now;
         // forget dedup ids past the window, and group state past its grace
         while let Some((at, _)) = t.dedup_order.front() {
             if now.duration_since(*at) < window && t.dedup_order.len() <= cap as usize {
@@ -229,7 +382,7 @@ impl Shared {
             return SendOutcome::Stored { message_id: id.clone(), duplicate: true };
         }
         if topic.is_dead_letter() && t.groups.is_empty() && t.unclaimed.is_none() {
-            t.unclaimed = Some(Group::new(TagFilter::All));
+            t.unclaimed = Some(Group::new(TagFilter::All, None));
         }
         let body = msg.body.len() as u64;
         let tag = msg.tag.as_deref();
@@ -247,6 +400,16 @@ impl Shared {
                 ));
             }
         }
+        // a message no group takes is not stored, so it costs nothing
+        let stored = t.groups.values().chain(t.unclaimed.as_ref()).any(|g| g.filter.matches(tag));
+        let charge = if stored {
+            match account.charge(msg.weight() as u64) {
+                Ok(charge) => Some(Arc::new(charge)),
+                Err(refusal) => return SendOutcome::QuotaExceeded(refusal),
+            }
+        } else {
+            None
+        };
         *next_seq += 1;
         let seq = *next_seq;
         let message_id = format!("{seq:016x}");
@@ -266,7 +429,8 @@ impl Shared {
         let due = msg.deliver_at.map(|at| instant_of(at, now)).filter(|at| *at > now);
         for g in t.groups.values_mut().chain(t.unclaimed.as_mut()).filter(|g| g.filter.matches(tag))
         {
-            let entry = Entry { seq, msg: message.clone(), attempts: 0 };
+            let Some(charge) = &charge else { break };
+            let entry = Entry { seq, msg: message.clone(), attempts: 0, _charge: charge.clone() };
             g.bytes += body;
             match due {
                 Some(at) => {
@@ -363,14 +527,29 @@ impl Broker for EmbeddedBroker {
         let opened = (|| {
             self.shared.check_open()?;
             let mut state = lock(&self.shared.state);
-            let topic = state.topics.entry(group.topic.clone()).or_default();
-            let unclaimed = topic.unclaimed.take();
-            let g = topic.groups.entry(group.group.clone()).or_insert_with(|| {
-                // the first group of a dead-letter topic takes what waited for one
-                let mut g = unclaimed.unwrap_or_else(|| Group::new(TagFilter::All));
-                g.filter = group.filter.clone();
-                g
-            });
+            let State { topics, accounts, .. } = &mut *state;
+            let account = accounts
+                .entry(group.topic.tenant.clone())
+                .or_insert_with(|| Arc::new(Account::new()));
+            let topic =
+                topic_entry(topics, account, &group.topic).map_err(BrokerError::QuotaExceeded)?;
+            topic.last_used = Instant::now();
+            let g = match topic.groups.entry(group.group.clone()) {
+                std::collections::hash_map::Entry::Occupied(g) => g.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let slot = account.slot(false).map_err(BrokerError::QuotaExceeded)?;
+                    // the first group of a dead-letter topic takes what waited for one
+                    let mut g = match topic.unclaimed.take() {
+                        Some(mut g) => {
+                            g._slot = Some(slot);
+                            g
+                        }
+                        None => Group::new(TagFilter::All, Some(slot)),
+                    };
+                    g.filter = group.filter.clone();
+                    v.insert(g)
+                }
+            };
             if g.filter != group.filter {
                 return Err(BrokerError::Conflict(format!(
                     "group {} of topic {} filters on tag {}, not {}",
@@ -445,6 +624,38 @@ impl Broker for EmbeddedBroker {
         }
     }
 
+    fn set_limits(&self, tenant: &Arc<str>, limits: TenantLimits) {
+        let mut state = lock(&self.shared.state);
+        let account =
+            state.accounts.entry(tenant.clone()).or_insert_with(|| Arc::new(Account::new()));
+        *account.limits.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = limits;
+    }
+
+    fn usage(&self) -> Vec<(Arc<str>, TenantUsage)> {
+        let state = lock(&self.shared.state);
+        let mut usage: Vec<_> =
+            state.accounts.iter().map(|(tenant, a)| (tenant.clone(), a.usage())).collect();
+        usage.sort_by(|a, b| a.0.cmp(&b.0));
+        usage
+    }
+
+    fn sweep_idle(&self, ttl: Duration) -> BoxFuture<'_, u64> {
+        let now = Instant::now();
+        let idle = |since: Option<Instant>| since.is_some_and(|at| now.duration_since(at) >= ttl);
+        let mut state = lock(&self.shared.state);
+        let mut removed = 0;
+        state.topics.retain(|_, topic| {
+            let before = topic.groups.len();
+            topic.groups.retain(|_, g| !(g.members == 0 && g.len() == 0 && idle(g.idle_since)));
+            removed += (before - topic.groups.len()) as u64;
+            let keep =
+                !(topic.groups.is_empty() && topic.is_empty() && idle(Some(topic.last_used)));
+            removed += u64::from(!keep);
+            keep
+        });
+        std::future::ready(removed).boxed()
+    }
+
     fn remove_tenant<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<u64, BrokerError>> {
         let mut state = lock(&self.shared.state);
         let before = state.topics.len();
@@ -456,6 +667,7 @@ impl Broker for EmbeddedBroker {
             keep
         });
         let removed = (before - state.topics.len()) as u64;
+        state.accounts.remove(tenant);
         std::future::ready(Ok(removed)).boxed()
     }
 

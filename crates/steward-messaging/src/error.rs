@@ -5,6 +5,10 @@ use std::time::Duration;
 use crate::broker::BrokerError;
 use crate::names::Invalid;
 
+/// The retry advice of a refusal by a quota the broker counts (topics, groups, stored messages
+/// and bytes): they free up as consumers ack and idle topics go, not at a known time.
+pub const QUOTA_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// Why a messaging request failed as a whole.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MessagingError {
@@ -19,6 +23,10 @@ pub enum MessagingError {
         /// When trying again makes sense.
         retry_after: Duration,
     },
+    /// A tenant quota the broker counts (`topics`, `groups`) refused a new topic or group
+    /// (`RESOURCE_EXHAUSTED`, retry after [`QUOTA_RETRY_AFTER`] unless the limit is 0).
+    #[error("{0}")]
+    QuotaExceeded(crate::QuotaRefusal),
     /// The group exists with another tag filter (`FAILED_PRECONDITION`).
     #[error("{0}")]
     Conflict(String),
@@ -35,6 +43,8 @@ impl From<BrokerError> for MessagingError {
         match e {
             BrokerError::Unavailable(m) => Self::Unavailable(format!("broker unavailable: {m}")),
             BrokerError::Conflict(m) => Self::Conflict(m),
+            // a topic or group frees up when it is idle for `topic_idle_ttl`, or is removed
+            BrokerError::QuotaExceeded(refusal) => Self::QuotaExceeded(refusal),
             BrokerError::LeaseNotFound(m) => Self::Internal(format!("lease not found: {m}")),
             BrokerError::Internal(m) => Self::Internal(m),
         }

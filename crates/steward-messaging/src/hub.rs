@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -27,11 +28,13 @@ pub(crate) struct MessagingHub {
     messaging: Messaging,
     /// Consumers seen without a live stream at the last check.
     suspects: HashSet<ResourceId>,
+    /// Set while an idle-topic sweep runs.
+    sweeping: Arc<AtomicBool>,
 }
 
 impl MessagingHub {
     pub(crate) fn new(rcx: ResourceCtx, messaging: Messaging) -> Self {
-        Self { rcx, messaging, suspects: HashSet::new() }
+        Self { rcx, messaging, suspects: HashSet::new(), sweeping: Arc::default() }
     }
 
     fn install(&self, broker: Arc<dyn Broker>) {
@@ -66,6 +69,35 @@ impl MessagingHub {
             }
         }
         self.suspects = gone;
+        self.sweep_idle_topics();
+    }
+
+    /// Removes topics and groups idle for `[messaging] topic_idle_ttl` (and, on NATS, recounts
+    /// the tenants' usage), on a tracked task: one at a time, a NATS listing can take a while.
+    fn sweep_idle_topics(&self) {
+        let inner = self.messaging.inner();
+        let broker = inner.broker.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let Some(broker) = broker else { return };
+        if self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let sweeping = self.sweeping.clone();
+        let ttl = inner.config.topic_idle_ttl;
+        let task = async move {
+            let removed = broker.sweep_idle(ttl).await;
+            if removed > 0 {
+                tracing::info!(removed, "idle topics and groups removed");
+            }
+            sweeping.store(false, Ordering::Release);
+        };
+        let spawned = match &inner.io {
+            Some(rt) => self.rcx.tracker().spawn_on(rt, task),
+            None => self.rcx.tracker().spawn(task),
+        };
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the idle-topic sweep");
+            self.sweeping.store(false, Ordering::Release);
+        }
     }
 
     fn connect(&self, ctx: &mut Context<Self>) {
@@ -83,7 +115,7 @@ impl MessagingHub {
                 {
                     Ok(broker) => break broker,
                     Err(e) => {
-                        tracing::warn!(url = %config.url, error = %e, retry_in_ms = pause.as_millis() as u64, "cannot reach NATS");
+                        tracing::warn!(url = %steward_config::redact_url(&config.url), error = %e, retry_in_ms = pause.as_millis() as u64, "cannot reach NATS");
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(CONNECT_PAUSE_MAX);
                     }
@@ -92,8 +124,10 @@ impl MessagingHub {
         };
         // an actor future: owned by this service's context
         ctx.spawn(attempt.into_actor(self).map(|broker, act, _| {
-            tracing::info!(url = %act.messaging.config().url, "messaging: NATS JetStream connected");
+            tracing::info!(url = %steward_config::redact_url(&act.messaging.config().url), "messaging: NATS JetStream connected");
             act.install(broker);
+            // the first tally at once: tenants' usage is known from the start
+            act.sweep_idle_topics();
         }));
     }
 }

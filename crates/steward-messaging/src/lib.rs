@@ -30,9 +30,9 @@ pub mod testing;
 
 pub use broker::{
     Broker, BrokerError, BrokerSettings, Delivery, GroupKey, Lease, Message, OutMessage, Pull,
-    SendOutcome, TagFilter, TopicKey,
+    QuotaRefusal, SendOutcome, TagFilter, TenantLimits, TenantUsage, TopicKey,
 };
-pub use error::{EntryError, MessagingError};
+pub use error::{EntryError, MessagingError, QUOTA_RETRY_AFTER};
 pub use service::{
     Admit, AdmitGuard, CleanupReport, ConsumerEvent, Delivered, Messaging, ReceiveSpec, SendEntry,
     SendResult,

@@ -72,6 +72,9 @@ pub enum SendResult {
     /// The broker could not be reached in time; it may have been stored (a retry with the same
     /// client id is de-duplicated).
     Unavailable(String),
+    /// A tenant quota the broker counts (`topics`, `stored_messages`, `stored_bytes`) is
+    /// exhausted; nothing was stored.
+    QuotaExceeded(crate::QuotaRefusal),
 }
 
 /// What a `ReceiveMessages` stream asks for.
@@ -330,6 +333,22 @@ impl Messaging {
         Err(MessagingError::Unavailable(format!("producer {} keeps stopping", key.1)))
     }
 
+    /// Hands `tenant`'s messaging quotas to the broker, which counts topics, groups and stored
+    /// messages and refuses past them. The edge calls it before each send and receive with the
+    /// limits the caller's token resolved to (cheap: one map update).
+    pub fn set_limits(&self, tenant: &Arc<str>, limits: crate::TenantLimits) {
+        if let Ok(broker) = self.broker() {
+            broker.set_limits(tenant, limits);
+        }
+    }
+
+    /// Every tenant's messaging usage now (topics, groups, stored messages and bytes), for
+    /// `/metrics`; empty while the broker is not connected.
+    #[must_use]
+    pub fn tenant_usage(&self) -> Vec<(Arc<str>, crate::TenantUsage)> {
+        self.broker().map(|b| b.usage()).unwrap_or_default()
+    }
+
     /// `SendMessage`: validates each entry, finds or starts the producer (`producer_id`, else
     /// one per topic; `admit` is asked for each new one), stores the valid entries and answers
     /// one [`SendResult`] per entry, in order.
@@ -398,6 +417,9 @@ impl Messaging {
                 }
                 SendOutcome::Unavailable(why) => {
                     (&stats.sent_unavailable, SendResult::Unavailable(why))
+                }
+                SendOutcome::QuotaExceeded(refusal) => {
+                    (&stats.sent_quota_exceeded, SendResult::QuotaExceeded(refusal))
                 }
             };
             MessagingStats::add(counter, 1);

@@ -12,6 +12,8 @@ pub struct MessagingStats {
     pub sent_duplicate: AtomicU64,
     /// Messages refused because the topic was full.
     pub sent_retry_later: AtomicU64,
+    /// Messages refused by a tenant quota (topics, stored messages or bytes).
+    pub sent_quota_exceeded: AtomicU64,
     /// Messages not stored because the broker was unreachable or slow.
     pub sent_unavailable: AtomicU64,
     /// Messages refused as invalid.
@@ -45,6 +47,8 @@ pub struct MessagingStatsSnapshot {
     pub sent_ok: u64,
     pub sent_duplicate: u64,
     pub sent_retry_later: u64,
+    /// Messages refused by a tenant quota.
+    pub sent_quota_exceeded: u64,
     pub sent_unavailable: u64,
     pub sent_invalid: u64,
     pub deliveries: u64,
@@ -73,6 +77,7 @@ impl MessagingStats {
             sent_ok: r(&self.sent_ok),
             sent_duplicate: r(&self.sent_duplicate),
             sent_retry_later: r(&self.sent_retry_later),
+            sent_quota_exceeded: r(&self.sent_quota_exceeded),
             sent_unavailable: r(&self.sent_unavailable),
             sent_invalid: r(&self.sent_invalid),
             deliveries: r(&self.deliveries),

@@ -17,7 +17,7 @@ use steward_messaging::Messaging;
 use steward_socket::SocketService;
 use steward_socket::jobs::JobHubHandle;
 use steward_socket::monitor::MonitorHandle;
-use steward_tenancy::Tenancy;
+use steward_tenancy::{AuthFailures, DoorStats, Tenancy};
 use tokio_util::sync::CancellationToken;
 
 /// How long tonic's runtime gets to wind down after the actix system stopped, at most (and never
@@ -96,6 +96,14 @@ async fn run(
         grpc_runtime.clone(),
     );
     let listener_grace = config.supervisor.child_shutdown;
+    let doors = DoorStats::new(
+        AuthFailures::new(
+            "admin",
+            config.admin.max_auth_failures_per_ip,
+            config.admin.auth_failure_window,
+        ),
+        tenancy.auth_failures().clone(),
+    );
 
     let admin = ListenerSpec::new(
         "admin",
@@ -109,6 +117,7 @@ async fn run(
             watchdog: watchdog.clone(),
             coordinator: coordinator.clone(),
             token: token.clone(),
+            doors: doors.clone(),
             tenancy: tenancy.clone(),
             sockets: sockets.clone(),
             monitor: monitor.clone(),
@@ -117,6 +126,9 @@ async fn run(
         }),
     )
     .on_bound(wall_off(&browsers, "admin"));
+    // [tls]: one reloading certificate for the public HTTP and both gRPC listeners (the admin
+    // HTTP listener stays plain on loopback); None = plain TCP, the default behind a proxy
+    let tls = steward_tls::Tls::from_config(&config.tls).context("cannot set up TLS ([tls])")?;
     let public = ListenerSpec::new(
         "public",
         config.http.listen,
@@ -125,6 +137,7 @@ async fn run(
         public_app_config(tenancy.clone(), sockets.clone(), registry.clone()),
     )
     .on_bound(wall_off(&browsers, "public"))
+    .tls(tls.clone())
     .send_buffer(match config.socket.send_buffer.as_u64() {
         0 => None,
         n => usize::try_from(n).ok(),
@@ -135,12 +148,15 @@ async fn run(
         registry: registry.clone(),
         readiness: readiness.clone(),
         token,
+        admin_failures: doors.admin.clone(),
+        doors: doors.clone(),
         streams: streams.clone(),
         tenancy: tenancy.clone(),
         jobs: jobs.clone(),
         watch_buffer: config.jobs.watch_buffer as usize,
         messaging: messaging.clone(),
         browsers: browsers.clone(),
+        tls: tls.clone(),
     };
     let root_spec = SupervisorSpec::from_config("steward", Strategy::OneForOne, &config.supervisor)
         .child(watchdog.child_spec(config.watchdog.clone()))
@@ -154,9 +170,10 @@ async fn run(
         ))
         .children(messaging.child_specs(&config.supervisor))
         .children(browsers.child_specs(&config.supervisor))
+        .children(tls.as_ref().map(steward_tls::Tls::child_spec))
         .child(admin.child_spec())
         .child(public.clone().child_spec())
-        .child(grpc.child_spec());
+        .children(grpc.child_specs());
 
     {
         let public = public.clone();
@@ -279,8 +296,12 @@ fn store_location(config: &Config) -> String {
     }
 }
 
-/// The configured admin token, or a fresh random one (256 bits, hex), logged once.
+/// The configured admin token (config validation refused one shorter than 32 characters), or a
+/// fresh random one (256 bits, hex) written to `<data_dir>/admin-token` with mode 0600 in a
+/// 0700 directory. The log says where it is, never what it is.
 fn admin_token(config: &Config) -> anyhow::Result<Arc<str>> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     if !config.admin.token.is_empty() {
         return Ok(config.admin.token.as_str().into());
     }
@@ -288,9 +309,27 @@ fn admin_token(config: &Config) -> anyhow::Result<Arc<str>> {
     getrandom::fill(&mut bytes)
         .map_err(|e| anyhow::anyhow!("cannot generate an admin token: {e}"))?;
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let dir = &config.store.data_dir;
+    steward_tenancy::private_dir(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    let path = dir.join("admin-token");
+    // a fresh file: a stale one (another owner, wider mode) is replaced, not reused
+    let tmp = dir.join(".admin-token.new");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.write_all(token.as_bytes())
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)))
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("cannot write {}", path.display()))?;
     tracing::warn!(
-        admin_token = %token,
-        "no admin token configured ([admin] token / STEWARD__ADMIN__TOKEN); generated one for this run, logged only now"
+        path = %path.display(),
+        "no admin token configured ([admin] token / STEWARD__ADMIN__TOKEN); generated one for this run and wrote it to this file (mode 0600)"
     );
     Ok(token.into())
 }

@@ -175,7 +175,8 @@ const THREADS: usize = 4;
 
 /// The default quotas, with `sessions` raised to `sessions` when given.
 fn quotas(sessions: Option<u32>) -> Quotas {
-    let overrides = QuotaOverrides { sessions, ..QuotaOverrides::default() };
+    let overrides =
+        QuotaOverrides { sessions: sessions.map(u64::from), ..QuotaOverrides::default() };
     Quotas::resolve(&Config::defaults().tenancy.default_quotas, &overrides)
 }
 

@@ -57,44 +57,69 @@ pub(crate) struct Cached {
 
 /// Token records cached by token id for at most `tenancy.token_cache_ttl` (<= 1 s), so a
 /// revocation on another node takes effect within it; revocations on this node invalidate the
-/// entry at once. Only found tokens are cached. Cheap to clone.
+/// entry at once. Token ids the store does not know are remembered as unknown for the same
+/// TTL (the negative cache, bounded by the same capacity), so a flood of well-formed made-up
+/// tokens costs one store query per id and second, not one per request; a token created on
+/// another node is found within the TTL. Cheap to clone.
 #[derive(Clone)]
-pub(crate) struct TokenCache(moka::sync::Cache<TokenId, Arc<Cached>>);
+pub(crate) struct TokenCache {
+    found: moka::sync::Cache<TokenId, Arc<Cached>>,
+    unknown: moka::sync::Cache<TokenId, ()>,
+}
 
 impl TokenCache {
     pub(crate) fn new(ttl: Duration, capacity: u64) -> Self {
-        Self(
-            moka::sync::Cache::builder()
+        let ttl = ttl.max(Duration::from_millis(1));
+        Self {
+            found: moka::sync::Cache::builder()
                 .max_capacity(capacity)
-                .time_to_live(ttl.max(Duration::from_millis(1)))
+                .time_to_live(ttl)
                 .support_invalidation_closures()
                 .build(),
-        )
+            unknown: moka::sync::Cache::builder().max_capacity(capacity).time_to_live(ttl).build(),
+        }
     }
 
     pub(crate) fn get(&self, id: &TokenId) -> Option<Arc<Cached>> {
-        self.0.get(id)
+        self.found.get(id)
     }
 
     pub(crate) fn insert(&self, id: TokenId, cached: Arc<Cached>) {
-        self.0.insert(id, cached);
+        self.unknown.invalidate(&id);
+        self.found.insert(id, cached);
+    }
+
+    /// Whether the store said recently that `id` does not exist.
+    pub(crate) fn known_unknown(&self, id: &TokenId) -> bool {
+        self.unknown.contains_key(id)
+    }
+
+    /// Remembers that the store does not know `id`.
+    pub(crate) fn insert_unknown(&self, id: TokenId) {
+        self.unknown.insert(id, ());
+    }
+
+    /// Unknown ids remembered now, after pending evictions ran.
+    pub(crate) fn unknown_len(&self) -> u64 {
+        self.unknown.run_pending_tasks();
+        self.unknown.entry_count()
     }
 
     /// Entries now, after pending evictions ran.
     pub(crate) fn len(&self) -> u64 {
-        self.0.run_pending_tasks();
-        self.0.entry_count()
+        self.found.run_pending_tasks();
+        self.found.entry_count()
     }
 
     pub(crate) fn invalidate(&self, id: &TokenId) {
-        self.0.invalidate(id);
+        self.found.invalidate(id);
     }
 
     /// Drops every cached token of `tenant` (its quotas changed or it was deleted).
     pub(crate) fn invalidate_tenant(&self, tenant: &TenantId) {
         let tenant = tenant.clone();
-        if self.0.invalidate_entries_if(move |_, c| *c.context.tenant_id() == tenant).is_err() {
-            self.0.invalidate_all();
+        if self.found.invalidate_entries_if(move |_, c| *c.context.tenant_id() == tenant).is_err() {
+            self.found.invalidate_all();
         }
     }
 

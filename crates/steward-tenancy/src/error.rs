@@ -6,7 +6,7 @@ use crate::model::QuotaKind;
 
 /// Errors of tenancy. The edges map them: `InvalidArgument` 400 / `INVALID_ARGUMENT`,
 /// `NotFound` 404 / `NOT_FOUND`, `AlreadyExists` 409 / `ALREADY_EXISTS`, `Unauthenticated` 401 /
-/// `UNAUTHENTICATED`, `QuotaExceeded` and `LimitReached` 429 / `RESOURCE_EXHAUSTED`,
+/// `UNAUTHENTICATED`, `QuotaExceeded`, `Throttled` and `LimitReached` 429 / `RESOURCE_EXHAUSTED`,
 /// `Conflict` 409 / `ABORTED`, `Store` and `Internal` 500 or 503 / `UNAVAILABLE`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -35,9 +35,17 @@ pub enum Error {
         /// The quota that refused.
         quota: QuotaKind,
         /// Its limit.
-        limit: u32,
+        limit: u64,
         /// When a retry can succeed; `None` when it cannot (the limit is 0).
         retry_after: Option<Duration>,
+    },
+    /// The client's address failed to authenticate too often within the window
+    /// (`[tenancy]`/`[admin]` `max_auth_failures_per_ip`); its requests are refused without
+    /// looking at the token until the window ends.
+    #[error("too many failed authentications from this address; retry later")]
+    Throttled {
+        /// When the window ends.
+        retry_after: Duration,
     },
     /// A node-wide limit (`tenancy.max_tenants`, `tenancy.max_tokens_per_tenant`).
     #[error("{0}")]

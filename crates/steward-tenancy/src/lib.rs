@@ -19,6 +19,7 @@
 
 mod auth;
 mod error;
+mod guard;
 pub mod model;
 mod purge;
 mod quota;
@@ -31,12 +32,13 @@ pub mod token;
 
 pub use auth::TenantContext;
 pub use error::{Error, Result};
+pub use guard::{AUTH_FAILURE_CAPACITY, AuthFailures, DoorStats};
 pub use model::{
     Labels, NewTenant, NewToken, QuotaKind, QuotaOverrides, QuotaPatch, Quotas, Tenant, TenantId,
     TenantPatch, TokenId, TokenInfo,
 };
 pub use quota::{QuotaCount, QuotaLedger, QuotaStats, Reservation};
-pub use store::{Backend, Store, TokenRecord};
+pub use store::{Backend, Store, TokenRecord, private_dir};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,6 +107,7 @@ pub struct Tenancy {
 struct Inner {
     store: Store,
     cache: TokenCache,
+    failures: AuthFailures,
     ledger: QuotaLedger,
     registry: Registry,
     config: TenancyConfig,
@@ -142,6 +145,11 @@ impl Tenancy {
             inner: Arc::new(Inner {
                 store,
                 cache: TokenCache::new(config.token_cache_ttl, config.token_cache_capacity),
+                failures: AuthFailures::new(
+                    "tenant",
+                    config.max_auth_failures_per_ip,
+                    config.auth_failure_window,
+                ),
                 ledger: QuotaLedger::new(config.quota_retry_after),
                 registry,
                 config: config.clone(),
@@ -461,6 +469,40 @@ impl Tenancy {
         Ok(tenant)
     }
 
+    /// Failed tenant-token authentications per client IP (`[tenancy] max_auth_failures_per_ip`).
+    #[must_use]
+    pub fn auth_failures(&self) -> &AuthFailures {
+        &self.inner.failures
+    }
+
+    /// Unknown token ids in this node's negative cache (after pending evictions ran).
+    #[must_use]
+    pub fn cached_unknown_tokens(&self) -> u64 {
+        self.inner.cache.unknown_len()
+    }
+
+    /// [`Tenancy::authenticate`] for a request from client `ip`: refused at once while `ip` is
+    /// over `[tenancy] max_auth_failures_per_ip`, and a failure is counted against it.
+    ///
+    /// # Errors
+    /// [`Error::Throttled`] while `ip` is over its limit; else as [`Tenancy::authenticate`].
+    pub async fn authenticate_from(
+        &self,
+        ip: std::net::IpAddr,
+        bearer: Option<&str>,
+    ) -> Result<TenantContext> {
+        let failures = &self.inner.failures;
+        failures.check(ip).map_err(|retry_after| Error::Throttled { retry_after })?;
+        let result = match bearer {
+            Some(bearer) => self.authenticate(bearer).await,
+            None => Err(Error::Unauthenticated),
+        };
+        if matches!(result, Err(Error::Unauthenticated)) {
+            failures.record(ip);
+        }
+        result
+    }
+
     /// Resolves a presented bearer token to its tenant.
     ///
     /// # Errors
@@ -473,7 +515,11 @@ impl Tenancy {
         let cached = match self.inner.cache.get(&id) {
             Some(c) => c,
             None => {
+                if self.inner.cache.known_unknown(&id) {
+                    return Err(Error::Unauthenticated);
+                }
                 let Some((record, tenant)) = self.inner.store.token_with_tenant(&id).await? else {
+                    self.inner.cache.insert_unknown(id);
                     return Err(Error::Unauthenticated);
                 };
                 let quotas = Quotas::resolve(self.default_quotas(), &tenant.quota_overrides);
@@ -498,6 +544,15 @@ impl Tenancy {
     /// As [`QuotaLedger::admit`].
     pub fn admit(&self, ctx: &TenantContext, kind: ResourceKind) -> Result<Reservation> {
         self.inner.ledger.admit(ctx.tenant_id(), ctx.quotas(), kind)
+    }
+
+    /// Reserves one slot of `quota` (`jobs`, `watch_streams`) for the caller's tenant (see
+    /// [`QuotaLedger::reserve`]); the slot is released when the reservation drops.
+    ///
+    /// # Errors
+    /// As [`QuotaLedger::reserve`].
+    pub fn reserve(&self, ctx: &TenantContext, quota: QuotaKind) -> Result<Reservation> {
+        self.inner.ledger.reserve(ctx.tenant_id(), ctx.quotas(), quota)
     }
 
     /// Live usage of `tenant` per kind on this node, from the registry.

@@ -27,8 +27,11 @@ pub const MAX_LABEL_KEY: usize = 63;
 pub const MAX_LABEL_VALUE: usize = 255;
 /// Longest remote browser endpoint URL, in bytes.
 pub const MAX_ENDPOINT: usize = 2048;
-/// Largest single quota value.
-pub const MAX_QUOTA: u32 = 1_000_000;
+/// Largest value of a counting quota (all but `stored_bytes`).
+pub const MAX_QUOTA: u64 = 1_000_000;
+/// Largest `stored_bytes` quota: 1 TiB (a NATS stream on disk may hold that much; the embedded
+/// broker holds it in memory, so its real bound is the node's memory).
+pub const MAX_STORED_BYTES: u64 = 1 << 40;
 /// Most entries in a tenant's `browser_allow` list.
 pub const MAX_BROWSER_ALLOW: usize = 64;
 /// Longest `browser_allow` entry, in bytes (the longest DNS name, RFC 1035 §2.3.4).
@@ -106,11 +109,23 @@ pub enum QuotaKind {
     Sockets,
     /// Live WebRTC peers.
     Peers,
+    /// Messaging topics that exist (embedded topics; NATS streams).
+    Topics,
+    /// Consumer groups that exist, over all topics (embedded groups; NATS durable consumers).
+    Groups,
+    /// Messages stored and not yet acked by every group, over all topics.
+    StoredMessages,
+    /// Bytes of those messages (body, tag, keys, properties).
+    StoredBytes,
+    /// Jobs that are not finished (queued or running).
+    Jobs,
+    /// Open `WatchJob` streams.
+    WatchStreams,
 }
 
 impl QuotaKind {
     /// Every quota, in a fixed order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 13] = [
         Self::Sessions,
         Self::PagesPerSession,
         Self::SessionRate,
@@ -118,7 +133,22 @@ impl QuotaKind {
         Self::Consumers,
         Self::Sockets,
         Self::Peers,
+        Self::Topics,
+        Self::Groups,
+        Self::StoredMessages,
+        Self::StoredBytes,
+        Self::Jobs,
+        Self::WatchStreams,
     ];
+
+    /// The largest value the quota may be set to ([`MAX_QUOTA`], or [`MAX_STORED_BYTES`]).
+    #[must_use]
+    pub fn max(self) -> u64 {
+        match self {
+            Self::StoredBytes => MAX_STORED_BYTES,
+            _ => MAX_QUOTA,
+        }
+    }
 
     /// Its name in JSON, config and metrics (`sessions`, `pages_per_session`, …).
     #[must_use]
@@ -131,6 +161,12 @@ impl QuotaKind {
             Self::Consumers => "consumers",
             Self::Sockets => "sockets",
             Self::Peers => "peers",
+            Self::Topics => "topics",
+            Self::Groups => "groups",
+            Self::StoredMessages => "stored_messages",
+            Self::StoredBytes => "stored_bytes",
+            Self::Jobs => "jobs",
+            Self::WatchStreams => "watch_streams",
         }
     }
 
@@ -159,25 +195,37 @@ impl fmt::Display for QuotaKind {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Quotas {
     /// Live browser sessions.
-    pub sessions: u32,
+    pub sessions: u64,
     /// Open pages per session.
-    pub pages_per_session: u32,
+    pub pages_per_session: u64,
     /// Session creations per minute.
-    pub session_rate: u32,
+    pub session_rate: u64,
     /// Live message producers.
-    pub producers: u32,
+    pub producers: u64,
     /// Live message consumers.
-    pub consumers: u32,
+    pub consumers: u64,
     /// Live WebSocket sockets.
-    pub sockets: u32,
+    pub sockets: u64,
     /// Live WebRTC peers.
-    pub peers: u32,
+    pub peers: u64,
+    /// Messaging topics that exist.
+    pub topics: u64,
+    /// Consumer groups that exist, over all topics.
+    pub groups: u64,
+    /// Messages stored and not yet acked by every group.
+    pub stored_messages: u64,
+    /// Bytes of stored messages.
+    pub stored_bytes: u64,
+    /// Jobs that are not finished (queued or running).
+    pub jobs: u64,
+    /// Open `WatchJob` streams.
+    pub watch_streams: u64,
 }
 
 impl Quotas {
     /// The value of quota `q`.
     #[must_use]
-    pub fn get(&self, q: QuotaKind) -> u32 {
+    pub fn get(&self, q: QuotaKind) -> u64 {
         match q {
             QuotaKind::Sessions => self.sessions,
             QuotaKind::PagesPerSession => self.pages_per_session,
@@ -186,6 +234,12 @@ impl Quotas {
             QuotaKind::Consumers => self.consumers,
             QuotaKind::Sockets => self.sockets,
             QuotaKind::Peers => self.peers,
+            QuotaKind::Topics => self.topics,
+            QuotaKind::Groups => self.groups,
+            QuotaKind::StoredMessages => self.stored_messages,
+            QuotaKind::StoredBytes => self.stored_bytes,
+            QuotaKind::Jobs => self.jobs,
+            QuotaKind::WatchStreams => self.watch_streams,
         }
     }
 
@@ -195,13 +249,19 @@ impl Quotas {
         let d = defaults;
         let o = overrides;
         Self {
-            sessions: o.sessions.unwrap_or(d.sessions),
-            pages_per_session: o.pages_per_session.unwrap_or(d.pages_per_session),
-            session_rate: o.session_rate.unwrap_or(d.session_rate),
-            producers: o.producers.unwrap_or(d.producers),
-            consumers: o.consumers.unwrap_or(d.consumers),
-            sockets: o.sockets.unwrap_or(d.sockets),
-            peers: o.peers.unwrap_or(d.peers),
+            sessions: o.sessions.unwrap_or(u64::from(d.sessions)),
+            pages_per_session: o.pages_per_session.unwrap_or(u64::from(d.pages_per_session)),
+            session_rate: o.session_rate.unwrap_or(u64::from(d.session_rate)),
+            producers: o.producers.unwrap_or(u64::from(d.producers)),
+            consumers: o.consumers.unwrap_or(u64::from(d.consumers)),
+            sockets: o.sockets.unwrap_or(u64::from(d.sockets)),
+            peers: o.peers.unwrap_or(u64::from(d.peers)),
+            topics: o.topics.unwrap_or(u64::from(d.topics)),
+            groups: o.groups.unwrap_or(u64::from(d.groups)),
+            stored_messages: o.stored_messages.unwrap_or(u64::from(d.stored_messages)),
+            stored_bytes: o.stored_bytes.unwrap_or(d.stored_bytes.as_u64()),
+            jobs: o.jobs.unwrap_or(u64::from(d.jobs)),
+            watch_streams: o.watch_streams.unwrap_or(u64::from(d.watch_streams)),
         }
     }
 }
@@ -213,29 +273,47 @@ impl Quotas {
 pub struct QuotaOverrides {
     /// Live browser sessions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sessions: Option<u32>,
+    pub sessions: Option<u64>,
     /// Open pages per session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pages_per_session: Option<u32>,
+    pub pages_per_session: Option<u64>,
     /// Session creations per minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_rate: Option<u32>,
+    pub session_rate: Option<u64>,
     /// Live message producers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub producers: Option<u32>,
+    pub producers: Option<u64>,
     /// Live message consumers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consumers: Option<u32>,
+    pub consumers: Option<u64>,
     /// Live WebSocket sockets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sockets: Option<u32>,
+    pub sockets: Option<u64>,
     /// Live WebRTC peers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub peers: Option<u32>,
+    pub peers: Option<u64>,
+    /// Messaging topics that exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topics: Option<u64>,
+    /// Consumer groups that exist, over all topics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<u64>,
+    /// Messages stored and not yet acked by every group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_messages: Option<u64>,
+    /// Bytes of stored messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
+    /// Jobs that are not finished (queued or running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<u64>,
+    /// Open `WatchJob` streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_streams: Option<u64>,
 }
 
 impl QuotaOverrides {
-    fn slots(&mut self) -> [(QuotaKind, &mut Option<u32>); 7] {
+    fn slots(&mut self) -> [(QuotaKind, &mut Option<u64>); 13] {
         [
             (QuotaKind::Sessions, &mut self.sessions),
             (QuotaKind::PagesPerSession, &mut self.pages_per_session),
@@ -244,19 +322,25 @@ impl QuotaOverrides {
             (QuotaKind::Consumers, &mut self.consumers),
             (QuotaKind::Sockets, &mut self.sockets),
             (QuotaKind::Peers, &mut self.peers),
+            (QuotaKind::Topics, &mut self.topics),
+            (QuotaKind::Groups, &mut self.groups),
+            (QuotaKind::StoredMessages, &mut self.stored_messages),
+            (QuotaKind::StoredBytes, &mut self.stored_bytes),
+            (QuotaKind::Jobs, &mut self.jobs),
+            (QuotaKind::WatchStreams, &mut self.watch_streams),
         ]
     }
 
-    /// Checks every set value against [`MAX_QUOTA`].
+    /// Checks every set value against its maximum ([`QuotaKind::max`]).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] naming the field (`quotas.sockets`).
     pub fn validate(mut self) -> Result<Self> {
         for (q, v) in self.slots() {
-            if v.is_some_and(|v| v > MAX_QUOTA) {
+            if v.is_some_and(|v| v > q.max()) {
                 return Err(Error::invalid(
                     &format!("quotas.{q}"),
-                    &format!("must be at most {MAX_QUOTA}"),
+                    &format!("must be at most {}", q.max()),
                 ));
             }
         }
@@ -287,30 +371,48 @@ impl QuotaOverrides {
 pub struct QuotaPatch {
     /// Live browser sessions.
     #[serde(default, deserialize_with = "patch_field")]
-    pub sessions: Option<Option<u32>>,
+    pub sessions: Option<Option<u64>>,
     /// Open pages per session.
     #[serde(default, deserialize_with = "patch_field")]
-    pub pages_per_session: Option<Option<u32>>,
+    pub pages_per_session: Option<Option<u64>>,
     /// Session creations per minute.
     #[serde(default, deserialize_with = "patch_field")]
-    pub session_rate: Option<Option<u32>>,
+    pub session_rate: Option<Option<u64>>,
     /// Live message producers.
     #[serde(default, deserialize_with = "patch_field")]
-    pub producers: Option<Option<u32>>,
+    pub producers: Option<Option<u64>>,
     /// Live message consumers.
     #[serde(default, deserialize_with = "patch_field")]
-    pub consumers: Option<Option<u32>>,
+    pub consumers: Option<Option<u64>>,
     /// Live WebSocket sockets.
     #[serde(default, deserialize_with = "patch_field")]
-    pub sockets: Option<Option<u32>>,
+    pub sockets: Option<Option<u64>>,
     /// Live WebRTC peers.
     #[serde(default, deserialize_with = "patch_field")]
-    pub peers: Option<Option<u32>>,
+    pub peers: Option<Option<u64>>,
+    /// Messaging topics that exist.
+    #[serde(default, deserialize_with = "patch_field")]
+    pub topics: Option<Option<u64>>,
+    /// Consumer groups that exist, over all topics.
+    #[serde(default, deserialize_with = "patch_field")]
+    pub groups: Option<Option<u64>>,
+    /// Messages stored and not yet acked by every group.
+    #[serde(default, deserialize_with = "patch_field")]
+    pub stored_messages: Option<Option<u64>>,
+    /// Bytes of stored messages.
+    #[serde(default, deserialize_with = "patch_field")]
+    pub stored_bytes: Option<Option<u64>>,
+    /// Jobs that are not finished (queued or running).
+    #[serde(default, deserialize_with = "patch_field")]
+    pub jobs: Option<Option<u64>>,
+    /// Open `WatchJob` streams.
+    #[serde(default, deserialize_with = "patch_field")]
+    pub watch_streams: Option<Option<u64>>,
 }
 
 impl QuotaPatch {
     #[allow(clippy::option_option)]
-    fn values(&self) -> [Option<Option<u32>>; 7] {
+    fn values(&self) -> [Option<Option<u64>>; 13] {
         [
             self.sessions,
             self.pages_per_session,
@@ -319,6 +421,12 @@ impl QuotaPatch {
             self.consumers,
             self.sockets,
             self.peers,
+            self.topics,
+            self.groups,
+            self.stored_messages,
+            self.stored_bytes,
+            self.jobs,
+            self.watch_streams,
         ]
     }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -30,7 +30,9 @@ fn index(q: QuotaKind) -> usize {
 struct TenantCounters {
     tenant: TenantId,
     /// Reserved slots per quota (live-resource quotas only).
-    live: [AtomicU32; QUOTAS],
+    live: [AtomicU64; QUOTAS],
+    /// The tenant's limits as last seen by an admission (for `/metrics`; `u64::MAX` = never seen).
+    limits: [AtomicU64; QUOTAS],
     /// Admissions granted since boot.
     admitted: [AtomicU64; QUOTAS],
     /// Admissions refused since boot.
@@ -38,7 +40,7 @@ struct TenantCounters {
     /// Set while the tenant is being deleted: nothing more is admitted.
     closed: AtomicBool,
     /// Session-creation limiter and the per-minute limit it was built for.
-    rate: Mutex<Option<(u32, DefaultDirectRateLimiter)>>,
+    rate: Mutex<Option<(u64, DefaultDirectRateLimiter)>>,
 }
 
 impl TenantCounters {
@@ -46,6 +48,7 @@ impl TenantCounters {
         Self {
             tenant,
             live: Default::default(),
+            limits: std::array::from_fn(|_| AtomicU64::new(u64::MAX)),
             admitted: Default::default(),
             refused: Default::default(),
             closed: AtomicBool::new(false),
@@ -53,7 +56,7 @@ impl TenantCounters {
         }
     }
 
-    fn refuse(&self, quota: QuotaKind, limit: u32, retry_after: Option<Duration>) -> Error {
+    fn refuse(&self, quota: QuotaKind, limit: u64, retry_after: Option<Duration>) -> Error {
         self.refused[index(quota)].fetch_add(1, Ordering::Relaxed);
         Error::QuotaExceeded {
             tenant: self.tenant.to_string(),
@@ -110,8 +113,11 @@ pub struct QuotaStats {
 pub struct QuotaCount {
     /// The quota.
     pub quota: QuotaKind,
-    /// Slots reserved now (live-resource quotas; 0 for rates).
-    pub reserved: u32,
+    /// Slots reserved now (live-resource quotas; 0 for rates and for the quotas the broker
+    /// counts: topics, groups, stored messages and bytes).
+    pub reserved: u64,
+    /// The tenant's limit as last seen by an admission (`None` before the first).
+    pub limit: Option<u64>,
     /// Admissions granted since boot.
     pub admitted: u64,
     /// Admissions refused since boot.
@@ -163,15 +169,65 @@ impl QuotaLedger {
         let Some(quota) = QuotaKind::for_resource(kind) else {
             return Ok(Reservation { counters, quota: None });
         };
+        Self::take(&counters, quotas, quota, self.retry_after)
+    }
+
+    /// Reserves one slot of `quota` for `tenant` under `quotas`, for what is not a resource of
+    /// its own: a job (`jobs`), a `WatchJob` stream (`watch_streams`). Released when the
+    /// [`Reservation`] drops.
+    ///
+    /// # Errors
+    /// As [`QuotaLedger::admit`].
+    pub fn reserve(
+        &self,
+        tenant: &TenantId,
+        quotas: &Quotas,
+        quota: QuotaKind,
+    ) -> Result<Reservation> {
+        let counters = self.counters(tenant);
+        if counters.closed.load(Ordering::Acquire) {
+            return Err(Error::NotFound(format!("tenant {tenant}")));
+        }
+        Self::take(&counters, quotas, quota, self.retry_after)
+    }
+
+    fn take(
+        counters: &Arc<TenantCounters>,
+        quotas: &Quotas,
+        quota: QuotaKind,
+        retry_after: Duration,
+    ) -> Result<Reservation> {
+        Self::note(counters, quotas);
         let limit = quotas.get(quota);
         let i = index(quota);
         let taken = counters.live[i]
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1));
         if taken.is_err() {
-            return Err(counters.refuse(quota, limit, Some(self.retry_after)));
+            return Err(counters.refuse(quota, limit, Some(retry_after)));
         }
         counters.admitted[i].fetch_add(1, Ordering::Relaxed);
-        Ok(Reservation { counters, quota: Some(quota) })
+        Ok(Reservation { counters: counters.clone(), quota: Some(quota) })
+    }
+
+    /// Remembers `quotas` as the tenant's limits, for `/metrics`.
+    fn note(counters: &TenantCounters, quotas: &Quotas) {
+        for q in QuotaKind::ALL {
+            counters.limits[index(q)].store(quotas.get(q), Ordering::Relaxed);
+        }
+    }
+
+    /// Records what another component decided for `tenant` under `quotas` (the broker counts
+    /// topics, groups and stored messages itself): an admission when `refused` is false, else
+    /// a refusal. Keeps `/metrics` complete.
+    pub fn record(&self, tenant: &TenantId, quotas: &Quotas, quota: QuotaKind, refused: bool) {
+        let counters = self.counters(tenant);
+        Self::note(&counters, quotas);
+        let i = index(quota);
+        if refused {
+            counters.refused[i].fetch_add(1, Ordering::Relaxed);
+        } else {
+            counters.admitted[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Takes one session creation from `tenant`'s per-minute budget (`session_rate`), GCRA:
@@ -187,8 +243,9 @@ impl QuotaLedger {
             return Err(Error::NotFound(format!("tenant {tenant}")));
         }
         let q = QuotaKind::SessionRate;
+        Self::note(&counters, quotas);
         let limit = quotas.session_rate;
-        let Some(per_minute) = NonZeroU32::new(limit) else {
+        let Some(per_minute) = NonZeroU32::new(u32::try_from(limit).unwrap_or(u32::MAX)) else {
             return Err(counters.refuse(q, 0, None));
         };
         let mut rate = counters.rate.lock().unwrap_or_else(PoisonError::into_inner);
@@ -226,7 +283,7 @@ impl QuotaLedger {
 
     /// Slots reserved now by `tenant`, per quota.
     #[must_use]
-    pub fn reserved(&self, tenant: &TenantId) -> Vec<(QuotaKind, u32)> {
+    pub fn reserved(&self, tenant: &TenantId) -> Vec<(QuotaKind, u64)> {
         let counters = self.lock().get(tenant).cloned();
         QuotaKind::ALL
             .iter()
@@ -251,6 +308,8 @@ impl QuotaLedger {
                         QuotaCount {
                             quota: *q,
                             reserved: c.live[i].load(Ordering::Acquire),
+                            limit: Some(c.limits[i].load(Ordering::Relaxed))
+                                .filter(|l| *l != u64::MAX),
                             admitted: c.admitted[i].load(Ordering::Relaxed),
                             refused: c.refused[i].load(Ordering::Relaxed),
                         }

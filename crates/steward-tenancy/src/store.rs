@@ -81,9 +81,29 @@ impl<'s> MigrationSource<'s> for Embedded {
     }
 }
 
+/// Creates `dir` (and its parents) if missing and makes it private to Steward's user (mode
+/// 0700): it holds the tenant database and the generated admin token.
+///
+/// # Errors
+/// The I/O error of creating it or setting its mode.
+pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Creates `file` if missing with mode 0600, and sets 0600 on an existing one. SQLite gives its
+/// `-wal` and `-shm` files the database file's mode, so they are private too.
+fn private_file(file: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(file)?;
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))
+}
+
 impl Store {
-    /// Opens the database `config` names (creating the SQLite file and `data_dir` when needed)
-    /// and runs the embedded migrations.
+    /// Opens the database `config` names (creating the SQLite file, mode 0600, and `data_dir`,
+    /// mode 0700, when needed; an existing embedded database and its directory are set to those
+    /// modes) and runs the embedded migrations.
     ///
     /// # Errors
     /// [`Error::Store`] when the database cannot be reached or opened within
@@ -92,10 +112,11 @@ impl Store {
     pub async fn open(config: &StoreConfig) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let (url, backend) = if config.url.is_empty() {
-            std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-                Error::Internal(format!("cannot create {}: {e}", config.data_dir.display()))
-            })?;
-            (sqlite_url(&config.data_dir.join("steward.db")), Backend::Sqlite)
+            let file = config.data_dir.join("steward.db");
+            private_dir(&config.data_dir)
+                .and_then(|()| private_file(&file))
+                .map_err(|e| Error::Internal(format!("cannot create {}: {e}", file.display())))?;
+            (sqlite_url(&file), Backend::Sqlite)
         } else if config.url.starts_with("sqlite:") {
             let url = if config.url.contains('?') {
                 config.url.clone()

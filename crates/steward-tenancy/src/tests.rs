@@ -246,7 +246,7 @@ async fn patch_merges_and_validates(f: Fixture) {
     .unwrap();
     let v = t.update_tenant(&id, patch).await.unwrap();
     assert_eq!((v.quotas.sockets, v.quotas.peers), (3, 0));
-    assert_eq!(v.quotas.producers, t.default_quotas().producers);
+    assert_eq!(v.quotas.producers, u64::from(t.default_quotas().producers));
     assert_eq!(v.tenant.labels.get("team").map(String::as_str), Some("core"));
     assert_eq!(v.tenant.browser_allow, ["10.0.0.0/8"]);
 
@@ -256,7 +256,7 @@ async fn patch_merges_and_validates(f: Fixture) {
     }))
     .unwrap();
     let v = t.update_tenant(&id, reset).await.unwrap();
-    assert_eq!(v.quotas.sockets, t.default_quotas().sockets);
+    assert_eq!(v.quotas.sockets, u64::from(t.default_quotas().sockets));
     assert_eq!(v.quotas.peers, 0, "untouched overrides stay");
     assert!(v.tenant.labels.is_empty() && v.tenant.browser_endpoint.is_none());
     assert!(v.tenant.browser_allow.is_empty());

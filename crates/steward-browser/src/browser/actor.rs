@@ -151,7 +151,11 @@ impl BrowserActor {
         self.cdp = Some(up.cdp.clone());
         self.state = BrowserState::Ready;
         self.started = std::time::Instant::now();
-        tracing::info!(pid = ?self.pid, endpoint = ?self.endpoint, "browser up");
+        tracing::info!(
+            pid = ?self.pid,
+            endpoint = ?self.endpoint.as_deref().map(steward_config::redact_url),
+            "browser up"
+        );
         // published before anyone hears it is ready, so what they read of the pool is current
         self.publish(ctx.address());
         for w in self.ready_waiters.drain(..) {

@@ -224,11 +224,19 @@ fn send_results_map_to_result_codes() {
         (SendResult::RetryLater("topic full".to_owned()), pb::ResultCode::RetryLater),
         (SendResult::Invalid("messages[0].topic: bad".to_owned()), pb::ResultCode::InvalidArgument),
         (SendResult::Unavailable("timeout".to_owned()), pb::ResultCode::Unavailable),
+        (
+            SendResult::QuotaExceeded(steward_messaging::QuotaRefusal {
+                quota: "stored_bytes",
+                limit: 10,
+            }),
+            pb::ResultCode::ResourceExhausted,
+        ),
     ] {
         let detail = match &result {
             SendResult::RetryLater(d) | SendResult::Invalid(d) | SendResult::Unavailable(d) => {
                 d.clone()
             }
+            SendResult::QuotaExceeded(r) => format!("quota_exceeded: {r}"),
             SendResult::Ok { .. } => unreachable!(),
         };
         let wire = send_result_to_pb(result);

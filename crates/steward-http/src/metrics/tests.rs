@@ -9,7 +9,7 @@ use steward_browser::{Browsers, CloseReason};
 use steward_core::Registry;
 use steward_core::watchdog::WatchdogReport;
 
-use super::{BrowserMetrics, MessagingMetrics, SocketMetrics, render_metrics};
+use super::{BrowserMetrics, DoorMetrics, MessagingMetrics, SocketMetrics, render_metrics};
 
 fn registry() -> Registry {
     let config = steward_config::Config::defaults();
@@ -25,6 +25,7 @@ fn render(browsers: &BrowserMetrics) -> String {
         &SocketMetrics::default(),
         &MessagingMetrics::default(),
         browsers,
+        &DoorMetrics::default(),
     )
 }
 

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 
 use super::{
-    Broker, BrokerError, BrokerSettings, Delivery, GroupKey, OutMessage, Pull, SendOutcome,
-    TagFilter, TopicKey,
+    Broker, BrokerError, BrokerSettings, Delivery, GroupKey, OutMessage, Pull, QuotaRefusal,
+    SendOutcome, TagFilter, TenantLimits, TopicKey,
 };
 use crate::stats::MessagingStats;
 
@@ -73,6 +73,10 @@ macro_rules! conformance_suite {
                 deliver_at_delays_the_first_delivery,
                 remove_tenant_deletes_its_topics_only,
                 a_closed_broker_is_unavailable,
+                tenant_topics_and_groups_are_capped,
+                tenant_stored_messages_are_capped_until_acked,
+                tenant_stored_bytes_are_capped,
+                idle_topics_without_groups_are_swept,
             );
         }
     };
@@ -733,4 +737,123 @@ pub(crate) async fn a_closed_broker_is_unavailable(c: Ctx) {
         pull.fetch(1, usize::MAX, Duration::from_secs(1)).await,
         Err(BrokerError::Unavailable(_))
     ));
+}
+
+// ---- tenant quotas ---------------------------------------------------------------------------
+
+impl Ctx {
+    fn limit(&self, limits: TenantLimits) {
+        self.broker.set_limits(&Arc::from(self.tenant.as_str()), limits);
+    }
+
+    fn usage(&self) -> super::TenantUsage {
+        self.broker
+            .usage()
+            .into_iter()
+            .find(|(t, _)| **t == *self.tenant)
+            .map(|(_, u)| u)
+            .unwrap_or_default()
+    }
+}
+
+fn refused(outcome: &SendOutcome) -> Option<&'static str> {
+    match outcome {
+        SendOutcome::QuotaExceeded(QuotaRefusal { quota, .. }) => Some(quota),
+        _ => None,
+    }
+}
+
+/// A new topic past `topics` and a new group past `groups` are refused, naming the quota;
+/// existing ones keep working.
+pub(crate) async fn tenant_topics_and_groups_are_capped(c: Ctx) {
+    c.limit(TenantLimits { topics: 1, groups: 1, ..TenantLimits::UNLIMITED });
+    let a = c.topic("a");
+    let mut pull = c.open(&a, "g", TagFilter::All, INVISIBLE).await;
+    let outcomes = c.broker.send(&c.topic("b"), vec![msg("b1", "b")]).await;
+    assert_eq!(refused(&outcomes[0]), Some("topics"), "{outcomes:?}");
+    let key = GroupKey { topic: c.topic("c"), group: "g".into(), filter: TagFilter::All };
+    match c.broker.open(&key, INVISIBLE).await {
+        Err(BrokerError::QuotaExceeded(r)) => assert_eq!((r.quota, r.limit), ("topics", 1)),
+        Err(other) => panic!("expected the topics quota, got {other}"),
+        Ok(_) => panic!("a second topic was opened past its quota"),
+    }
+    let key = GroupKey { topic: a.clone(), group: "h".into(), filter: TagFilter::All };
+    match c.broker.open(&key, INVISIBLE).await {
+        Err(BrokerError::QuotaExceeded(r)) => assert_eq!((r.quota, r.limit), ("groups", 1)),
+        Err(other) => panic!("expected the groups quota, got {other}"),
+        Ok(_) => panic!("a second group was opened past its quota"),
+    }
+    // what exists keeps working, and a second member of the same group is no new group
+    let _second = c.open(&a, "g", TagFilter::All, INVISIBLE).await;
+    c.send_ok(&a, vec![msg("a1", "a")]).await;
+    let got = fetch_n(&mut pull, 1).await;
+    c.ack_ok(&got).await;
+    let usage = c.usage();
+    assert_eq!((usage.topics, usage.groups), (1, 1), "{usage:?}");
+    // another tenant is not affected
+    let other = TopicKey::new(format!("{}-other", c.tenant), "b");
+    let _po = c.open(&other, "g", TagFilter::All, INVISIBLE).await;
+}
+
+/// Messages stored and not yet acked are capped at `stored_messages` over all the tenant's
+/// topics; acking makes room again (NATS: at the next tally, `sweep_idle`).
+pub(crate) async fn tenant_stored_messages_are_capped_until_acked(c: Ctx) {
+    c.limit(TenantLimits { stored_messages: 3, ..TenantLimits::UNLIMITED });
+    let (a, b) = (c.topic("a"), c.topic("b"));
+    let mut pa = c.open(&a, "g", TagFilter::All, INVISIBLE).await;
+    let _pb = c.open(&b, "g", TagFilter::All, INVISIBLE).await;
+    c.send_ok(&a, vec![msg("1", "1"), msg("2", "2")]).await;
+    c.send_ok(&b, vec![msg("3", "3")]).await;
+    let outcomes = c.broker.send(&a, vec![msg("4", "4")]).await;
+    assert_eq!(refused(&outcomes[0]), Some("stored_messages"), "{outcomes:?}");
+    assert_eq!(c.usage().stored_messages, 3);
+    let got = fetch_n(&mut pa, 2).await;
+    c.ack_ok(&got).await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        c.broker.sweep_idle(Duration::from_secs(3600)).await;
+        if c.usage().stored_messages == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "acked messages still counted: {:?}", c.usage());
+        tokio::time::sleep(POLL).await;
+    }
+    c.send_ok(&a, vec![msg("4", "4")]).await;
+}
+
+/// The bytes of stored messages are capped at `stored_bytes`: a message that would pass it is
+/// refused, a smaller one still fits. (Sizes leave room for NATS's per-message overhead: a
+/// stream's `max_bytes` is at most the quota too, and it counts subjects and headers.)
+pub(crate) async fn tenant_stored_bytes_are_capped(c: Ctx) {
+    c.limit(TenantLimits { stored_bytes: 2000, ..TenantLimits::UNLIMITED });
+    let a = c.topic("a");
+    let _pa = c.open(&a, "g", TagFilter::All, INVISIBLE).await;
+    let (big, small) = ("x".repeat(1200), "y".repeat(300));
+    c.send_ok(&a, vec![msg("1", &big)]).await;
+    let outcomes = c.broker.send(&a, vec![msg("2", &big)]).await;
+    assert_eq!(refused(&outcomes[0]), Some("stored_bytes"), "{outcomes:?}");
+    c.send_ok(&a, vec![msg("3", &small)]).await;
+    assert_eq!(c.usage().stored_bytes, 1500);
+}
+
+/// A topic that nobody receives from, holding nothing, goes at `sweep_idle`, and its place in
+/// the `topics` count with it.
+pub(crate) async fn idle_topics_without_groups_are_swept(c: Ctx) {
+    c.limit(TenantLimits { topics: 1, ..TenantLimits::UNLIMITED });
+    let a = c.topic("a");
+    // a topic without groups: the message is not kept (no group takes it)
+    let outcomes = c.broker.send(&a, vec![msg("1", "1")]).await;
+    assert!(matches!(outcomes[0], SendOutcome::Stored { .. }), "{outcomes:?}");
+    let outcomes = c.broker.send(&c.topic("b"), vec![msg("2", "2")]).await;
+    assert_eq!(refused(&outcomes[0]), Some("topics"), "{outcomes:?}");
+    // not idle long enough: it stays
+    c.broker.sweep_idle(Duration::from_secs(3600)).await;
+    assert_eq!(c.usage().topics, 1);
+    // idle for a moment, with ttl zero: it goes
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let removed = c.broker.sweep_idle(Duration::ZERO).await;
+    assert!(removed >= 1, "nothing was swept");
+    assert_eq!(c.usage().topics, 0);
+    let outcomes = c.broker.send(&c.topic("b"), vec![msg("2", "2")]).await;
+    assert!(matches!(outcomes[0], SendOutcome::Stored { .. }), "{outcomes:?}");
 }

@@ -177,6 +177,59 @@ impl Message {
     }
 }
 
+/// A tenant's messaging quotas, as the broker enforces them (the edge resolves them from the
+/// tenant's quotas and hands them in with each call; the broker counts the usage, since only it
+/// knows when topics, groups and messages come and go). Counted over all the tenant's topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantLimits {
+    /// Topics that may exist (dead-letter topics are not counted: they follow their topic).
+    pub topics: u64,
+    /// Consumer groups that may exist.
+    pub groups: u64,
+    /// Messages stored and not yet acked by every group.
+    pub stored_messages: u64,
+    /// Bytes of those messages ([`Message::weight`]).
+    pub stored_bytes: u64,
+}
+
+impl TenantLimits {
+    /// No limit at all (tests, and tenants whose limits were never handed in).
+    pub const UNLIMITED: Self = Self {
+        topics: u64::MAX,
+        groups: u64::MAX,
+        stored_messages: u64::MAX,
+        stored_bytes: u64::MAX,
+    };
+}
+
+/// A tenant's messaging usage now: what [`TenantLimits`] bounds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantUsage {
+    /// Topics that exist.
+    pub topics: u64,
+    /// Consumer groups that exist.
+    pub groups: u64,
+    /// Messages stored and not yet acked by every group.
+    pub stored_messages: u64,
+    /// Their bytes.
+    pub stored_bytes: u64,
+}
+
+/// A tenant quota the broker refused on: its name in `[tenancy.default_quotas]` and the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaRefusal {
+    /// `topics`, `groups`, `stored_messages` or `stored_bytes`.
+    pub quota: &'static str,
+    /// The tenant's limit.
+    pub limit: u64,
+}
+
+impl fmt::Display for QuotaRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "quota `{}` of the tenant is exhausted (limit {})", self.quota, self.limit)
+    }
+}
+
 /// What the broker decided for one sent message, in request order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendOutcome {
@@ -192,6 +245,9 @@ pub enum SendOutcome {
     /// Not stored because the broker cannot be reached (or did not answer within the send
     /// timeout). It may have been stored; a retry with the same client id is de-duplicated.
     Unavailable(String),
+    /// Not stored because a tenant quota is exhausted (a new topic past `topics`, or the
+    /// tenant's stored messages or bytes at their limit). Nothing was dropped.
+    QuotaExceeded(QuotaRefusal),
 }
 
 /// One leased delivery handed to a consumer.
@@ -228,6 +284,9 @@ pub enum BrokerError {
     /// The group exists with another tag filter (`FAILED_PRECONDITION`).
     #[error("{0}")]
     Conflict(String),
+    /// A new topic or group would pass a tenant quota (`RESOURCE_EXHAUSTED`).
+    #[error("{0}")]
+    QuotaExceeded(QuotaRefusal),
     /// The broker broke a rule of its own (`INTERNAL`).
     #[error("broker error: {0}")]
     Internal(String),
@@ -276,6 +335,18 @@ pub trait Broker: Send + Sync + 'static {
     /// Backends that need I/O queue the work on a task the broker owns; what cannot be returned
     /// is redelivered when its lease expires anyway.
     fn release(&self, leases: Vec<Lease>);
+
+    /// Sets `tenant`'s quotas; the edge calls it before each send and receive with the limits
+    /// the caller's token resolved to. A tenant never set is unlimited.
+    fn set_limits(&self, tenant: &Arc<str>, limits: TenantLimits);
+
+    /// Every tenant's usage now (for `/metrics`), sorted by tenant.
+    fn usage(&self) -> Vec<(Arc<str>, TenantUsage)>;
+
+    /// Removes the topics and groups that hold no message and saw no use for `ttl`
+    /// (`[messaging] topic_idle_ttl`); answers how many topics and groups went. Called by the
+    /// messaging service's sweep.
+    fn sweep_idle(&self, ttl: Duration) -> BoxFuture<'_, u64>;
 
     /// Deletes every topic and group of `tenant` (the tenant was deleted). Answers how many
     /// topics went.

@@ -46,7 +46,24 @@
 //!   is nacked with the time left and not handed out; the extra delivery is subtracted from the
 //!   attempt.
 //!
+//! # Tenant quotas
+//! - `topics` and `groups`: a stream or durable consumer this node would *create* past the
+//!   tenant's count is refused (`QuotaExceeded`); the count is the last tally plus what this node
+//!   created since. Dead-letter streams and the `~unclaimed` placeholder are not counted.
+//! - `stored_messages` and `stored_bytes`: each stream's `max_msgs`/`max_bytes` is at most the
+//!   tenant's quota (so one stream can never hold more), and a message is refused when the
+//!   tenant's total (last tally plus what this node published since) would pass its limit. A
+//!   message published to a topic without groups counts until the next tally (JetStream keeps
+//!   nothing without interest; the embedded broker does not count it at all).
+//! - The tally lists every stream once per messaging sweep (`producer_sweep_interval`), in
+//!   [`Broker::sweep_idle`], which also deletes streams that hold no message, have no consumer
+//!   and saw no message for `topic_idle_ttl`. Idle durable consumers go by themselves
+//!   (`inactive_threshold`).
+//!
 //! # Gaps (what nats-server 2.9 cannot do, or not cheaply)
+//! - Between two tallies the stored counts only grow (acks are not seen until the next tally),
+//!   so a tenant near its limit may be refused until the next sweep although its consumers
+//!   acked; other nodes' publishes are seen only at the tally.
 //! - A topic is full when its *stream* is: bytes count subjects and headers too, and a message
 //!   waiting for several groups counts once (the embedded broker counts per group).
 //! - nats-server 2.9 answers every ack the same way and acks by stream sequence: an ack, nack or
@@ -100,7 +117,7 @@ use tracing::{debug, warn};
 
 use crate::broker::{
     Broker, BrokerError, BrokerSettings, GroupKey, Lease, LeaseInner, OutMessage, Pull,
-    SendOutcome, TagFilter, TopicKey,
+    QuotaRefusal, SendOutcome, TagFilter, TenantLimits, TenantUsage, TopicKey,
 };
 use crate::stats::MessagingStats;
 
@@ -241,6 +258,11 @@ struct Inner {
     connected: watch::Receiver<bool>,
     /// Streams known to exist.
     streams: Mutex<HashSet<String>>,
+    /// Per tenant: limits handed in and usage (last tally plus what this node did since).
+    accounts: Mutex<HashMap<Arc<str>, Tally>>,
+    /// Steward's streams at the last tally (`None` before the first): a tenant at its `topics`
+    /// quota sending to a stream not among them is refused without asking the server.
+    tallied: Mutex<Option<HashSet<String>>>,
     /// Group state shared by this process's members, by (stream, consumer).
     groups: Mutex<HashMap<(String, String), Weak<GroupShared>>>,
     /// Leases for the release task; `None` once closed.
@@ -321,6 +343,8 @@ impl NatsBroker {
                 stats,
                 connected,
                 streams: Mutex::new(HashSet::new()),
+                accounts: Mutex::new(HashMap::new()),
+                tallied: Mutex::new(None),
                 groups: Mutex::new(HashMap::new()),
                 release_tx: Mutex::new(Some(release_tx)),
                 release_done: Mutex::new(Some(done_rx)),
@@ -546,9 +570,83 @@ impl Inner {
         }
     }
 
+    /// `tenant`'s limits (unlimited when never handed in).
+    fn limits(&self, tenant: &str) -> TenantLimits {
+        lock(&self.accounts).get(tenant).map_or(TenantLimits::UNLIMITED, |t| t.limits)
+    }
+
+    /// Checks `quota` of `topic`'s tenant before creating a stream (`topics`) or a consumer
+    /// (`groups`), and counts it when it passes.
+    fn take_place(&self, topic: &TopicKey, topics: bool) -> Result<(), BrokerError> {
+        if topic.is_dead_letter() {
+            return Ok(());
+        }
+        let mut accounts = lock(&self.accounts);
+        let Some(t) = accounts.get_mut(&*topic.tenant) else { return Ok(()) };
+        let (used, limit, quota) = if topics {
+            (&mut t.usage.topics, t.limits.topics, "topics")
+        } else {
+            (&mut t.usage.groups, t.limits.groups, "groups")
+        };
+        if *used >= limit {
+            return Err(BrokerError::QuotaExceeded(QuotaRefusal { quota, limit }));
+        }
+        *used += 1;
+        Ok(())
+    }
+
+    /// The `topics` refusal when `topic`'s tenant holds its limit of topics already.
+    fn at_topics_limit(&self, topic: &TopicKey) -> Option<QuotaRefusal> {
+        if topic.is_dead_letter() {
+            return None;
+        }
+        let accounts = lock(&self.accounts);
+        let t = accounts.get(&*topic.tenant)?;
+        (t.usage.topics >= t.limits.topics)
+            .then_some(QuotaRefusal { quota: "topics", limit: t.limits.topics })
+    }
+
+    /// Takes room for one message of `bytes` in the tenant's stored counts, or refuses at the
+    /// limits (a message that is then not stored gives it back with [`Inner::give_back`]).
+    fn take_stored(&self, topic: &TopicKey, bytes: u64) -> Result<(), QuotaRefusal> {
+        let mut accounts = lock(&self.accounts);
+        let Some(t) = accounts.get_mut(&*topic.tenant) else { return Ok(()) };
+        if t.usage.stored_messages >= t.limits.stored_messages {
+            return Err(QuotaRefusal { quota: "stored_messages", limit: t.limits.stored_messages });
+        }
+        if t.usage.stored_bytes.saturating_add(bytes) > t.limits.stored_bytes {
+            return Err(QuotaRefusal { quota: "stored_bytes", limit: t.limits.stored_bytes });
+        }
+        t.usage.stored_messages += 1;
+        t.usage.stored_bytes += bytes;
+        Ok(())
+    }
+
+    /// Gives back what [`Inner::take_stored`] took for a message that was not stored.
+    fn give_back(&self, tenant: &str, bytes: u64) {
+        if let Some(t) = lock(&self.accounts).get_mut(tenant) {
+            t.usage.stored_messages = t.usage.stored_messages.saturating_sub(1);
+            t.usage.stored_bytes = t.usage.stored_bytes.saturating_sub(bytes);
+        }
+    }
+
     fn stream_config(&self, topic: &TopicKey, name: &str) -> stream::Config {
         let s = &self.settings;
         let limit = |v: u64| if v == 0 { -1 } else { i64::try_from(v).unwrap_or(i64::MAX) };
+        let tenant = self.limits(&topic.tenant);
+        let s = &BrokerSettings {
+            topic_max_bytes: if s.topic_max_bytes == 0 {
+                tenant.stored_bytes
+            } else {
+                s.topic_max_bytes.min(tenant.stored_bytes)
+            },
+            topic_max_messages: if s.topic_max_messages == 0 {
+                tenant.stored_messages
+            } else {
+                s.topic_max_messages.min(tenant.stored_messages)
+            },
+            ..s.clone()
+        };
         stream::Config {
             name: name.to_owned(),
             description: Some(format!("steward topic {topic}")),
@@ -574,6 +672,13 @@ impl Inner {
         if lock(&self.streams).contains(&name) {
             return Ok(name);
         }
+        // a tenant at its topics quota asking for a stream the last tally did not see: refused
+        // without a lookup (a hostile loop over new topic names costs the server nothing)
+        if let Some(refusal) = self.at_topics_limit(topic)
+            && lock(&self.tallied).as_ref().is_some_and(|seen| !seen.contains(&name))
+        {
+            return Err(BrokerError::QuotaExceeded(refusal));
+        }
         let config = self.stream_config(topic, &name);
         match self.js.get_stream(&name).await {
             Ok(existing) => {
@@ -593,6 +698,7 @@ impl Inner {
                 jetstream::context::GetStreamErrorKind::JetStream(e)
                     if e.error_code() == ErrorCode::STREAM_NOT_FOUND =>
                 {
+                    self.take_place(topic, true)?;
                     self.create_stream(&name, config).await?;
                 }
                 _ => return Err(unavailable(&format!("looking up stream {name}"), err)),
@@ -657,6 +763,7 @@ impl Inner {
                     stream::ConsumerErrorKind::JetStream(e)
                         if e.error_code() == ErrorCode::CONSUMER_NOT_FOUND =>
                     {
+                        self.take_place(&group.topic, false)?;
                         self.create_consumer(stream, group, &name, filter.clone(), invisible)
                             .await?
                     }
@@ -771,7 +878,12 @@ impl Inner {
                 Ok(stream) => stream,
                 Err(err) => {
                     for i in todo {
-                        outcomes[i] = Some(SendOutcome::Unavailable(err.to_string()));
+                        outcomes[i] = Some(match &err {
+                            BrokerError::QuotaExceeded(refusal) => {
+                                SendOutcome::QuotaExceeded(*refusal)
+                            }
+                            other => SendOutcome::Unavailable(other.to_string()),
+                        });
                     }
                     break;
                 }
@@ -907,6 +1019,76 @@ impl Inner {
 }
 
 /// What a refused publish means for the producer.
+/// One tenant's limits and usage on NATS.
+#[derive(Debug, Clone, Copy)]
+struct Tally {
+    limits: TenantLimits,
+    usage: TenantUsage,
+}
+
+impl Inner {
+    fn is_connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+
+    /// Lists every Steward stream once: recounts each tenant's topics, groups and stored
+    /// messages and bytes, and deletes the streams that hold nothing, have no consumer and saw
+    /// no message for `ttl`. Answers how many streams went.
+    async fn tally(&self, ttl: Duration) -> Result<u64, BrokerError> {
+        let mut counted: HashMap<String, TenantUsage> = HashMap::new();
+        let mut seen = HashSet::new();
+        let mut idle = Vec::new();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let mut all = self.js.streams();
+        while let Some(info) = all.next().await {
+            let info = info.map_err(|e| unavailable("listing streams", e))?;
+            let name = &info.config.name;
+            let Some(tenant) = naming::tenant_of_stream(name) else { continue };
+            let usage = counted.entry(tenant.to_owned()).or_default();
+            let dead_letter = name.ends_with(&naming::dead_letter_suffix());
+            let state = &info.state;
+            let last = state.last_timestamp.max(info.created).unix_timestamp();
+            if state.messages == 0
+                && state.consumer_count == 0
+                && now.saturating_sub(last).unsigned_abs() >= ttl.as_secs()
+            {
+                // about to go: not counted
+                idle.push(name.clone());
+                continue;
+            }
+            seen.insert(name.clone());
+            usage.topics += u64::from(!dead_letter);
+            usage.groups += if dead_letter { 0 } else { state.consumer_count as u64 };
+            usage.stored_messages += state.messages;
+            usage.stored_bytes += state.bytes;
+        }
+        {
+            let mut accounts = lock(&self.accounts);
+            for (tenant, t) in accounts.iter_mut() {
+                t.usage = counted.remove(&**tenant).unwrap_or_default();
+            }
+            // tenants this node has not served yet: their usage is known before their first
+            // call hands in their limits
+            for (tenant, usage) in counted {
+                let limits = TenantLimits::UNLIMITED;
+                accounts.insert(tenant.into(), Tally { limits, usage });
+            }
+        }
+        *lock(&self.tallied) = Some(seen);
+        let mut removed = 0;
+        for name in idle {
+            self.forget_stream(&name);
+            match self.js.delete_stream(&name).await {
+                Ok(_) => removed += 1,
+                Err(err) => debug!(stream = %name, error = %err, "deleting an idle stream"),
+            }
+        }
+        Ok(removed)
+    }
+}
+
 fn publish_failed(err: &async_nats::jetstream::context::PublishError) -> SendOutcome {
     if let Some(api) = api_error(err) {
         let code = api.error_code();
@@ -954,6 +1136,10 @@ impl Broker for NatsBroker {
             let mut encoded = Vec::with_capacity(messages.len());
             let mut index = Vec::with_capacity(messages.len());
             for (i, m) in messages.iter().enumerate() {
+                if let Err(refusal) = inner.take_stored(topic, m.weight() as u64) {
+                    outcomes[i] = Some(SendOutcome::QuotaExceeded(refusal));
+                    continue;
+                }
                 match codec::encode(m) {
                     Ok(headers) => {
                         encoded.push((
@@ -964,6 +1150,7 @@ impl Broker for NatsBroker {
                         index.push(i);
                     }
                     Err(err) => {
+                        inner.give_back(&topic.tenant, m.weight() as u64);
                         outcomes[i] = Some(SendOutcome::Unavailable(format!(
                             "cannot encode the message for NATS: {}",
                             err.0
@@ -973,6 +1160,9 @@ impl Broker for NatsBroker {
             }
             let published = inner.publish_all(topic, &encoded, deadline).await;
             for (i, outcome) in index.into_iter().zip(published) {
+                if !matches!(outcome, SendOutcome::Stored { duplicate: false, .. }) {
+                    inner.give_back(&topic.tenant, messages[i].weight() as u64);
+                }
                 outcomes[i] = Some(outcome);
             }
             outcomes
@@ -1036,9 +1226,42 @@ impl Broker for NatsBroker {
         self.inner.release_leases(leases);
     }
 
+    fn set_limits(&self, tenant: &Arc<str>, limits: TenantLimits) {
+        lock(&self.inner.accounts)
+            .entry(tenant.clone())
+            .or_insert_with(|| Tally { limits, usage: TenantUsage::default() })
+            .limits = limits;
+    }
+
+    fn usage(&self) -> Vec<(Arc<str>, TenantUsage)> {
+        let mut usage: Vec<_> =
+            lock(&self.inner.accounts).iter().map(|(k, t)| (k.clone(), t.usage)).collect();
+        usage.sort_by(|a, b| a.0.cmp(&b.0));
+        usage
+    }
+
+    fn sweep_idle(&self, ttl: Duration) -> BoxFuture<'_, u64> {
+        async move {
+            let inner = &self.inner;
+            if inner.check_open().is_err() || !inner.is_connected() {
+                return 0;
+            }
+            let deadline = Instant::now() + inner.settings.send_timeout;
+            match within(deadline, "tallying streams", inner.tally(ttl)).await {
+                Ok(removed) => removed,
+                Err(err) => {
+                    debug!(error = %err, "the stream tally did not finish");
+                    0
+                }
+            }
+        }
+        .boxed()
+    }
+
     fn remove_tenant<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<u64, BrokerError>> {
         async move {
             let inner = &self.inner;
+            lock(&inner.accounts).remove(tenant);
             inner.check_open()?;
             let deadline = Instant::now() + inner.settings.send_timeout;
             inner.wait_connected(deadline).await?;

@@ -35,6 +35,18 @@ pub(super) fn stream_name(topic: &TopicKey) -> String {
     format!("{}{}", tenant_stream_prefix(&topic.tenant), undot(&topic.topic))
 }
 
+/// The tenant of a Steward stream name (`steward_<tenant>_…`); `None` for other streams.
+pub(super) fn tenant_of_stream(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix(SUBJECT_ROOT)?.strip_prefix('_')?;
+    let (tenant, _) = rest.split_once('_')?;
+    (!tenant.is_empty()).then_some(tenant)
+}
+
+/// What a dead-letter stream's name ends with (the topic suffix, undotted).
+pub(super) fn dead_letter_suffix() -> String {
+    undot(crate::broker::DEAD_LETTER_SUFFIX)
+}
+
 /// What every stream name of `tenant` starts with.
 pub(super) fn tenant_stream_prefix(tenant: &str) -> String {
     debug_assert!(!tenant.contains(['_', '.', '*', '>', ' ']), "tenant ids are [a-z0-9-]");

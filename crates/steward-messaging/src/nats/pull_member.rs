@@ -390,6 +390,7 @@ impl NatsPull {
         let moved = match moved {
             Some(SendOutcome::Stored { .. }) => Ok(()),
             Some(SendOutcome::RetryLater(why) | SendOutcome::Unavailable(why)) => Err(why),
+            Some(SendOutcome::QuotaExceeded(refusal)) => Err(refusal.to_string()),
             None => Err("no outcome".to_owned()),
         };
         match moved {

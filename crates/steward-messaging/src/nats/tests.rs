@@ -69,6 +69,15 @@ impl Broker for WithServer {
     fn release(&self, leases: Vec<Lease>) {
         self.broker.release(leases);
     }
+    fn set_limits(&self, tenant: &Arc<str>, limits: crate::TenantLimits) {
+        self.broker.set_limits(tenant, limits);
+    }
+    fn usage(&self) -> Vec<(Arc<str>, crate::TenantUsage)> {
+        self.broker.usage()
+    }
+    fn sweep_idle(&self, ttl: Duration) -> BoxFuture<'_, u64> {
+        self.broker.sweep_idle(ttl)
+    }
     fn remove_tenant<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<u64, BrokerError>> {
         self.broker.remove_tenant(tenant)
     }

@@ -17,7 +17,7 @@ use nix::unistd::{Pid, SysconfVar, sysconf};
 use serde_json::{Value, json};
 
 /// The admin bearer token of the benchmarked servers.
-pub(crate) const ADMIN_TOKEN: &str = "bench-admin-token";
+pub(crate) const ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdef";
 /// The tenant the bench's resources belong to.
 pub(crate) const TENANT: &str = "bench";
 /// Deadline of the server's start-up.

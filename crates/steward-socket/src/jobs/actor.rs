@@ -52,6 +52,18 @@ impl Handler<StopResource> for JobHub {
 impl JobHub {
     /// Evicts the finished jobs that are due and drops their watchers; re-arms the timer.
     pub(super) fn sweep(&mut self, ctx: &mut Context<Self>) {
+        // queued jobs past `queued_ttl` fail (their watchers hear it) before evictions run
+        let expired = self.table.expired(Instant::now());
+        for (tenant, id) in &expired {
+            let patch =
+                super::JobPatch { status: Some(super::JobStatus::Failed), ..Default::default() };
+            if self.apply(tenant, id, &patch, ctx).is_ok() {
+                self.metrics.expired.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if !expired.is_empty() {
+            tracing::info!(expired = expired.len(), "queued jobs expired ([jobs] queued_ttl)");
+        }
         let gone = self.table.evict_due(Instant::now());
         for id in &gone {
             self.subscribers.drop_job(id);
@@ -68,9 +80,16 @@ impl JobHub {
         self.arm_eviction(ctx);
     }
 
-    /// Arms the one eviction timer at the earliest deadline, unless one is armed at or before it.
+    /// Arms the one timer at the earliest deadline (an eviction or a queued job's expiry),
+    /// unless one is armed at or before it.
     pub(super) fn arm_eviction(&mut self, ctx: &mut Context<Self>) {
-        let Some(next) = self.table.next_eviction() else { return };
+        let next = match (self.table.next_eviction(), self.table.next_expiry()) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(next) => next,
+                None => return,
+            },
+        };
         if let Some((armed, _)) = &self.eviction
             && *armed <= next
         {

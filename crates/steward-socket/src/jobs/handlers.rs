@@ -13,8 +13,8 @@ use crate::{Error, Result};
 impl Handler<CreateJob> for JobHub {
     type Result = Result<Job>;
 
-    fn handle(&mut self, msg: CreateJob, _ctx: &mut Context<Self>) -> Self::Result {
-        let created = self.table.create(&msg.tenant, &msg.kind, msg.data.as_deref());
+    fn handle(&mut self, msg: CreateJob, ctx: &mut Context<Self>) -> Self::Result {
+        let created = self.table.create_held(&msg.tenant, &msg.kind, msg.data.as_deref(), msg.hold);
         match &created {
             Ok(job) => {
                 self.metrics.created.fetch_add(1, Ordering::Relaxed);
@@ -25,6 +25,14 @@ impl Handler<CreateJob> for JobHub {
             }
             Err(_) => {}
         }
+        let early = self.table.take_evicted();
+        for id in &early {
+            self.subscribers.drop_job(id);
+        }
+        self.metrics.evicted.fetch_add(early.len() as u64, Ordering::Relaxed);
+        if created.is_ok() {
+            self.arm_eviction(ctx);
+        }
         self.publish_gauges();
         created
     }
@@ -34,7 +42,20 @@ impl Handler<UpdateJob> for JobHub {
     type Result = Result<Job>;
 
     fn handle(&mut self, msg: UpdateJob, ctx: &mut Context<Self>) -> Self::Result {
-        let job = self.table.update(&msg.tenant, &msg.id, &msg.patch)?;
+        self.apply(&msg.tenant, &msg.id, &msg.patch, ctx)
+    }
+}
+
+impl JobHub {
+    /// Applies `patch` to job `id` of `tenant` and fans the change out.
+    pub(super) fn apply(
+        &mut self,
+        tenant: &str,
+        id: &super::JobId,
+        patch: &super::JobPatch,
+        ctx: &mut Context<Self>,
+    ) -> Result<Job> {
+        let job = self.table.update(tenant, id, patch)?;
         self.metrics.updates.fetch_add(1, Ordering::Relaxed);
         let last = job.status.is_final();
         let update = JobUpdate::new(job.clone());

@@ -17,6 +17,7 @@ pub(crate) struct CreateJob {
     pub(crate) tenant: Arc<str>,
     pub(crate) kind: String,
     pub(crate) data: Option<String>,
+    pub(crate) hold: Option<super::table::JobHold>,
 }
 
 /// Applies a worker's report to a job and fans the change out.

@@ -3,8 +3,9 @@
 //! (sockets and `WatchJob` streams) without ever waiting on one.
 //!
 //! Seed 002's job map grew without bound and its eviction timers were per job; here one actor
-//! timer is armed at the earliest eviction deadline (a deadline queue), a sweep every
-//! `sweep_interval` is the safety net, and a watcher's subscription ends in exactly one place:
+//! timer is armed at the earliest deadline (finished jobs' evictions and queued jobs' expiries at
+//! `queued_ttl`, two deadline queues), a sweep every `sweep_interval` is the safety net, a job
+//! holds its tenant's `jobs` quota slot until it finishes, and a watcher's subscription ends in exactly one place:
 //! the drop of its [`Subscription`].
 //!
 //! The table is the actor's state: a restart of the hub starts with an empty table (jobs are
@@ -23,7 +24,7 @@ mod tests;
 pub(crate) use model::render;
 pub use model::{Job, JobId, JobStatus, JobUpdate};
 pub use subscribers::{JobSink, Offer, Subscription};
-pub use table::JobPatch;
+pub use table::{JobHold, JobPatch};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -70,6 +71,7 @@ pub struct JobMetrics {
     evicted: AtomicU64,
     refused_cap: AtomicU64,
     watcher_overflows: AtomicU64,
+    expired: AtomicU64,
 }
 
 /// A reading of [`JobMetrics`] plus the live subscription count.
@@ -91,6 +93,8 @@ pub struct JobStats {
     pub refused_cap: u64,
     /// Watchers dropped because their queue was full, since start.
     pub watcher_overflows: u64,
+    /// Queued jobs failed at `[jobs] queued_ttl`, since start.
+    pub expired: u64,
 }
 
 /// Typed handle to the job hub: follows the hub across restarts. Cheap to clone; usable from any
@@ -149,7 +153,23 @@ impl JobHubHandle {
         kind: String,
         data: Option<String>,
     ) -> Result<Job> {
-        self.ask(CreateJob { tenant, kind, data }).await?
+        self.ask(CreateJob { tenant, kind, data, hold: None }).await?
+    }
+
+    /// [`JobHubHandle::create`] for a job that keeps `hold` (the tenant's `jobs` quota slot)
+    /// until it reaches a final status or leaves the table; `hold` is dropped at once when the
+    /// creation fails.
+    ///
+    /// # Errors
+    /// As [`JobHubHandle::create`].
+    pub async fn create_held(
+        &self,
+        tenant: Arc<str>,
+        kind: String,
+        data: Option<String>,
+        hold: JobHold,
+    ) -> Result<Job> {
+        self.ask(CreateJob { tenant, kind, data, hold: Some(hold) }).await?
     }
 
     /// Applies a worker's report (status, progress, data) and fans it out to watchers.
@@ -216,6 +236,7 @@ impl JobHubHandle {
             evicted: m.evicted.load(Ordering::Relaxed),
             refused_cap: m.refused_cap.load(Ordering::Relaxed),
             watcher_overflows: m.watcher_overflows.load(Ordering::Relaxed),
+            expired: m.expired.load(Ordering::Relaxed),
         }
     }
 

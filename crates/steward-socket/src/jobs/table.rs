@@ -22,15 +22,27 @@ pub struct JobPatch {
     pub data: Option<String>,
 }
 
+/// What a live job holds until it finishes (the tenant's `jobs` quota slot, from the edge);
+/// dropped when the job reaches a final status or leaves the table.
+pub type JobHold = Box<dyn std::any::Any + Send>;
+
 /// The jobs of every tenant on this node.
 pub(crate) struct JobTable {
     jobs: HashMap<JobId, Job>,
     /// Finished jobs by eviction deadline (earliest first). An entry whose job is already gone
     /// is skipped when popped.
     evictions: BinaryHeap<Reverse<(Instant, JobId)>>,
+    /// Jobs by the instant they expire if still queued (`[jobs] queued_ttl`). An entry whose
+    /// job is gone or no longer queued is skipped when popped.
+    expiries: BinaryHeap<Reverse<(Instant, JobId)>>,
+    /// What each live job holds.
+    holds: HashMap<JobId, JobHold>,
+    /// Finished jobs evicted early to make room, not yet told to the hub (`take_evicted`).
+    evicted_early: Vec<JobId>,
     running: usize,
     max_jobs: usize,
     finished_ttl: Duration,
+    queued_ttl: Duration,
     max_data: usize,
     max_kind_len: usize,
 }
@@ -40,9 +52,13 @@ impl JobTable {
         Self {
             jobs: HashMap::new(),
             evictions: BinaryHeap::new(),
+            expiries: BinaryHeap::new(),
+            holds: HashMap::new(),
+            evicted_early: Vec::new(),
             running: 0,
             max_jobs: config.max_jobs as usize,
             finished_ttl: config.finished_ttl,
+            queued_ttl: config.queued_ttl,
             max_data: usize::try_from(config.max_data.as_u64()).unwrap_or(usize::MAX),
             max_kind_len: config.max_kind_len as usize,
         }
@@ -58,12 +74,27 @@ impl JobTable {
         self.running
     }
 
-    /// Creates a job for `tenant`.
+    /// Creates a job for `tenant` (tests: the hub always goes through `create_held`).
+    #[cfg(test)]
     pub(crate) fn create(
         &mut self,
         tenant: &Arc<str>,
         kind: &str,
         data: Option<&str>,
+    ) -> Result<Job> {
+        self.create_held(tenant, kind, data, None)
+    }
+
+    /// Creates a job for `tenant` that keeps `hold` until it finishes. At `max_jobs` the
+    /// finished job due first is evicted early to make room (a finished job is only kept to be
+    /// read), so one tenant's churn of short jobs never refuses another tenant's live job;
+    /// only when every held job is live is the creation refused.
+    pub(crate) fn create_held(
+        &mut self,
+        tenant: &Arc<str>,
+        kind: &str,
+        data: Option<&str>,
+        hold: Option<JobHold>,
     ) -> Result<Job> {
         if kind.trim().is_empty() {
             return Err(Error::invalid("kind", "must not be empty"));
@@ -78,7 +109,7 @@ impl JobTable {
             Some(text) if !text.is_empty() => parse_data(text, self.max_data)?,
             _ => empty_data(),
         };
-        if self.jobs.len() >= self.max_jobs {
+        if self.jobs.len() >= self.max_jobs && self.evict_one_finished().is_none() {
             return Err(Error::LimitReached { what: "jobs", limit: self.max_jobs as u64 });
         }
         let now = SystemTime::now();
@@ -94,7 +125,51 @@ impl JobTable {
             finished_at: None,
         };
         self.jobs.insert(job.id.clone(), job.clone());
+        if let Some(hold) = hold {
+            self.holds.insert(job.id.clone(), hold);
+        }
+        if !self.queued_ttl.is_zero() {
+            self.expiries.push(Reverse((Instant::now() + self.queued_ttl, job.id.clone())));
+        }
         Ok(job)
+    }
+
+    /// Evicts the finished job due first, ahead of its time; its id, or `None` when no job is
+    /// finished.
+    fn evict_one_finished(&mut self) -> Option<JobId> {
+        while let Some(Reverse((_, id))) = self.evictions.pop() {
+            if self.jobs.get(&id).is_some_and(|j| j.status.is_final()) {
+                self.jobs.remove(&id);
+                self.evicted_early.push(id.clone());
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// The finished jobs evicted early since the last call (their watchers must go).
+    pub(crate) fn take_evicted(&mut self) -> Vec<JobId> {
+        std::mem::take(&mut self.evicted_early)
+    }
+
+    /// When the earliest queued job expires.
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
+        self.expiries.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// The jobs still queued whose `queued_ttl` passed at `now` (to be failed by the hub).
+    pub(crate) fn expired(&mut self, now: Instant) -> Vec<(Arc<str>, JobId)> {
+        let mut due = Vec::new();
+        while let Some(Reverse((at, _))) = self.expiries.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, id))) = self.expiries.pop() else { break };
+            if let Some(job) = self.jobs.get(&id).filter(|j| j.status == JobStatus::Queued) {
+                due.push((job.tenant.clone(), id));
+            }
+        }
+        due
     }
 
     /// The job `id` of `tenant`.
@@ -169,6 +244,7 @@ impl JobTable {
             self.running += 1;
         }
         if after.is_final() {
+            self.holds.remove(id);
             self.evictions.push(Reverse((Instant::now() + self.finished_ttl, id.clone())));
         }
     }
@@ -199,6 +275,7 @@ impl JobTable {
         let ids: Vec<JobId> =
             self.jobs.values().filter(|j| &*j.tenant == tenant).map(|j| j.id.clone()).collect();
         for id in &ids {
+            self.holds.remove(id);
             if let Some(job) = self.jobs.remove(id)
                 && job.status == JobStatus::Running
             {
