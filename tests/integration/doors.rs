@@ -138,7 +138,13 @@ async fn a_generated_admin_token_is_written_to_a_private_file_and_never_logged()
     let (_, bearer_token) = s.tenant_with_token_as(&token, "acme").await;
     let said = s.find_message("no admin token configured").expect("the log says where");
     assert_eq!(said["path"], path.to_str().unwrap());
+    // the whole run, shutdown included
+    let mut s = s;
+    s.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = s.wait_exit(Duration::from_secs(30)).await.expect("exited within the grace");
+    assert!(status.success(), "{status:?}");
     let log = s.dump();
+    assert!(s.find_message("shutdown complete").is_some(), "the whole run's log:\n{log}");
     assert!(!log.contains(&token), "the admin token is in the log");
     let secret = bearer_token.rsplit('_').next().unwrap();
     assert!(!log.contains(secret), "a tenant secret is in the log");
@@ -175,12 +181,17 @@ async fn a_short_admin_token_is_refused_at_start_without_being_echoed() {
 
 #[tokio::test]
 async fn grpc_connections_are_capped_per_ip_and_streams_per_connection() {
-    let s = Steward::start(&[
-        ("STEWARD__GRPC__MAX_CONNECTIONS_PER_IP", "3"),
-        ("STEWARD__GRPC__MAX_CONCURRENT_STREAMS", "4"),
-    ])
-    .await;
+    // [grpc] max_concurrent_streams stays at its default, 100
+    let s = Steward::start(&[("STEWARD__GRPC__MAX_CONNECTIONS_PER_IP", "3")]).await;
     let (_, token) = s.tenant_with_token("acme", None).await;
+    // the tenant's own quota on watch streams (100 by default) must not be what refuses here
+    let r = s
+        .request(reqwest::Method::PATCH, "/v1/tenants/acme")
+        .json(&serde_json::json!({ "quotas": { "watch_streams": 1000 } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
     let endpoint = tonic::transport::Endpoint::from_shared(s.grpc.clone()).unwrap();
     let mut held = Vec::new();
     for _ in 0..3 {
@@ -210,7 +221,7 @@ async fn grpc_connections_are_capped_per_ip_and_streams_per_connection() {
     .await;
     assert!(again, "a freed place was never given to a new connection");
 
-    // streams: [grpc] max_concurrent_streams = 4 on one connection
+    // streams: 100 on one connection, the 101st does not start while they are open
     let channel = held.pop().unwrap();
     let mut jobs = JobsClient::new(channel.clone());
     let job = jobs
@@ -220,18 +231,17 @@ async fn grpc_connections_are_capped_per_ip_and_streams_per_connection() {
         .into_inner()
         .id;
     let mut open = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..100 {
         let watch = WatchJobRequest { id: job.clone() };
         open.push(jobs.watch_job(bearer(watch, &token)).await.expect("within the stream cap"));
     }
-    // the fifth stream is refused by the server's SETTINGS: it never starts while four are open
-    let mut fifth = bearer(WatchJobRequest { id: job.clone() }, &token);
-    fifth.set_timeout(Duration::from_millis(500));
+    let mut extra = bearer(WatchJobRequest { id: job.clone() }, &token);
+    extra.set_timeout(Duration::from_millis(500));
     let began = Instant::now();
-    let refused = tokio::time::timeout(Duration::from_secs(2), jobs.watch_job(fifth)).await;
+    let refused = tokio::time::timeout(Duration::from_secs(2), jobs.watch_job(extra)).await;
     assert!(
         refused.is_err() || refused.as_ref().is_ok_and(Result::is_err),
-        "a fifth stream opened on a connection limited to 4"
+        "a 101st stream opened on one connection"
     );
     assert!(began.elapsed() >= Duration::from_millis(400));
     drop(open.pop());

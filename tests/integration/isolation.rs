@@ -104,11 +104,12 @@ async fn no_chromium_process_listens_and_no_devtools_bridge_is_left_open() {
         let open: Vec<u64> = socket_inodes(pid).intersection(&listening).copied().collect();
         assert!(open.is_empty(), "Chromium process {pid} listens on a TCP port: {open:?}");
     }
-    // Steward's own listening sockets: its three listeners, the browser's egress proxy and the
-    // session's — the CDP bridge closed its port once chromiumoxide connected
+    // Steward's own listening sockets: its four listeners (admin, public, grpc, grpc-admin),
+    // the browser's egress proxy and the session's — the CDP bridge closed its port once
+    // chromiumoxide connected
     let steward: Vec<u64> =
         socket_inodes(s.pid().as_raw()).intersection(&listening).copied().collect();
-    assert_eq!(steward.len(), 3 + 1 + 1, "Steward listens on {steward:?}");
+    assert_eq!(steward.len(), 4 + 1 + 1, "Steward listens on {steward:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

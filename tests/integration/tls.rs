@@ -315,4 +315,7 @@ async fn a_client_that_never_finishes_its_handshake_is_dropped_after_handshake_t
     }
     // the listeners still serve
     assert_eq!(t.served(&s.public, &[]).await, t.served(&s.grpc, &[b"h2"]).await);
+    // the two gRPC listeners' silent clients were counted
+    let timed_out = "steward_tls_handshakes_failed_total{reason=\"timeout\"}";
+    assert!(crate::sockets::metric(s, timed_out).await >= 2.0);
 }

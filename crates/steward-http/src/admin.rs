@@ -47,6 +47,8 @@ pub struct AdminState {
     pub token: Arc<str>,
     /// The front doors' counters; `doors.admin` limits failed admin-token attempts per IP.
     pub doors: steward_tenancy::DoorStats,
+    /// TLS, when `[tls]` is on (for its counters on `/metrics`).
+    pub tls: Option<steward_tls::Tls>,
     /// Tenants, tokens and quotas.
     pub tenancy: Tenancy,
     /// The socket front door and its job hub (for `/metrics`).
@@ -169,7 +171,7 @@ async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
         },
         &crate::MessagingMetrics::of(&state.messaging),
         &crate::BrowserMetrics::of(&state.browsers),
-        &crate::DoorMetrics::of(&state.doors, &state.tenancy),
+        &crate::DoorMetrics::of(&state.doors, &state.tenancy, state.tls.as_ref()),
     );
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

@@ -43,12 +43,19 @@ pub struct DoorMetrics {
     pub grpc_refused: Vec<(&'static str, u64)>,
     /// Unknown token ids in the negative cache.
     pub unknown_tokens_cached: u64,
+    /// With `[tls]` on: certificate reloads that took and that were refused, and gRPC
+    /// handshakes that timed out and that failed.
+    pub tls: Option<[u64; 4]>,
 }
 
 impl DoorMetrics {
     /// The readings of `doors` and `tenancy` now.
     #[must_use]
-    pub fn of(doors: &steward_tenancy::DoorStats, tenancy: &steward_tenancy::Tenancy) -> Self {
+    pub fn of(
+        doors: &steward_tenancy::DoorStats,
+        tenancy: &steward_tenancy::Tenancy,
+        tls: Option<&steward_tls::Tls>,
+    ) -> Self {
         Self {
             auth: [&doors.admin, &doors.tenant]
                 .iter()
@@ -56,6 +63,14 @@ impl DoorMetrics {
                 .collect(),
             grpc_refused: doors.refused_connections(),
             unknown_tokens_cached: tenancy.cached_unknown_tokens(),
+            tls: tls.map(|t| {
+                [
+                    t.reloads_ok(),
+                    t.reloads_failed(),
+                    t.handshakes_timed_out(),
+                    t.handshakes_failed(),
+                ]
+            }),
         }
     }
 }
@@ -138,7 +153,8 @@ impl BrowserMetrics {
 /// `steward_jobs_watcher_overflows_total`, `steward_jobs_expired_total`; the front doors'
 /// `steward_auth_failures_total{credential}`, `steward_auth_throttled_total{credential}`,
 /// `steward_auth_failing_ips{credential}`, `steward_auth_unknown_tokens_cached` and
-/// `steward_grpc_connections_refused_total{listener}`; per tenant and quota
+/// `steward_grpc_connections_refused_total{listener}`, with `[tls]` on
+/// `steward_tls_reloads_total{result}` and `steward_tls_handshakes_failed_total{reason}`; per tenant and quota
 /// `steward_tenant_quota_used` and `steward_tenant_quota_limit`; the messaging proxy's `steward_messaging_producers`,
 /// `steward_messaging_consumers`, `steward_messaging_sent_total{result}`,
 /// `steward_messaging_deliveries_total`, `steward_messaging_redeliveries_total`,
@@ -475,6 +491,20 @@ impl Collector for Snapshot {
             "gRPC connections closed at accept: the client IP held [grpc] max_connections_per_ip.",
             self.doors.grpc_refused.iter().map(|(l, n)| (label("listener", *l), *n)).collect(),
         )?;
+        if let Some([ok, refused, timed_out, failed]) = self.doors.tls {
+            counter(
+                &mut enc,
+                "steward_tls_reloads",
+                "Certificate reloads by result ([tls] reload_interval; refused = kept the old one).",
+                vec![(label("result", "ok"), ok), (label("result", "refused"), refused)],
+            )?;
+            counter(
+                &mut enc,
+                "steward_tls_handshakes_failed",
+                "gRPC TLS handshakes that failed, by reason (timeout = [tls] handshake_timeout).",
+                vec![(label("reason", "timeout"), timed_out), (label("reason", "error"), failed)],
+            )?;
+        }
         gauge(
             &mut enc,
             "steward_process_resident_memory_bytes",

@@ -105,6 +105,9 @@ async fn run(
         tenancy.auth_failures().clone(),
     );
 
+    // [tls]: one reloading certificate for the public HTTP and both gRPC listeners (the admin
+    // HTTP listener stays plain on loopback); None = plain TCP, the default behind a proxy
+    let tls = steward_tls::Tls::from_config(&config.tls).context("cannot set up TLS ([tls])")?;
     let admin = ListenerSpec::new(
         "admin",
         config.admin.listen,
@@ -118,6 +121,7 @@ async fn run(
             coordinator: coordinator.clone(),
             token: token.clone(),
             doors: doors.clone(),
+            tls: tls.clone(),
             tenancy: tenancy.clone(),
             sockets: sockets.clone(),
             monitor: monitor.clone(),
@@ -126,9 +130,6 @@ async fn run(
         }),
     )
     .on_bound(wall_off(&browsers, "admin"));
-    // [tls]: one reloading certificate for the public HTTP and both gRPC listeners (the admin
-    // HTTP listener stays plain on loopback); None = plain TCP, the default behind a proxy
-    let tls = steward_tls::Tls::from_config(&config.tls).context("cannot set up TLS ([tls])")?;
     let public = ListenerSpec::new(
         "public",
         config.http.listen,

@@ -32,14 +32,21 @@ pub(crate) fn run(addr: &str) -> anyhow::Result<ExitCode> {
         if let Some(q) = me.quotas {
             println!(
                 "quotas:  sessions {}, pages/session {}, sessions/min {}, producers {}, \
-                 consumers {}, sockets {}, peers {}",
+                 consumers {}, sockets {}, peers {}, topics {}, groups {}, stored messages {}, \
+                 stored bytes {}, jobs {}, watch streams {}",
                 q.sessions,
                 q.pages_per_session,
                 q.session_rate,
                 q.producers,
                 q.consumers,
                 q.sockets,
-                q.peers
+                q.peers,
+                q.topics,
+                q.groups,
+                q.stored_messages,
+                q.stored_bytes,
+                q.jobs,
+                q.watch_streams
             );
         }
         let mut usage: Vec<_> = me.usage.into_iter().filter(|(k, _)| k != "service").collect();
