@@ -12,6 +12,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::messaging::set_quotas;
 use crate::support::{Steward, WITHIN};
 
 /// Issues a token of tenant `tenant` through the admin API; returns its bearer string.
@@ -273,17 +274,6 @@ async fn steward_job_creates_updates_reads_watches_and_cancels_a_job_over_grpc()
         run(&s, &token, &["cancel", other]).await,
         (Some(0), format!("{other} cancelled 0%\n"))
     );
-}
-
-/// Sets quotas of `tenant` (`PATCH /v1/tenants/{id}`).
-async fn set_quotas(s: &Steward, tenant: &str, quotas: Value) {
-    let r = s
-        .request(Method::PATCH, &format!("/v1/tenants/{tenant}"))
-        .json(&json!({ "quotas": quotas }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
 }
 
 /// The value of one exact series on `/metrics` (0 when absent).

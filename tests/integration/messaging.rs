@@ -271,7 +271,7 @@ fn server_fds(s: &Steward) -> usize {
 }
 
 /// Sets quotas of `tenant` (`PATCH /v1/tenants/{id}`).
-async fn set_quotas(s: &Steward, tenant: &str, quotas: serde_json::Value) {
+pub(crate) async fn set_quotas(s: &Steward, tenant: &str, quotas: serde_json::Value) {
     let r = s
         .request(Method::PATCH, &format!("/v1/tenants/{tenant}"))
         .json(&json!({ "quotas": quotas }))

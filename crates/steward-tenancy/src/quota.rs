@@ -162,14 +162,19 @@ impl QuotaLedger {
         quotas: &Quotas,
         kind: ResourceKind,
     ) -> Result<Reservation> {
+        match QuotaKind::for_resource(kind) {
+            Some(quota) => self.reserve(tenant, quotas, quota),
+            None => Ok(Reservation { counters: self.open_counters(tenant)?, quota: None }),
+        }
+    }
+
+    /// `tenant`'s counters, unless it is being deleted.
+    fn open_counters(&self, tenant: &TenantId) -> Result<Arc<TenantCounters>> {
         let counters = self.counters(tenant);
         if counters.closed.load(Ordering::Acquire) {
             return Err(Error::NotFound(format!("tenant {tenant}")));
         }
-        let Some(quota) = QuotaKind::for_resource(kind) else {
-            return Ok(Reservation { counters, quota: None });
-        };
-        Self::take(&counters, quotas, quota, self.retry_after)
+        Ok(counters)
     }
 
     /// Reserves one slot of `quota` for `tenant` under `quotas`, for what is not a resource of
@@ -184,10 +189,7 @@ impl QuotaLedger {
         quotas: &Quotas,
         quota: QuotaKind,
     ) -> Result<Reservation> {
-        let counters = self.counters(tenant);
-        if counters.closed.load(Ordering::Acquire) {
-            return Err(Error::NotFound(format!("tenant {tenant}")));
-        }
+        let counters = self.open_counters(tenant)?;
         Self::take(&counters, quotas, quota, self.retry_after)
     }
 
