@@ -90,7 +90,7 @@ struct TlsSteward {
     s: Steward,
     ca: Ca,
     pem: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl TlsSteward {
@@ -111,7 +111,7 @@ impl TlsSteward {
             ("STEWARD__TLS__HANDSHAKE_TIMEOUT", &handshake),
         ])
         .await;
-        Self { s, ca, pem, _dir: dir }
+        Self { s, ca, pem, dir }
     }
 
     /// `host:port` of a listener from its `http://` address.
@@ -257,6 +257,17 @@ async fn a_client_that_trusts_the_ca_works_on_every_listener_and_a_plain_client_
         let r = health.check(HealthCheckRequest { service: String::new() }).await;
         assert!(r.is_err(), "plain gRPC answered: {r:?}");
     }
+
+    // the README's walk-through with TLS: `steward whoami` on an https:// address with the CA
+    let ca = t.dir.path().join("ca.pem");
+    std::fs::write(&ca, t.ca.pem()).unwrap();
+    let out = crate::support::run(
+        &["whoami", "--grpc", &https(&s.grpc)],
+        &[("STEWARD_TOKEN", &token), ("STEWARD_CA_FILE", ca.to_str().unwrap())],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("tenant:  acme"), "{stdout}");
 }
 
 #[tokio::test]

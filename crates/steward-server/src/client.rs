@@ -13,6 +13,10 @@ use tonic::transport::Channel;
 /// The variable the token is read from (not an argument: arguments show in `ps`).
 pub(crate) const TOKEN_ENV: &str = "STEWARD_TOKEN";
 
+/// The variable naming the PEM file of the CA that signed the server's certificate, for an
+/// `https://` address (Steward with `[tls]` on).
+pub(crate) const CA_ENV: &str = "STEWARD_CA_FILE";
+
 /// How long connecting to the gRPC address may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -58,15 +62,29 @@ where
         .build()
         .context("cannot start a runtime")?;
     runtime.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(addr.to_owned())
+        let mut endpoint = tonic::transport::Endpoint::from_shared(addr.to_owned())
             .with_context(|| format!("invalid address {addr}"))?
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .connect()
-            .await
-            .with_context(|| format!("cannot connect to {addr}"))?;
+            .timeout(CALL_TIMEOUT);
+        if addr.starts_with("https://") {
+            endpoint = endpoint.tls_config(tls_config()?).context("TLS settings")?;
+        }
+        let channel =
+            endpoint.connect().await.with_context(|| format!("cannot connect to {addr}"))?;
         call(Tenant { channel, bearer }).await
     })
+}
+
+/// The client TLS settings of an `https://` address: the CA of `$STEWARD_CA_FILE`.
+///
+/// # Errors
+/// When `$STEWARD_CA_FILE` is unset or cannot be read.
+fn tls_config() -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+    let path = std::env::var(CA_ENV)
+        .with_context(|| format!("set {CA_ENV} to the PEM file of the server's CA"))?;
+    let pem = std::fs::read(&path).with_context(|| format!("cannot read {CA_ENV}={path}"))?;
+    Ok(tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(pem)))
 }
 
 /// Prints `refused: <message> (<code>)` on stdout for a call the server refused; returns the
