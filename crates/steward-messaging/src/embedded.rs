@@ -214,7 +214,7 @@ struct Leased {
 }
 
 struct Group {
-    /// Its place in the tenant's `groups` count (none for a dead-letter topic's first group).
+    /// Its place in the tenant's `groups` count (none for a group of a dead-letter topic).
     _slot: Option<Slot>,
     filter: TagFilter,
     retry: BTreeMap<u64, Entry>,
@@ -537,14 +537,19 @@ impl Broker for EmbeddedBroker {
             let g = match topic.groups.entry(group.group.clone()) {
                 std::collections::hash_map::Entry::Occupied(g) => g.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    let slot = account.slot(false).map_err(BrokerError::QuotaExceeded)?;
+                    // groups of a dead-letter topic follow their topic: not counted
+                    let slot = if group.topic.is_dead_letter() {
+                        None
+                    } else {
+                        Some(account.slot(false).map_err(BrokerError::QuotaExceeded)?)
+                    };
                     // the first group of a dead-letter topic takes what waited for one
                     let mut g = match topic.unclaimed.take() {
                         Some(mut g) => {
-                            g._slot = Some(slot);
+                            g._slot = slot;
                             g
                         }
-                        None => Group::new(TagFilter::All, Some(slot)),
+                        None => Group::new(TagFilter::All, slot),
                     };
                     g.filter = group.filter.clone();
                     v.insert(g)

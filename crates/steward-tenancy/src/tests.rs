@@ -694,3 +694,48 @@ async fn tenant_churn_leaves_nothing_behind(f: Fixture) {
     assert_eq!(t.cached_tokens(), 0, "cached tokens left");
     root.handle.stop(steward_core::ExitReason::Shutdown).await.unwrap();
 }
+
+/// A well-formed token whose id the store does not know costs one store query per token TTL,
+/// not one per request: after the first refusal the store is closed, and the same token is
+/// still refused `Unauthenticated` (a query would fail `Store`). A real token issued on this
+/// node afterwards is found at once.
+#[tokio::test]
+async fn unknown_token_ids_are_cached_negatively_within_the_ttl() {
+    let f = fixture(Backend::Sqlite).await;
+    let t = &f.tenancy;
+    let unknown = format!("stw_{}_{}", "ab".repeat(8), "cd".repeat(32));
+    assert!(matches!(t.authenticate(&unknown).await, Err(Error::Unauthenticated)));
+    assert_eq!(t.cached_unknown_tokens(), 1);
+    t.store().close().await;
+    assert!(matches!(t.authenticate(&unknown).await, Err(Error::Unauthenticated)));
+    // another unknown id does reach the (closed) store
+    let other = format!("stw_{}_{}", "ef".repeat(8), "cd".repeat(32));
+    assert!(matches!(t.authenticate(&other).await, Err(Error::Store(_))));
+}
+
+/// Failed authentications from one IP are limited; the limit answers `Throttled` without
+/// looking at the token, other IPs are not affected, and a success does not reset the count.
+#[tokio::test]
+async fn failed_authentications_are_limited_per_ip() {
+    let mut config = tenancy_config();
+    config.max_auth_failures_per_ip = 2;
+    let FreshDb { store_config, dir: _dir, pg: _pg } = fresh_db(Backend::Sqlite).await;
+    let t =
+        Tenancy::open(&store_config, &config, Registry::with_defaults(), Duration::from_secs(5))
+            .await
+            .unwrap();
+    t.create_tenant(new_tenant("acme")).await.unwrap();
+    let good = t.issue_token(&TenantId::new("acme").unwrap(), new_token("ci", None)).await.unwrap();
+    let (a, b): (std::net::IpAddr, std::net::IpAddr) =
+        ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+    assert!(t.authenticate_from(a, Some(&good.bearer)).await.is_ok());
+    for bad in [None, Some("stw_garbage")] {
+        assert!(matches!(t.authenticate_from(a, bad).await, Err(Error::Unauthenticated)));
+    }
+    assert!(matches!(
+        t.authenticate_from(a, Some(&good.bearer)).await,
+        Err(Error::Throttled { .. })
+    ));
+    assert!(t.authenticate_from(b, Some(&good.bearer)).await.is_ok());
+    assert_eq!((t.auth_failures().failed(), t.auth_failures().throttled()), (2, 1));
+}

@@ -184,7 +184,7 @@ impl Message {
 pub struct TenantLimits {
     /// Topics that may exist (dead-letter topics are not counted: they follow their topic).
     pub topics: u64,
-    /// Consumer groups that may exist.
+    /// Consumer groups that may exist (groups of dead-letter topics are not counted either).
     pub groups: u64,
     /// Messages stored and not yet acked by every group.
     pub stored_messages: u64,

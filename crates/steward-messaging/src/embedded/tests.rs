@@ -90,3 +90,59 @@ async fn a_waiting_fetch_wakes_on_send_and_on_lease_expiry() {
 crate::broker::conformance::conformance_suite!(conformance, |settings, stats| async move {
     EmbeddedBroker::new(settings, stats) as Arc<dyn Broker>
 });
+
+/// The tenant's counts go back to zero whichever way what it held goes: acked, dead-lettered
+/// and then acked, its group forgotten after the grace, its idle topics swept, the tenant
+/// removed. (The counts live in guards, so this is the lifecycle proof of the quotas.)
+#[tokio::test]
+async fn tenant_usage_returns_to_zero_by_every_path_that_removes_what_it_held() {
+    let broker = EmbeddedBroker::new(
+        BrokerSettings { group_grace: Duration::ZERO, ..settings() },
+        Arc::new(MessagingStats::default()),
+    );
+    let tenant: Arc<str> = "acme".into();
+    broker.set_limits(&tenant, crate::TenantLimits::UNLIMITED);
+    let usage = || broker.usage().into_iter().find(|(t, _)| *t == tenant).map(|(_, u)| u);
+    let key = |topic: &str, group: &str| GroupKey {
+        topic: TopicKey::new(tenant.clone(), topic),
+        group: group.into(),
+        filter: TagFilter::All,
+    };
+    // acked in one group, dead-lettered in another (max 3 attempts), then acked from the dlq
+    let (a, b) = (key("a", "g"), key("a", "h"));
+    let mut pa = broker.open(&a, Duration::from_secs(30)).await.unwrap();
+    let mut pb = broker.open(&b, Duration::from_millis(1)).await.unwrap();
+    broker.send(&a.topic, vec![msg("1"), msg("2")]).await;
+    assert_eq!(usage().unwrap().stored_messages, 2, "each message counts once");
+    let got = pa.fetch(10, usize::MAX, Duration::from_millis(100)).await.unwrap();
+    broker.ack(got.into_iter().map(|d| d.lease).collect()).await;
+    assert_eq!(usage().unwrap().stored_messages, 2, "group h still holds them");
+    for _ in 0..4 {
+        let got = pb.fetch(10, usize::MAX, Duration::from_millis(50)).await.unwrap();
+        broker.set_visibility(got.into_iter().map(|d| (d.lease, Duration::ZERO)).collect()).await;
+    }
+    let dlq = key("a.dlq", "g");
+    let mut pd = broker.open(&dlq, Duration::from_secs(30)).await.unwrap();
+    let got = pd.fetch(10, usize::MAX, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(got.len(), 2, "both dead-lettered");
+    assert_eq!(usage().unwrap().stored_messages, 2, "a dead letter keeps its weight");
+    broker.ack(got.into_iter().map(|d| d.lease).collect()).await;
+    assert_eq!(usage().unwrap().stored_messages, 0);
+    assert_eq!(usage().unwrap().stored_bytes, 0);
+    // groups without members and messages go after the grace (zero here) at the next send
+    drop((pa, pb, pd));
+    broker.send(&a.topic, vec![msg("3")]).await;
+    assert_eq!(usage().unwrap().groups, 0, "{:?}", usage());
+    // a group left holding messages: swept groups and topics give back places and weight
+    let c = key("c", "g");
+    let pc = broker.open(&c, Duration::from_secs(30)).await.unwrap();
+    broker.send(&c.topic, vec![msg("4")]).await;
+    drop(pc);
+    assert_eq!(usage().unwrap().stored_messages, 1);
+    broker.remove_tenant(&tenant).await.unwrap();
+    assert_eq!(usage(), None, "the tenant's account goes with it");
+    // and a fresh account starts from zero
+    broker.set_limits(&tenant, crate::TenantLimits::UNLIMITED);
+    broker.sweep_idle(Duration::ZERO).await;
+    assert_eq!(usage(), Some(crate::TenantUsage::default()));
+}
