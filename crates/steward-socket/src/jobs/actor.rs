@@ -80,24 +80,23 @@ impl JobHub {
         self.arm_eviction(ctx);
     }
 
-    /// Arms the one timer at the earliest deadline (an eviction or a queued job's expiry),
-    /// unless one is armed at or before it.
+    /// Keeps the one timer armed at the earliest deadline (an eviction or a queued job's
+    /// expiry): re-armed when that deadline moved, cancelled when nothing is due, so the hub
+    /// holds no timer for a deadline that went away (a job that started, a tenant removed).
     pub(super) fn arm_eviction(&mut self, ctx: &mut Context<Self>) {
         let next = match (self.table.next_eviction(), self.table.next_expiry()) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => match a.or(b) {
-                Some(next) => next,
-                None => return,
-            },
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
-        if let Some((armed, _)) = &self.eviction
-            && *armed <= next
+        if let (Some((armed, _)), Some(next)) = (&self.eviction, next)
+            && *armed == next
         {
             return;
         }
         if let Some((_, timer)) = self.eviction.take() {
             ctx.cancel_future(timer);
         }
+        let Some(next) = next else { return };
         let delay = next.saturating_duration_since(Instant::now());
         let timer = self.rcx.run_later(ctx, delay, |act: &mut Self, ctx| {
             act.eviction = None;

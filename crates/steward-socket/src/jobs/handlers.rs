@@ -63,9 +63,8 @@ impl JobHub {
         if overflowed > 0 {
             self.metrics.watcher_overflows.fetch_add(overflowed, Ordering::Relaxed);
         }
-        if last {
-            self.arm_eviction(ctx);
-        }
+        // a final job is due for eviction; a job that left `queued` can no longer expire
+        self.arm_eviction(ctx);
         self.publish_gauges();
         Ok(job)
     }
@@ -100,11 +99,12 @@ impl Handler<SubscribeJob> for JobHub {
 impl Handler<RemoveTenantJobs> for JobHub {
     type Result = usize;
 
-    fn handle(&mut self, msg: RemoveTenantJobs, _ctx: &mut Context<Self>) -> usize {
+    fn handle(&mut self, msg: RemoveTenantJobs, ctx: &mut Context<Self>) -> usize {
         let gone = self.table.remove_tenant(&msg.tenant);
         for id in &gone {
             self.subscribers.drop_job(id);
         }
+        self.arm_eviction(ctx);
         self.publish_gauges();
         gone.len()
     }

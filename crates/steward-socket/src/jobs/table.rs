@@ -2,7 +2,7 @@
 //! eviction. Plain data, owned by the job hub actor; unit-tested on its own.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -32,9 +32,11 @@ pub(crate) struct JobTable {
     /// Finished jobs by eviction deadline (earliest first). An entry whose job is already gone
     /// is skipped when popped.
     evictions: BinaryHeap<Reverse<(Instant, JobId)>>,
-    /// Jobs by the instant they expire if still queued (`[jobs] queued_ttl`). An entry whose
-    /// job is gone or no longer queued is skipped when popped.
-    expiries: BinaryHeap<Reverse<(Instant, JobId)>>,
+    /// Queued jobs by the instant they expire (`[jobs] queued_ttl`); a job leaves it when it
+    /// leaves `queued` or the table, so no timer is kept for a job that cannot expire.
+    expiries: BTreeSet<(Instant, JobId)>,
+    /// Each queued job's expiry instant (its key in `expiries`).
+    expires_at: HashMap<JobId, Instant>,
     /// What each live job holds.
     holds: HashMap<JobId, JobHold>,
     /// Finished jobs evicted early to make room, not yet told to the hub (`take_evicted`).
@@ -52,7 +54,8 @@ impl JobTable {
         Self {
             jobs: HashMap::new(),
             evictions: BinaryHeap::new(),
-            expiries: BinaryHeap::new(),
+            expiries: BTreeSet::new(),
+            expires_at: HashMap::new(),
             holds: HashMap::new(),
             evicted_early: Vec::new(),
             running: 0,
@@ -129,7 +132,9 @@ impl JobTable {
             self.holds.insert(job.id.clone(), hold);
         }
         if !self.queued_ttl.is_zero() {
-            self.expiries.push(Reverse((Instant::now() + self.queued_ttl, job.id.clone())));
+            let at = Instant::now() + self.queued_ttl;
+            self.expiries.insert((at, job.id.clone()));
+            self.expires_at.insert(job.id.clone(), at);
         }
         Ok(job)
     }
@@ -154,17 +159,25 @@ impl JobTable {
 
     /// When the earliest queued job expires.
     pub(crate) fn next_expiry(&self) -> Option<Instant> {
-        self.expiries.peek().map(|Reverse((at, _))| *at)
+        self.expiries.first().map(|(at, _)| *at)
+    }
+
+    /// Job `id` can no longer expire (it left `queued` or the table).
+    fn forget_expiry(&mut self, id: &JobId) {
+        if let Some(at) = self.expires_at.remove(id) {
+            self.expiries.remove(&(at, id.clone()));
+        }
     }
 
     /// The jobs still queued whose `queued_ttl` passed at `now` (to be failed by the hub).
     pub(crate) fn expired(&mut self, now: Instant) -> Vec<(Arc<str>, JobId)> {
         let mut due = Vec::new();
-        while let Some(Reverse((at, _))) = self.expiries.peek() {
+        while let Some((at, _)) = self.expiries.first() {
             if *at > now {
                 break;
             }
-            let Some(Reverse((_, id))) = self.expiries.pop() else { break };
+            let Some((_, id)) = self.expiries.pop_first() else { break };
+            self.expires_at.remove(&id);
             if let Some(job) = self.jobs.get(&id).filter(|j| j.status == JobStatus::Queued) {
                 due.push((job.tenant.clone(), id));
             }
@@ -237,6 +250,9 @@ impl JobTable {
         if before == after {
             return;
         }
+        if before == JobStatus::Queued {
+            self.forget_expiry(id);
+        }
         if before == JobStatus::Running {
             self.running -= 1;
         }
@@ -276,6 +292,7 @@ impl JobTable {
             self.jobs.values().filter(|j| &*j.tenant == tenant).map(|j| j.id.clone()).collect();
         for id in &ids {
             self.holds.remove(id);
+            self.forget_expiry(id);
             if let Some(job) = self.jobs.remove(id)
                 && job.status == JobStatus::Running
             {

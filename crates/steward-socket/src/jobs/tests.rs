@@ -309,3 +309,18 @@ async fn the_hub_evicts_finished_jobs_on_its_timer() {
     assert_eq!(hub_entry.timers, 1, "{hub_entry:?}");
     root.handle.stop(steward_core::ExitReason::Shutdown).await.unwrap();
 }
+
+#[test]
+fn a_queued_job_expires_at_its_ttl_and_one_that_left_queued_does_not() {
+    let mut table =
+        JobTable::new(&JobsConfig { queued_ttl: Duration::from_millis(10), ..config() });
+    let acme = tenant("acme");
+    let waiting = table.create(&acme, "a", None).unwrap();
+    let started = table.create(&acme, "b", None).unwrap();
+    let running = JobPatch { status: Some(JobStatus::Running), ..JobPatch::default() };
+    table.update(&acme, &started.id, &running).unwrap();
+    assert!(table.next_expiry().is_some());
+    let due = table.expired(std::time::Instant::now() + Duration::from_secs(1));
+    assert_eq!(due, vec![(acme.clone(), waiting.id.clone())]);
+    assert_eq!(table.next_expiry(), None, "no deadline is kept for a job that cannot expire");
+}
