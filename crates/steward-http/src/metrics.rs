@@ -230,6 +230,10 @@ where
     let mut m =
         enc.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Gauge)?;
     for (labels, v) in rows {
+        if labels.is_empty() {
+            // a series without labels renders as `name value`, not `name{} value`
+            return ConstGauge::new(v).encode(m);
+        }
         ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
     }
     Ok(())
@@ -244,6 +248,10 @@ fn counter(
     let mut m =
         enc.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Counter)?;
     for (labels, v) in rows {
+        if labels.is_empty() {
+            // a series without labels renders as `name_total value`, not `name_total{} value`
+            return ConstCounter::new(v).encode(m);
+        }
         ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
     }
     Ok(())
@@ -726,6 +734,10 @@ fn histograms<'h>(
     let mut m =
         enc.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Histogram)?;
     for (labels, h) in rows {
+        if labels.is_empty() {
+            // as in `gauge`: no empty braces on a series without labels
+            return h.encode(m);
+        }
         h.encode(m.encode_family(&labels)?)?;
     }
     Ok(())

@@ -402,7 +402,7 @@ async fn open_groups(server: &Server, client: &Client, topics: &[String]) -> Dur
     let left = Instant::now();
     let deadline = left + STEP;
     loop {
-        let live = server.messaging_metrics().await["steward_messaging_consumers{}"].as_f64();
+        let live = server.messaging_metrics().await["steward_messaging_consumers"].as_f64();
         // zero-valued samples are left out of messaging_metrics
         if live.is_none() {
             return left.elapsed();

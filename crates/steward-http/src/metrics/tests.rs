@@ -29,13 +29,24 @@ fn render(browsers: &BrowserMetrics) -> String {
     )
 }
 
-/// The value of the sample named exactly `series` (name and labels as rendered; a family without
-/// labels renders as `name{}`).
+/// The value of the sample named exactly `series` (name and labels as rendered).
 fn value(text: &str, series: &str) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         let (name, v) = l.rsplit_once(' ')?;
-        (name == series || name.strip_suffix("{}") == Some(series)).then(|| v.parse().ok())?
+        (name == series).then(|| v.parse().ok())?
     })
+}
+
+/// A series without labels renders as `name value`, never with empty braces (issue 18: some
+/// scrapers and humans read `name{}` as a parse error).
+#[test]
+fn label_less_series_render_without_empty_braces() {
+    let text = render(&BrowserMetrics::default());
+    let braces: Vec<&str> = text.lines().filter(|l| l.contains("{}")).collect();
+    assert!(braces.is_empty(), "empty braces: {braces:#?}");
+    assert_eq!(sample(&text, "steward_socket_accepted_total"), 0.0);
+    assert!(value(&text, "steward_process_open_fds").is_some());
+    assert!(text.lines().any(|l| l.starts_with("steward_browser_queue_wait_seconds_count ")));
 }
 
 fn sample(text: &str, series: &str) -> f64 {
