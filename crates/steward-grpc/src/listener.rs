@@ -20,8 +20,8 @@ use steward_proto::browser::v1::browser_server::SERVICE_NAME as BROWSER_SERVICE;
 use steward_proto::jobs::v1::jobs_server::{JobsServer, SERVICE_NAME as JOBS_SERVICE};
 use steward_proto::messaging::v1::messaging_server::SERVICE_NAME as MESSAGING_SERVICE;
 use steward_proto::tenancy::v1::tenancy_server::{SERVICE_NAME as TENANCY_SERVICE, TenancyServer};
+use steward_tenancy::DoorStats;
 use steward_tenancy::Tenancy;
-use steward_tenancy::{AuthFailures, DoorStats};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tonic::service::{Routes, RoutesBuilder};
@@ -54,9 +54,8 @@ pub struct GrpcSpec {
     pub readiness: Readiness,
     /// Admin token for `steward.admin.v1`.
     pub token: Arc<str>,
-    /// Failed admin authentications per client IP (shared with the admin HTTP listener).
-    pub admin_failures: AuthFailures,
-    /// Front-door counters (refused connections), rendered on `/metrics`.
+    /// The front doors' counters: refused connections, and `admin`, the failed admin
+    /// authentications per client IP (shared with the admin HTTP listener).
     pub doors: DoorStats,
     /// Cancelled in shutdown phase `notify_clients`: every open stream ends `UNAVAILABLE`.
     pub streams: CancellationToken,
@@ -152,7 +151,7 @@ impl GrpcSpec {
         let admin = AdminServer::with_interceptor(
             AdminService::new(self.registry.clone(), self.streams.clone(), self.tenancy.clone())
                 .with_jobs(self.jobs.clone()),
-            BearerInterceptor::new(self.token.clone(), self.admin_failures.clone()),
+            BearerInterceptor::new(self.token.clone(), self.doors.admin.clone()),
         );
         let health = self.health(&rcx, &[ADMIN_SERVICE])?;
         let mut routes = RoutesBuilder::default();

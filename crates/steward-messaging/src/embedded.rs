@@ -60,6 +60,9 @@ pub struct EmbeddedBroker {
 
 struct Shared {
     state: Mutex<State>,
+    /// Per tenant: its limits and usage. A lock of its own, so that handing in a tenant's limits
+    /// before each send does not take the state lock; when both are held, `state` is first.
+    accounts: Mutex<HashMap<Arc<str>, Arc<Account>>>,
     settings: BrokerSettings,
     stats: Arc<MessagingStats>,
     closed: AtomicBool,
@@ -68,8 +71,6 @@ struct Shared {
 #[derive(Default)]
 struct State {
     topics: HashMap<TopicKey, Topic>,
-    /// Per tenant: its limits and usage.
-    accounts: HashMap<Arc<str>, Arc<Account>>,
     next_seq: u64,
     next_lease: u64,
 }
@@ -330,6 +331,7 @@ impl EmbeddedBroker {
         Arc::new(Self {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
+                accounts: Mutex::default(),
                 settings,
                 stats,
                 closed: AtomicBool::new(false),
@@ -339,6 +341,15 @@ impl EmbeddedBroker {
 }
 
 impl Shared {
+    fn accounts(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Account>>> {
+        self.accounts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `tenant`'s account, created (unlimited) on first use.
+    fn account(&self, tenant: &Arc<str>) -> Arc<Account> {
+        self.accounts().entry(tenant.clone()).or_insert_with(|| Arc::new(Account::new())).clone()
+    }
+
     fn check_open(&self) -> Result<(), BrokerError> {
         if self.closed.load(Ordering::Acquire) {
             Err(BrokerError::Unavailable("the embedded broker is stopped".into()))
@@ -358,10 +369,9 @@ impl Shared {
         let cap = self.settings.topic_max_messages;
         let max_bytes = self.settings.topic_max_bytes;
         let grace = self.settings.group_grace;
-        let State { topics, accounts, next_seq, .. } = state;
-        let account =
-            accounts.entry(topic.tenant.clone()).or_insert_with(|| Arc::new(Account::new()));
-        let t = match topic_entry(topics, account, topic) {
+        let State { topics, next_seq, .. } = state;
+        let account = self.account(&topic.tenant);
+        let t = match topic_entry(topics, &account, topic) {
             Ok(t) => t,
             Err(refusal) => return SendOutcome::QuotaExceeded(refusal),
         };
@@ -527,12 +537,9 @@ impl Broker for EmbeddedBroker {
         let opened = (|| {
             self.shared.check_open()?;
             let mut state = lock(&self.shared.state);
-            let State { topics, accounts, .. } = &mut *state;
-            let account = accounts
-                .entry(group.topic.tenant.clone())
-                .or_insert_with(|| Arc::new(Account::new()));
-            let topic =
-                topic_entry(topics, account, &group.topic).map_err(BrokerError::QuotaExceeded)?;
+            let account = self.shared.account(&group.topic.tenant);
+            let topic = topic_entry(&mut state.topics, &account, &group.topic)
+                .map_err(BrokerError::QuotaExceeded)?;
             topic.last_used = Instant::now();
             let g = match topic.groups.entry(group.group.clone()) {
                 std::collections::hash_map::Entry::Occupied(g) => g.into_mut(),
@@ -630,16 +637,14 @@ impl Broker for EmbeddedBroker {
     }
 
     fn set_limits(&self, tenant: &Arc<str>, limits: TenantLimits) {
-        let mut state = lock(&self.shared.state);
-        let account =
-            state.accounts.entry(tenant.clone()).or_insert_with(|| Arc::new(Account::new()));
+        let account = self.shared.account(tenant);
         *account.limits.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = limits;
     }
 
     fn usage(&self) -> Vec<(Arc<str>, TenantUsage)> {
-        let state = lock(&self.shared.state);
+        let accounts = self.shared.accounts();
         let mut usage: Vec<_> =
-            state.accounts.iter().map(|(tenant, a)| (tenant.clone(), a.usage())).collect();
+            accounts.iter().map(|(tenant, a)| (tenant.clone(), a.usage())).collect();
         usage.sort_by(|a, b| a.0.cmp(&b.0));
         usage
     }
@@ -672,7 +677,7 @@ impl Broker for EmbeddedBroker {
             keep
         });
         let removed = (before - state.topics.len()) as u64;
-        state.accounts.remove(tenant);
+        self.shared.accounts().remove(tenant);
         std::future::ready(Ok(removed)).boxed()
     }
 

@@ -149,7 +149,6 @@ async fn run(
         registry: registry.clone(),
         readiness: readiness.clone(),
         token,
-        admin_failures: doors.admin.clone(),
         doors: doors.clone(),
         streams: streams.clone(),
         tenancy: tenancy.clone(),

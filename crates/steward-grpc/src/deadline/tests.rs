@@ -24,7 +24,7 @@ mod served {
 
     use super::super::DeadlineLayer;
 
-    /// A health service whose `Check` takes 5 s, to be cut by the caller's deadline.
+    /// A health service whose `Check` never answers, to be cut by the caller's deadline.
     struct Slow;
 
     #[tonic::async_trait]
@@ -33,7 +33,8 @@ mod served {
             &self,
             _: Request<HealthCheckRequest>,
         ) -> Result<Response<HealthCheckResponse>, Status> {
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            // never answers: only the caller's deadline ends the call
+            std::future::pending::<()>().await;
             Ok(Response::new(HealthCheckResponse { status: 1 }))
         }
 

@@ -633,28 +633,17 @@ impl Inner {
     fn stream_config(&self, topic: &TopicKey, name: &str) -> stream::Config {
         let s = &self.settings;
         let limit = |v: u64| if v == 0 { -1 } else { i64::try_from(v).unwrap_or(i64::MAX) };
+        // the topic's cap (0 = none), at most the tenant's quota
+        let capped = |topic: u64, tenant: u64| if topic == 0 { tenant } else { topic.min(tenant) };
         let tenant = self.limits(&topic.tenant);
-        let s = &BrokerSettings {
-            topic_max_bytes: if s.topic_max_bytes == 0 {
-                tenant.stored_bytes
-            } else {
-                s.topic_max_bytes.min(tenant.stored_bytes)
-            },
-            topic_max_messages: if s.topic_max_messages == 0 {
-                tenant.stored_messages
-            } else {
-                s.topic_max_messages.min(tenant.stored_messages)
-            },
-            ..s.clone()
-        };
         stream::Config {
             name: name.to_owned(),
             description: Some(format!("steward topic {topic}")),
             subjects: vec![naming::stream_subjects(topic)],
             retention: RetentionPolicy::Interest,
             discard: DiscardPolicy::New,
-            max_bytes: limit(s.topic_max_bytes),
-            max_messages: limit(s.topic_max_messages),
+            max_bytes: limit(capped(s.topic_max_bytes, tenant.stored_bytes)),
+            max_messages: limit(capped(s.topic_max_messages, tenant.stored_messages)),
             duplicate_window: s.dedup_window.max(Duration::from_millis(100)),
             storage: StorageType::File,
             num_replicas: 1,
