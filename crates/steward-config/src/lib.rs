@@ -275,6 +275,7 @@ impl Config {
         self.validate_doors()?;
         self.validate_socket()?;
         self.validate_jobs()?;
+        self.validate_streams()?;
         self.validate_messaging()?;
         self.validate_browser()?;
         if self.log.level.trim().is_empty() {
@@ -528,6 +529,44 @@ impl Config {
                 if j.max_kind_len == 0 { "jobs.max_kind_len" } else { "jobs.watch_buffer" },
                 "must be at least 1",
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_streams(&self) -> Result<()> {
+        let s = &self.streams;
+        if s.engine == StreamEngineKind::Redis {
+            let scheme = s.url.split_once("://").map(|(scheme, _)| scheme);
+            if !matches!(scheme, Some("redis" | "rediss")) {
+                return Err(Error::invalid(
+                    "streams.url",
+                    "must be a redis:// or rediss:// URL with the redis engine",
+                ));
+            }
+        }
+        if s.history_size > 100_000 {
+            return Err(Error::invalid("streams.history_size", "must be at most 100000"));
+        }
+        for (field, d) in [
+            ("streams.history_ttl", s.history_ttl),
+            ("streams.idle_timeout", s.idle_timeout),
+            ("streams.timeout", s.timeout),
+        ] {
+            if d.is_zero() {
+                return Err(Error::invalid(field, "must be greater than 0s"));
+            }
+        }
+        for (field, n) in [
+            ("streams.max_streams", s.max_streams),
+            ("streams.max_latest", s.max_latest),
+            ("streams.watch_buffer", s.watch_buffer),
+        ] {
+            if n == 0 {
+                return Err(Error::invalid(field, "must be at least 1"));
+            }
+        }
+        if s.max_data.as_u64() == 0 || s.max_data.as_u64() > 16 * 1024 * 1024 {
+            return Err(Error::invalid("streams.max_data", "must be between 1B and 16MiB"));
         }
         Ok(())
     }

@@ -43,6 +43,9 @@ pub struct Config {
     pub messaging: MessagingConfig,
     /// `[browser]`: the Chromium pool and browser sessions (`steward.browser.v1.Browser`).
     pub browser: BrowserConfig,
+    /// `[streams]`: streams with a last-value cache, history and recovery
+    /// (`steward.streams.v1.Streams`, WebSocket `subscribe {stream}`).
+    pub streams: StreamsConfig,
     /// `[tls]`: TLS on the public HTTP listener and the gRPC listeners (rustls). Off by default:
     /// plain TCP, for running behind a proxy that terminates TLS.
     pub tls: TlsConfig,
@@ -166,6 +169,10 @@ pub struct IdleConfig {
     /// WebRTC peers. Default 0 s (off: peers have per-state deadlines).
     #[serde(with = "humantime_serde")]
     pub peer: Duration,
+    /// Streams. Default 0 s (off: a stream owns its idle rule, `[streams] idle_timeout`, since
+    /// only it knows whether it is empty and unwatched).
+    #[serde(with = "humantime_serde")]
+    pub stream: Duration,
     /// Steward's own services. Default 0 s (off).
     #[serde(with = "humantime_serde")]
     pub service: Duration,
@@ -365,6 +372,15 @@ pub struct QuotaDefaults {
     pub jobs: u32,
     /// Open `WatchJob` streams. Default 100.
     pub watch_streams: u32,
+    /// Live streams (`steward.streams.v1`): stream actors of the tenant on this node.
+    /// Default 100.
+    pub streams: u32,
+    /// Keys with a latest value in one stream; a publication with a new key beyond it is
+    /// refused. Default 10000.
+    pub stream_keys: u32,
+    /// Bytes a tenant's streams hold in memory (history and latest values: data and keys).
+    /// Default 16 MiB.
+    pub stream_bytes: ByteSize,
 }
 
 /// `[socket]`: admission, keepalive and limits of WebSocket sockets (seed 002; Centrifugo's
@@ -497,6 +513,62 @@ pub struct JobsConfig {
     /// Default 24 h.
     #[serde(with = "humantime_serde")]
     pub queued_ttl: Duration,
+}
+
+/// Where streams keep their history and latest values (`[streams] engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamEngineKind {
+    /// In this process's memory: history and latest values are lost on restart, and each node
+    /// has its own streams. The default.
+    Memory,
+    /// Redis at `[streams] url`: one atomic Lua script per publish, pub/sub between nodes, so
+    /// every node sees every publication (Centrifugo's Redis engine is the reference).
+    Redis,
+}
+
+/// `[streams]`: streams of publications with a last value per key, a bounded history and
+/// recovery by position (offset + epoch), after Centrifugo's history and recovery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamsConfig {
+    /// `memory` (default) or `redis`.
+    pub engine: StreamEngineKind,
+    /// Redis URL of the `redis` engine (`redis://host:port/db`, `rediss://` for TLS). Default
+    /// `redis://127.0.0.1:6379`.
+    pub url: String,
+    /// Publications kept per stream for history and recovery (Centrifugo `history_size`).
+    /// Default 100; at most 100000.
+    pub history_size: u32,
+    /// How long a publication stays in the history (Centrifugo `history_ttl`). Default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub history_ttl: Duration,
+    /// How long a key's latest value lives after its last publication; "0s" keeps it until
+    /// removed. Default 1 h.
+    #[serde(with = "humantime_serde")]
+    pub key_ttl: Duration,
+    /// How long a publish's idempotency key is remembered: a second publish with the same key
+    /// within it answers the first one's position and stores nothing. Default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
+    /// A stream that holds nothing (no history, no key) and has no subscriber stops after this
+    /// long. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Most live streams on this node (the `streams` supervisor's `max_children`). Default 10000.
+    pub max_streams: u32,
+    /// Largest publication data. Default 64 KiB.
+    pub max_data: ByteSize,
+    /// Most latest values sent with a `subscribe {latest: true}` or `Latest` of all keys (the
+    /// most recently published first). Default 1000.
+    pub max_latest: u32,
+    /// Publications buffered per `Watch` stream; a watcher that falls further behind is ended
+    /// with `RESOURCE_EXHAUSTED`. Default 256.
+    pub watch_buffer: u32,
+    /// Deadline of one engine call (a Redis round trip) and of an edge's ask to a stream.
+    /// Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 /// Which broker stores messages (`[messaging] backend`).

@@ -70,19 +70,25 @@ pub enum ResourceKind {
     Socket,
     /// A WebRTC peer connection.
     Peer,
+    /// A stream of publications (last-value cache and history), one per tenant and stream name.
+    Stream,
     /// One of Steward's own long-lived actors.
     Service,
 }
 
 impl ResourceKind {
+    /// How many kinds there are.
+    pub const COUNT: usize = 8;
+
     /// Every kind, in a fixed order (used for per-kind tables and metrics).
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; Self::COUNT] = [
         Self::Browser,
         Self::Session,
         Self::Producer,
         Self::Consumer,
         Self::Socket,
         Self::Peer,
+        Self::Stream,
         Self::Service,
     ];
 
@@ -96,6 +102,7 @@ impl ResourceKind {
             Self::Consumer => "consumer",
             Self::Socket => "socket",
             Self::Peer => "peer",
+            Self::Stream => "stream",
             Self::Service => "service",
         }
     }
@@ -118,7 +125,7 @@ impl FromStr for ResourceKind {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or(ParseError(
-            "kind must be one of browser, session, producer, consumer, socket, peer, service",
+            "kind must be one of browser, session, producer, consumer, socket, peer, stream, service",
         ))
     }
 }

@@ -197,6 +197,9 @@ pub(crate) fn quotas_to_pb(q: &steward_tenancy::Quotas) -> pb::Quotas {
         stored_bytes: q.stored_bytes,
         jobs: q.jobs,
         watch_streams: q.watch_streams,
+        streams: q.streams,
+        stream_keys: q.stream_keys,
+        stream_bytes: q.stream_bytes,
     }
 }
 

@@ -69,6 +69,9 @@ fn overrides_to_pb(o: &QuotaOverrides) -> pb::QuotaOverrides {
         stored_bytes: o.stored_bytes,
         jobs: o.jobs,
         watch_streams: o.watch_streams,
+        streams: o.streams,
+        stream_keys: o.stream_keys,
+        stream_bytes: o.stream_bytes,
     }
 }
 
@@ -88,6 +91,9 @@ fn overrides_from_pb(o: Option<pb::QuotaOverrides>) -> QuotaOverrides {
         stored_bytes: o.stored_bytes,
         jobs: o.jobs,
         watch_streams: o.watch_streams,
+        streams: o.streams,
+        stream_keys: o.stream_keys,
+        stream_bytes: o.stream_bytes,
     }
 }
 
@@ -192,6 +198,9 @@ fn patch_slot(p: &mut QuotaPatch, q: QuotaKind) -> &mut Option<Option<u64>> {
         QuotaKind::StoredBytes => &mut p.stored_bytes,
         QuotaKind::Jobs => &mut p.jobs,
         QuotaKind::WatchStreams => &mut p.watch_streams,
+        QuotaKind::Streams => &mut p.streams,
+        QuotaKind::StreamKeys => &mut p.stream_keys,
+        QuotaKind::StreamBytes => &mut p.stream_bytes,
     }
 }
 
@@ -211,6 +220,9 @@ fn override_of(o: &QuotaOverrides, q: QuotaKind) -> Option<u64> {
         QuotaKind::StoredBytes => o.stored_bytes,
         QuotaKind::Jobs => o.jobs,
         QuotaKind::WatchStreams => o.watch_streams,
+        QuotaKind::Streams => o.streams,
+        QuotaKind::StreamKeys => o.stream_keys,
+        QuotaKind::StreamBytes => o.stream_bytes,
     }
 }
 

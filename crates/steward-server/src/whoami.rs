@@ -33,7 +33,8 @@ pub(crate) fn run(addr: &str) -> anyhow::Result<ExitCode> {
             println!(
                 "quotas:  sessions {}, pages/session {}, sessions/min {}, producers {}, \
                  consumers {}, sockets {}, peers {}, topics {}, groups {}, stored messages {}, \
-                 stored bytes {}, jobs {}, watch streams {}",
+                 stored bytes {}, jobs {}, watch streams {}, streams {}, stream keys {}, \
+                 stream bytes {}",
                 q.sessions,
                 q.pages_per_session,
                 q.session_rate,
@@ -46,7 +47,10 @@ pub(crate) fn run(addr: &str) -> anyhow::Result<ExitCode> {
                 q.stored_messages,
                 q.stored_bytes,
                 q.jobs,
-                q.watch_streams
+                q.watch_streams,
+                q.streams,
+                q.stream_keys,
+                q.stream_bytes
             );
         }
         let mut usage: Vec<_> = me.usage.into_iter().filter(|(k, _)| k != "service").collect();

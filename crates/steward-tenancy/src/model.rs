@@ -121,11 +121,17 @@ pub enum QuotaKind {
     Jobs,
     /// Open `WatchJob` streams.
     WatchStreams,
+    /// Live streams (`steward.streams.v1`) on this node.
+    Streams,
+    /// Keys with a latest value in one stream.
+    StreamKeys,
+    /// Bytes the tenant's streams hold in memory.
+    StreamBytes,
 }
 
 impl QuotaKind {
     /// Every quota, in a fixed order.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 16] = [
         Self::Sessions,
         Self::PagesPerSession,
         Self::SessionRate,
@@ -139,13 +145,16 @@ impl QuotaKind {
         Self::StoredBytes,
         Self::Jobs,
         Self::WatchStreams,
+        Self::Streams,
+        Self::StreamKeys,
+        Self::StreamBytes,
     ];
 
     /// The largest value the quota may be set to ([`MAX_QUOTA`], or [`MAX_STORED_BYTES`]).
     #[must_use]
     pub fn max(self) -> u64 {
         match self {
-            Self::StoredBytes => MAX_STORED_BYTES,
+            Self::StoredBytes | Self::StreamBytes => MAX_STORED_BYTES,
             _ => MAX_QUOTA,
         }
     }
@@ -167,6 +176,9 @@ impl QuotaKind {
             Self::StoredBytes => "stored_bytes",
             Self::Jobs => "jobs",
             Self::WatchStreams => "watch_streams",
+            Self::Streams => "streams",
+            Self::StreamKeys => "stream_keys",
+            Self::StreamBytes => "stream_bytes",
         }
     }
 
@@ -179,6 +191,7 @@ impl QuotaKind {
             ResourceKind::Consumer => Some(Self::Consumers),
             ResourceKind::Socket => Some(Self::Sockets),
             ResourceKind::Peer => Some(Self::Peers),
+            ResourceKind::Stream => Some(Self::Streams),
             ResourceKind::Browser | ResourceKind::Service => None,
         }
     }
@@ -220,6 +233,12 @@ pub struct Quotas {
     pub jobs: u64,
     /// Open `WatchJob` streams.
     pub watch_streams: u64,
+    /// Live streams on this node.
+    pub streams: u64,
+    /// Keys with a latest value in one stream.
+    pub stream_keys: u64,
+    /// Bytes the tenant's streams hold in memory.
+    pub stream_bytes: u64,
 }
 
 impl Quotas {
@@ -240,6 +259,9 @@ impl Quotas {
             QuotaKind::StoredBytes => self.stored_bytes,
             QuotaKind::Jobs => self.jobs,
             QuotaKind::WatchStreams => self.watch_streams,
+            QuotaKind::Streams => self.streams,
+            QuotaKind::StreamKeys => self.stream_keys,
+            QuotaKind::StreamBytes => self.stream_bytes,
         }
     }
 
@@ -262,6 +284,9 @@ impl Quotas {
             stored_bytes: o.stored_bytes.unwrap_or(d.stored_bytes.as_u64()),
             jobs: o.jobs.unwrap_or(u64::from(d.jobs)),
             watch_streams: o.watch_streams.unwrap_or(u64::from(d.watch_streams)),
+            streams: o.streams.unwrap_or(u64::from(d.streams)),
+            stream_keys: o.stream_keys.unwrap_or(u64::from(d.stream_keys)),
+            stream_bytes: o.stream_bytes.unwrap_or(d.stream_bytes.as_u64()),
         }
     }
 }
@@ -310,10 +335,19 @@ pub struct QuotaOverrides {
     /// Open `WatchJob` streams.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watch_streams: Option<u64>,
+    /// Live streams on this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streams: Option<u64>,
+    /// Keys with a latest value in one stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_keys: Option<u64>,
+    /// Bytes the tenant's streams hold in memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_bytes: Option<u64>,
 }
 
 impl QuotaOverrides {
-    fn slots(&mut self) -> [(QuotaKind, &mut Option<u64>); 13] {
+    fn slots(&mut self) -> [(QuotaKind, &mut Option<u64>); 16] {
         [
             (QuotaKind::Sessions, &mut self.sessions),
             (QuotaKind::PagesPerSession, &mut self.pages_per_session),
@@ -328,6 +362,9 @@ impl QuotaOverrides {
             (QuotaKind::StoredBytes, &mut self.stored_bytes),
             (QuotaKind::Jobs, &mut self.jobs),
             (QuotaKind::WatchStreams, &mut self.watch_streams),
+            (QuotaKind::Streams, &mut self.streams),
+            (QuotaKind::StreamKeys, &mut self.stream_keys),
+            (QuotaKind::StreamBytes, &mut self.stream_bytes),
         ]
     }
 
@@ -408,11 +445,20 @@ pub struct QuotaPatch {
     /// Open `WatchJob` streams.
     #[serde(default, deserialize_with = "patch_field")]
     pub watch_streams: Option<Option<u64>>,
+    /// Live streams on this node.
+    #[serde(default, deserialize_with = "patch_field")]
+    pub streams: Option<Option<u64>>,
+    /// Keys with a latest value in one stream.
+    #[serde(default, deserialize_with = "patch_field")]
+    pub stream_keys: Option<Option<u64>>,
+    /// Bytes the tenant's streams hold in memory.
+    #[serde(default, deserialize_with = "patch_field")]
+    pub stream_bytes: Option<Option<u64>>,
 }
 
 impl QuotaPatch {
     #[allow(clippy::option_option)]
-    fn values(&self) -> [Option<Option<u64>>; 13] {
+    fn values(&self) -> [Option<Option<u64>>; 16] {
         [
             self.sessions,
             self.pages_per_session,
@@ -427,6 +473,9 @@ impl QuotaPatch {
             self.stored_bytes,
             self.jobs,
             self.watch_streams,
+            self.streams,
+            self.stream_keys,
+            self.stream_bytes,
         ]
     }
 }

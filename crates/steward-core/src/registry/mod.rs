@@ -44,16 +44,16 @@ pub struct Registry {
 struct Inner {
     live: Mutex<HashMap<ResourceId, Entry>>,
     /// Live resources per tenant and kind (only tenants with at least one).
-    tenants: Mutex<HashMap<Arc<str>, [u64; 7]>>,
+    tenants: Mutex<HashMap<Arc<str>, [u64; ResourceKind::COUNT]>>,
     stopped: Mutex<VecDeque<ResourceInfo>>,
-    kinds: [KindCounters; 7],
+    kinds: [KindCounters; ResourceKind::COUNT],
     events: broadcast::Sender<ResourceEvent>,
     handles: Mutex<HashMap<u64, HandleRecord>>,
     handle_seq: AtomicU64,
     changed: Notify,
     shutting_down: AtomicBool,
     config: RegistryConfig,
-    idle: [Option<Duration>; 7],
+    idle: [Option<Duration>; 8],
     epoch: Instant,
     epoch_system: SystemTime,
 }
@@ -71,7 +71,7 @@ struct KindCounters {
 }
 
 /// A count per resource kind, in [`ResourceKind::ALL`] order.
-pub type KindCounts = [(ResourceKind, u64); 7];
+pub type KindCounts = [(ResourceKind, u64); ResourceKind::COUNT];
 
 /// Per-kind counters, as read at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -187,6 +187,7 @@ impl Registry {
             idle_of(idle.consumer),
             idle_of(idle.socket),
             idle_of(idle.peer),
+            idle_of(idle.stream),
             idle_of(idle.service),
         ];
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
@@ -442,7 +443,7 @@ impl Registry {
     /// Live resources of `tenant` per kind, in [`ResourceKind::ALL`] order (all zero for a
     /// tenant that owns nothing). O(1): kept up to date on register and remove.
     #[must_use]
-    pub fn tenant_usage(&self, tenant: &str) -> [(ResourceKind, u64); 7] {
+    pub fn tenant_usage(&self, tenant: &str) -> [(ResourceKind, u64); ResourceKind::COUNT] {
         let counts = self.lock_tenants().get(tenant).copied().unwrap_or_default();
         ResourceKind::ALL.map(|k| (k, counts[k.index()]))
     }
@@ -487,7 +488,7 @@ impl Registry {
 
     /// Per-kind counters, in [`ResourceKind::ALL`] order.
     #[must_use]
-    pub fn kind_stats(&self) -> [(ResourceKind, KindStats); 7] {
+    pub fn kind_stats(&self) -> [(ResourceKind, KindStats); ResourceKind::COUNT] {
         ResourceKind::ALL.map(|k| {
             let c = &self.inner.kinds[k.index()];
             (
@@ -680,7 +681,7 @@ impl Registry {
         lock(&self.inner.live)
     }
 
-    fn lock_tenants(&self) -> MutexGuard<'_, HashMap<Arc<str>, [u64; 7]>> {
+    fn lock_tenants(&self) -> MutexGuard<'_, HashMap<Arc<str>, [u64; ResourceKind::COUNT]>> {
         lock(&self.inner.tenants)
     }
 

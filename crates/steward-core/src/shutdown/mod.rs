@@ -108,7 +108,7 @@ impl Phase {
             Self::DrainMessaging => &[ResourceKind::Producer, ResourceKind::Consumer],
             Self::Sessions => &[ResourceKind::Session],
             Self::Peers => &[ResourceKind::Peer],
-            Self::Sockets => &[ResourceKind::Socket],
+            Self::Sockets => &[ResourceKind::Socket, ResourceKind::Stream],
             Self::Browsers => &[ResourceKind::Browser],
             Self::ReadinessOff | Self::StopAccepting | Self::NotifyClients | Self::Flush => &[],
         }

@@ -65,7 +65,7 @@ impl fmt::Display for Watched {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sample {
     /// Live resources per kind, in [`ResourceKind::ALL`] order.
-    pub resources: [u64; 7],
+    pub resources: [u64; ResourceKind::COUNT],
     /// Tracked tasks and timers.
     pub tasks: u64,
     /// Tracked processes.

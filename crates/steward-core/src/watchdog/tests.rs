@@ -121,7 +121,7 @@ async fn a_sample_counts_live_resources_per_kind_and_tracked_tasks() {
     assert!(eventually(WITHIN, || log.count("start:r") == 3).await);
 
     let sample = Sample::take(&registry);
-    let mut expected = [0; 7];
+    let mut expected = [0; ResourceKind::COUNT];
     expected[ResourceKind::Socket.index()] = 2;
     expected[ResourceKind::Consumer.index()] = 1;
     assert_eq!(sample.resources, expected);
@@ -133,7 +133,7 @@ async fn a_sample_counts_live_resources_per_kind_and_tracked_tasks() {
     }
     assert!(eventually(WITHIN, || registry.is_empty()).await);
     let after = Sample::take(&registry);
-    assert_eq!((after.resources, after.tasks, after.orphans), ([0; 7], 0, 0));
+    assert_eq!((after.resources, after.tasks, after.orphans), ([0; ResourceKind::COUNT], 0, 0));
 }
 
 // An orphan is a tracked handle that outlives its owner's registry entry. The owner's drop

@@ -1,0 +1,7 @@
+//! Streams (foundation; the full crate docs come with the actor).
+
+pub mod engine;
+mod error;
+pub mod model;
+
+pub use error::{Error, Result};
