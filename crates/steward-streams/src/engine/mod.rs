@@ -44,6 +44,20 @@ pub trait Engine: Send + Sync + 'static {
     /// Opens the store of one stream. Called by the stream actor's factory, on its arbiter; the
     /// store lives as long as the actor.
     fn open(&self, stream: &StreamRef, limits: StreamLimits) -> Box<dyn StreamStore>;
+
+    /// Whether streams live outside this node (Redis): then a read of a stream this node has
+    /// no actor for opens one, since another node may have published to it. Default false.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Background work the engine needs while the node runs (Redis: the one pub/sub connection
+    /// that feeds every stream's live channel, reconnecting with backoff). The `stream-engine`
+    /// service runs it on its arbiter through its tracker, and its supervisor restarts the
+    /// service when it ends. Default: none.
+    fn run(&self) -> Option<LocalBoxFuture<'static, ()>> {
+        None
+    }
 }
 
 /// The limits a store applies.
