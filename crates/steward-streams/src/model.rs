@@ -34,7 +34,7 @@ impl std::fmt::Display for StreamRef {
 /// epoch of the stream's history. Offsets start at 1 and grow by one per publication; the epoch
 /// changes when the history was lost (a memory stream that stopped, a Redis that lost its data),
 /// and a position of another epoch cannot be recovered from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Position {
     /// Offset of the last publication at this place; 0 before the first.
     pub offset: u64,
@@ -134,12 +134,6 @@ pub struct Snapshot {
     pub latest: Vec<Publication>,
 }
 
-impl Default for Position {
-    fn default() -> Self {
-        Self { offset: 0, epoch: String::new() }
-    }
-}
-
 /// What a stream holds, for `Info`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StoreInfo {
@@ -212,4 +206,34 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The tenant's stream quotas as its token resolved them, handed in with each request (a
+/// quota change applies from the next request on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamQuotas {
+    /// Keys with a latest value per stream (`stream_keys`).
+    pub stream_keys: u64,
+    /// Bytes held by the tenant's streams on this node (`stream_bytes`).
+    pub stream_bytes: u64,
+}
+
+/// What a subscriber asks for besides live publications.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// Recover every publication after this position (all or nothing).
+    pub since: Option<Position>,
+    /// Send the latest value of every key (most recent first, at most `[streams] max_latest`).
+    pub latest: bool,
+}
+
+/// What `Info` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StreamInfo {
+    /// What the store holds.
+    pub store: StoreInfo,
+    /// Live subscriptions on this node.
+    pub subscribers: u64,
+    /// The engine (`memory`, `redis`).
+    pub engine: &'static str,
 }

@@ -187,7 +187,7 @@ impl MemoryStore {
     fn latest_values(&self) -> Vec<Publication> {
         let mut all: Vec<&Publication> =
             self.latest.values().map(|l| &l.held.publication).collect();
-        all.sort_unstable_by(|a, b| b.offset.cmp(&a.offset));
+        all.sort_unstable_by_key(|p| std::cmp::Reverse(p.offset));
         all.into_iter().take(self.limits.max_latest).cloned().collect()
     }
 
@@ -263,10 +263,11 @@ impl StreamStore for MemoryStore {
 
     fn info(&mut self) -> StoreFuture<StoreInfo> {
         let mut bytes: u64 = self.history.iter().map(|h| h.publication.weight()).sum();
+        // a value only the latest map holds (no longer in the history): one reference
         bytes += self
             .latest
             .values()
-            .filter(|l| self.history.iter().all(|h| !Arc::ptr_eq(h, &l.held)))
+            .filter(|l| Arc::strong_count(&l.held) == 1)
             .map(|l| l.held.publication.weight())
             .sum::<u64>();
         bytes +=
@@ -312,6 +313,10 @@ impl StreamStore for MemoryStore {
             }
         }
         expired
+    }
+
+    fn keys(&self) -> Option<u64> {
+        Some(self.latest.len() as u64)
     }
 
     fn is_empty(&self) -> bool {

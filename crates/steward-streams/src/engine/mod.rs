@@ -138,6 +138,12 @@ pub trait StreamStore {
         Expired::default()
     }
 
+    /// Keys with a latest value, when the store knows it without a round trip (memory), for the
+    /// `steward_stream_keys` gauge. Default `None`.
+    fn keys(&self) -> Option<u64> {
+        None
+    }
+
     /// Whether the store holds nothing in this node's memory (an empty memory stream may stop
     /// when idle; a Redis stream holds nothing here).
     fn is_empty(&self) -> bool;
