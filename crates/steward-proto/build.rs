@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "proto/steward/browser/v1/browser.proto",
     "proto/steward/jobs/v1/jobs.proto",
     "proto/steward/messaging/v1/messaging.proto",
+    "proto/steward/streams/v1/streams.proto",
     "proto/steward/tenancy/v1/tenancy.proto",
 ];
 
@@ -38,6 +39,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         .btree_map(".steward.messaging.v1")
         // screenshots and PDFs as `bytes::Bytes`: the captured `Vec<u8>` is moved, not copied
         .bytes(".steward.browser.v1")
+        // publication data as `bytes::Bytes`, shared with the stream's store
+        .bytes(".steward.streams.v1")
         .file_descriptor_set_path(out_dir.join("steward_descriptor.bin"))
         .compile_with_config(config, &protos, &includes)?;
 

@@ -105,6 +105,38 @@ pub fn status_from_jobs(e: &steward_socket::Error) -> Status {
     }
 }
 
+/// The gRPC status for a streams error; the message starts with the error's snake_case code
+/// (`bad_request`, `not_found`, `unrecoverable`, `quota_exceeded`, `unavailable`, `internal`):
+///
+/// | error | code |
+/// |---|---|
+/// | `Invalid` | `INVALID_ARGUMENT` |
+/// | `NotFound` | `NOT_FOUND` |
+/// | `Unrecoverable` | `FAILED_PRECONDITION` |
+/// | `QuotaExceeded` | `RESOURCE_EXHAUSTED`, with `retry-after: 1` unless the limit is 0 |
+/// | `Unavailable` | `UNAVAILABLE` |
+/// | `Internal` | `INTERNAL` |
+#[must_use]
+pub fn status_from_streams(e: &steward_streams::Error) -> Status {
+    use steward_streams::Error as E;
+    let message = format!("{}: {e}", e.code());
+    match e {
+        E::Invalid { .. } => Status::invalid_argument(message),
+        E::NotFound(_) => Status::not_found(message),
+        E::Unrecoverable(_) => Status::failed_precondition(message),
+        E::QuotaExceeded { limit, .. } => {
+            let mut status = Status::resource_exhausted(message);
+            if *limit > 0 {
+                // what a stream holds frees up as keys and history expire, not at a known time
+                status.metadata_mut().insert("retry-after", MetadataValue::from(1u64));
+            }
+            status
+        }
+        E::Unavailable(_) => Status::unavailable(message),
+        E::Internal(_) => Status::internal(message),
+    }
+}
+
 /// The gRPC status for a messaging error (a whole request failed); the message starts with a
 /// snake_case `code`, as the other mappings do:
 ///

@@ -19,6 +19,7 @@ use steward_proto::admin::v1::admin_server::{AdminServer, SERVICE_NAME as ADMIN_
 use steward_proto::browser::v1::browser_server::SERVICE_NAME as BROWSER_SERVICE;
 use steward_proto::jobs::v1::jobs_server::{JobsServer, SERVICE_NAME as JOBS_SERVICE};
 use steward_proto::messaging::v1::messaging_server::SERVICE_NAME as MESSAGING_SERVICE;
+use steward_proto::streams::v1::streams_server::{SERVICE_NAME as STREAMS_SERVICE, StreamsServer};
 use steward_proto::tenancy::v1::tenancy_server::{SERVICE_NAME as TENANCY_SERVICE, TenancyServer};
 use steward_tenancy::DoorStats;
 use steward_tenancy::Tenancy;
@@ -33,8 +34,8 @@ use steward_socket::jobs::JobHubHandle;
 use crate::deadline::DeadlineLayer;
 use crate::incoming::{AcceptOptions, accept_stream};
 use crate::{
-    AdminService, BearerInterceptor, BrowserService, JobsService, MessagingService, TenancyService,
-    TenantAuth, TenantAuthLayer,
+    AdminService, BearerInterceptor, BrowserService, JobsService, MessagingService, StreamsService,
+    TenancyService, TenantAuth, TenantAuthLayer,
 };
 
 /// How long a stopping listener waits for tonic's graceful stop (open streams were cancelled
@@ -71,6 +72,8 @@ pub struct GrpcSpec {
     /// The browser pool, served as `steward.browser.v1.Browser` (its capture jobs go to
     /// `jobs`).
     pub browsers: steward_browser::Browsers,
+    /// The streams, served as `steward.streams.v1.Streams`.
+    pub stream_cache: steward_streams::Streams,
     /// TLS (`[tls]`) on both listeners, or `None` for plain TCP (h2c). With it, every accepted
     /// connection completes its handshake under `[tls] handshake_timeout` before tonic sees it.
     pub tls: Option<steward_tls::Tls>,
@@ -125,8 +128,18 @@ impl GrpcSpec {
         let browser = TenantAuthLayer::new(self.tenancy.clone()).layer(browser.into_server());
         rcx.tracker().spawn_on(&self.runtime, janitor.run()).map_err(std::io::Error::other)?;
 
-        let health = self
-            .health(&rcx, &[TENANCY_SERVICE, JOBS_SERVICE, MESSAGING_SERVICE, BROWSER_SERVICE])?;
+        let streams = TenantAuthLayer::new(self.tenancy.clone()).layer(StreamsServer::new(
+            StreamsService::new(
+                self.stream_cache.clone(),
+                self.tenancy.clone(),
+                self.streams.clone(),
+            ),
+        ));
+
+        let health = self.health(
+            &rcx,
+            &[TENANCY_SERVICE, JOBS_SERVICE, MESSAGING_SERVICE, BROWSER_SERVICE, STREAMS_SERVICE],
+        )?;
         let mut routes = RoutesBuilder::default();
         routes
             .add_service(health)
@@ -134,7 +147,8 @@ impl GrpcSpec {
             .add_service(tenancy)
             .add_service(jobs)
             .add_service(messaging)
-            .add_service(browser);
+            .add_service(browser)
+            .add_service(streams);
         self.serve(rcx, "grpc", listener, routes.routes())
     }
 

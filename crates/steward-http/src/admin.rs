@@ -59,6 +59,8 @@ pub struct AdminState {
     pub messaging: steward_messaging::Messaging,
     /// The browser pool (for `GET /v1/browsers` and `/metrics`).
     pub browsers: steward_browser::Browsers,
+    /// The streams (for `/metrics`).
+    pub streams: steward_streams::Streams,
 }
 
 /// Configures the admin routes with `state`.
@@ -172,6 +174,7 @@ async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
         &crate::MessagingMetrics::of(&state.messaging),
         &crate::BrowserMetrics::of(&state.browsers),
         &crate::DoorMetrics::of(&state.doors, &state.tenancy, state.tls.as_ref()),
+        &crate::StreamMetrics::of(&state.streams),
     );
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

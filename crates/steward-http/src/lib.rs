@@ -13,6 +13,7 @@ mod json;
 mod listener;
 mod metrics;
 mod public;
+mod streams_port;
 mod tenants;
 mod ws;
 
@@ -21,5 +22,7 @@ pub use auth::Tenant;
 pub use error::ApiError;
 pub use json::{MAX_JSON_BODY, ValidJson};
 pub use listener::{HttpListener, ListenerSpec};
-pub use metrics::{BrowserMetrics, DoorMetrics, MessagingMetrics, SocketMetrics, render_metrics};
+pub use metrics::{
+    BrowserMetrics, DoorMetrics, MessagingMetrics, SocketMetrics, StreamMetrics, render_metrics,
+};
 pub use public::public_app_config;

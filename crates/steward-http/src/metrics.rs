@@ -174,7 +174,13 @@ impl BrowserMetrics {
 /// `steward_browser_reconciled_total`, `steward_browser_urls_refused_total`,
 /// `steward_browser_egress_refused_total{reason}`, `steward_browser_egress_connections_total`,
 /// `steward_browser_chromium_processes{browser}` and
-/// `steward_browser_chromium_resident_memory_bytes{browser}` (local browsers).
+/// `steward_browser_chromium_resident_memory_bytes{browser}` (local browsers); and the streams'
+/// `steward_stream_streams`, `steward_stream_subscribers`, `steward_stream_keys`,
+/// `steward_stream_bytes`, `steward_stream_publications_total{result}`,
+/// `steward_stream_latest_lookups_total{outcome}`, `steward_stream_recoveries_total{outcome}`,
+/// `steward_stream_expirations_total{kind}`, `steward_stream_slow_subscribers_total`,
+/// `steward_stream_live_feed_lost_total`, `steward_stream_gap_fills_total` and
+/// `steward_stream_timer_fires_total`.
 #[must_use]
 #[allow(clippy::too_many_arguments)] // one reading per subsystem, each owned by its own crate
 pub fn render_metrics(
@@ -186,6 +192,7 @@ pub fn render_metrics(
     messaging: &MessagingMetrics,
     browsers: &BrowserMetrics,
     doors: &DoorMetrics,
+    streams: &StreamMetrics,
 ) -> String {
     let mut prom = PromRegistry::default();
     prom.register_collector(Box::new(Snapshot {
@@ -197,6 +204,7 @@ pub fn render_metrics(
         messaging: messaging.clone(),
         browsers: browsers.clone(),
         doors: doors.clone(),
+        streams: streams.clone(),
     }));
     let mut out = String::new();
     // encoding into a String cannot fail
@@ -214,6 +222,7 @@ struct Snapshot {
     messaging: MessagingMetrics,
     browsers: BrowserMetrics,
     doors: DoorMetrics,
+    streams: StreamMetrics,
 }
 
 type Labels = Vec<(Cow<'static, str>, Cow<'static, str>)>;
@@ -415,6 +424,13 @@ impl Collector for Snapshot {
                 _ => None,
             }
         };
+        let counted_usage = |tenant: &str, q: QuotaKind| -> Option<u64> {
+            match q {
+                // what the tenant's streams hold on this node (or nothing yet)
+                QuotaKind::StreamBytes => Some(self.streams.tenant_bytes(tenant).unwrap_or(0)),
+                _ => broker_usage(tenant, q),
+            }
+        };
         gauge(
             &mut enc,
             "steward_tenant_quota_used",
@@ -422,8 +438,12 @@ impl Collector for Snapshot {
             self.quotas
                 .iter()
                 .flat_map(|t| {
-                    t.quotas.iter().filter(|q| q.quota != QuotaKind::SessionRate).map(move |q| {
-                        let used = broker_usage(t.tenant.as_str(), q.quota).unwrap_or(q.reserved);
+                    // a rate and a per-stream limit have no single usage per tenant
+                    let counted = |q: &&QuotaCount| {
+                        !matches!(q.quota, QuotaKind::SessionRate | QuotaKind::StreamKeys)
+                    };
+                    t.quotas.iter().filter(counted).map(move |q| {
+                        let used = counted_usage(t.tenant.as_str(), q.quota).unwrap_or(q.reserved);
                         (
                             two("tenant", t.tenant.to_string(), "quota", q.quota.as_str()),
                             used as i64,
@@ -527,6 +547,7 @@ impl Collector for Snapshot {
         )?;
         encode_sockets(&mut enc, &self.sockets)?;
         encode_messaging(&mut enc, &self.messaging)?;
+        streams::encode_streams(&mut enc, &self.streams)?;
         encode_browsers(&mut enc, &self.browsers)
     }
 }
@@ -913,5 +934,8 @@ fn encode_browsers(
     )
 }
 
+mod streams;
 #[cfg(test)]
 mod tests;
+
+pub use streams::StreamMetrics;

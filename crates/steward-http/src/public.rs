@@ -15,11 +15,13 @@ pub fn public_app_config(
     tenancy: Tenancy,
     sockets: SocketService,
     registry: Registry,
+    streams: steward_streams::Streams,
 ) -> impl Fn(&mut web::ServiceConfig) + Send + Sync + Clone + 'static {
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(web::Data::new(tenancy.clone()))
             .app_data(web::Data::new(sockets.clone()))
             .app_data(web::Data::new(registry.clone()))
+            .app_data(web::Data::new(streams.clone()))
             .route("/v1/ws", web::get().to(crate::ws::upgrade))
             .route(
                 "/healthz",

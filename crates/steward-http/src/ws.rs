@@ -29,6 +29,7 @@ pub(crate) async fn upgrade(
     sockets: web::Data<SocketService>,
     tenancy: web::Data<Tenancy>,
     registry: web::Data<Registry>,
+    streams: web::Data<steward_streams::Streams>,
 ) -> Result<HttpResponse, ApiError> {
     let stats = sockets.counters().clone();
     let config = sockets.config();
@@ -80,7 +81,13 @@ pub(crate) async fn upgrade(
     let (tx, rx) = mpsc::channel(steward_socket::INBOUND_BUFFER);
     let wire = Box::new(ActixWire(session));
     let tenant_id: std::sync::Arc<str> = tenant.tenant_id().as_str().into();
-    let id = match sockets.open(tenant_id, ip, rx, wire, (ip_slot, reservation)).await {
+    let port: std::sync::Arc<dyn steward_socket::port::StreamPort> =
+        std::sync::Arc::new(crate::streams_port::TenantStreams {
+            streams: streams.get_ref().clone(),
+            tenancy: tenancy.get_ref().clone(),
+            tenant,
+        });
+    let id = match sockets.open(tenant_id, ip, rx, wire, Some(port), (ip_slot, reservation)).await {
         Ok(id) => id,
         Err(steward_socket::OpenError::NodeCap(max)) => {
             return Err(refuse(Rejection::NodeCap, node_full(max, retry_after)));

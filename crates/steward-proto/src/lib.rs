@@ -2,7 +2,8 @@
 //! them; no logic. Servers implement the generated traits (for example
 //! [`admin::v1::admin_server::Admin`], [`browser::v1::browser_server::Browser`],
 //! [`jobs::v1::jobs_server::Jobs`],
-//! [`messaging::v1::messaging_server::Messaging`] and
+//! [`messaging::v1::messaging_server::Messaging`],
+//! [`streams::v1::streams_server::Streams`] and
 //! [`tenancy::v1::tenancy_server::Tenancy`]) and clients use the generated
 //! clients (for example [`admin::v1::admin_client::AdminClient`],
 //! [`browser::v1::browser_client::BrowserClient`],
@@ -53,6 +54,17 @@ pub mod messaging {
     #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
     pub mod v1 {
         tonic::include_proto!("steward.messaging.v1");
+    }
+}
+
+/// The `steward.streams` protobuf packages.
+pub mod streams {
+    /// The `steward.streams.v1` protobuf package: the `Streams` service (a last-value cache
+    /// with history and recovery), called with a tenant's API token. Its `bytes` fields are
+    /// `bytes::Bytes`.
+    #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("steward.streams.v1");
     }
 }
 

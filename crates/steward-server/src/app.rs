@@ -95,6 +95,20 @@ async fn run(
         registry.clone(),
         grpc_runtime.clone(),
     );
+    let stream_cache = steward_streams::Streams::new(config.streams.clone(), registry.clone())
+        .context("cannot set up the streams ([streams])")?;
+    match config.streams.engine {
+        steward_config::StreamEngineKind::Memory => tracing::warn!(
+            engine = "memory",
+            "streams keep their history and latest values in memory: they are lost on restart \
+             and not shared with other nodes ([streams] engine = \"redis\" shares them)"
+        ),
+        steward_config::StreamEngineKind::Redis => tracing::info!(
+            engine = "redis",
+            url = %steward_config::redact_url(&config.streams.url),
+            "streams on redis"
+        ),
+    }
     let listener_grace = config.supervisor.child_shutdown;
     let doors = DoorStats::new(
         AuthFailures::new(
@@ -127,6 +141,7 @@ async fn run(
             monitor: monitor.clone(),
             messaging: messaging.clone(),
             browsers: browsers.clone(),
+            streams: stream_cache.clone(),
         }),
     )
     .on_bound(wall_off(&browsers, "admin"));
@@ -135,7 +150,7 @@ async fn run(
         config.http.listen,
         config.http.workers,
         listener_grace,
-        public_app_config(tenancy.clone(), sockets.clone(), registry.clone()),
+        public_app_config(tenancy.clone(), sockets.clone(), registry.clone(), stream_cache.clone()),
     )
     .on_bound(wall_off(&browsers, "public"))
     .tls(tls.clone())
@@ -156,6 +171,7 @@ async fn run(
         watch_buffer: config.jobs.watch_buffer as usize,
         messaging: messaging.clone(),
         browsers: browsers.clone(),
+        stream_cache: stream_cache.clone(),
         tls: tls.clone(),
     };
     let root_spec = SupervisorSpec::from_config("steward", Strategy::OneForOne, &config.supervisor)
@@ -170,6 +186,7 @@ async fn run(
         ))
         .children(messaging.child_specs(&config.supervisor))
         .children(browsers.child_specs(&config.supervisor))
+        .children(stream_cache.child_specs(&config.supervisor))
         .children(tls.as_ref().map(steward_tls::Tls::child_spec))
         .child(admin.child_spec())
         .child(public.clone().child_spec())

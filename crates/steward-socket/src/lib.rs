@@ -4,7 +4,8 @@
 //! `sockets` dynamic supervisor), its JSON protocol, outbound queue and limits; the [`jobs`] hub
 //! (a supervised actor owning the job table, eviction and fan-out to watchers); the per-IP
 //! admission table and the client-IP rule behind trusted proxies ([`admission`]); the
-//! [`monitor`] (seed 002's memory alarms with remediation); and the counters behind the
+//! [`monitor`] (seed 002's memory alarms with remediation); the [`port`] through which a socket
+//! subscribes to streams without knowing the streams crate; and the counters behind the
 //! `steward_socket_*` and `steward_jobs_*` metrics ([`stats`]).
 //!
 //! It must not know gRPC, Chromium or WebRTC, and not actix-web either: the edge (steward-http)
@@ -15,6 +16,7 @@ pub mod admission;
 mod error;
 pub mod jobs;
 pub mod monitor;
+pub mod port;
 mod service;
 pub mod socket;
 pub mod stats;

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::admission::{IpLimiter, IpSlot, client_ip};
 use crate::jobs::JobHubHandle;
+use crate::port::StreamPort;
 use crate::socket::{Connection, Inbound, Socket, Wire};
 use crate::stats::{SocketStats, SocketStatsSnapshot};
 
@@ -128,9 +129,11 @@ impl SocketService {
         ip: IpAddr,
         inbound: mpsc::Receiver<Inbound>,
         wire: Box<dyn Wire>,
+        streams: Option<Arc<dyn StreamPort>>,
         hold: impl Any + Send + Sync,
     ) -> Result<ResourceId, OpenError> {
-        let conn = Mutex::new(Some(Connection { tenant: tenant.clone(), ip, inbound, wire }));
+        let conn =
+            Mutex::new(Some(Connection { tenant: tenant.clone(), ip, inbound, wire, streams }));
         let (config, jobs, stats) = (self.config.clone(), self.jobs.clone(), self.stats.clone());
         let spec = ChildSpec::new(ip.to_string(), ResourceKind::Socket, move |rcx| {
             let conn = conn

@@ -11,6 +11,7 @@ use super::protocol::{self, Request};
 use super::{Inbound, Socket};
 use crate::Error;
 use crate::jobs::{JobId, JobSink, Offer};
+use crate::port::{FrameSink, StreamRequest};
 
 impl StreamHandler<Inbound> for Socket {
     fn handle(&mut self, frame: Inbound, ctx: &mut Context<Self>) {
@@ -88,6 +89,19 @@ impl Socket {
         match protocol::parse(text) {
             Ok(Request::Ping { id }) => self.reply(protocol::pong(id.as_ref())),
             Ok(Request::Subscribe { job, id }) => self.subscribe(job, id, ctx),
+            Ok(Request::SubscribeStream(request)) => self.subscribe_stream(request, ctx),
+            Ok(Request::UnsubscribeStream { stream, id }) => {
+                if self.stream_subs.remove(&stream).is_some() {
+                    self.reply(protocol::stream_unsubscribed(&stream, id.as_ref()));
+                } else {
+                    self.reply(protocol::stream_error(
+                        "not_found",
+                        "not subscribed to this stream",
+                        &stream,
+                        id.as_ref(),
+                    ));
+                }
+            }
             Ok(Request::Unsubscribe { job, id }) => {
                 if self.subs.remove(&job).is_some() {
                     self.reply(protocol::unsubscribed(&job, id.as_ref()));
@@ -119,7 +133,7 @@ impl Socket {
             return;
         }
         let max = self.config.max_subscriptions as usize;
-        if self.subs.len() + self.pending.len() >= max {
+        if self.subscriptions() >= max {
             self.reply(protocol::error(
                 "too_many_subscriptions",
                 &format!("at most {max} subscriptions per socket"),
@@ -159,6 +173,51 @@ impl Socket {
                 },
             ),
         );
+    }
+
+    /// Subscriptions held or asked for, jobs and streams together (`max_subscriptions`).
+    fn subscriptions(&mut self) -> usize {
+        self.stream_subs.retain(|_, s| s.is_active());
+        self.subs.len() + self.pending.len() + self.stream_subs.len() + self.stream_pending.len()
+    }
+
+    fn subscribe_stream(&mut self, request: StreamRequest, ctx: &mut Context<Self>) {
+        let (stream, id) = (request.stream.clone(), request.id.clone());
+        let refuse = |act: &mut Self, code: &str, message: &str| {
+            act.reply(protocol::stream_error(code, message, &stream, id.as_ref()));
+        };
+        let Some(port) = self.streams.clone() else {
+            refuse(self, "unavailable", "streams are not available on this connection");
+            return;
+        };
+        self.stream_subs.retain(|_, s| s.is_active());
+        if self.stream_subs.contains_key(&stream) || self.stream_pending.contains(&stream) {
+            refuse(self, "already_subscribed", "already subscribed to this stream");
+            return;
+        }
+        let max = self.config.max_subscriptions as usize;
+        if self.subscriptions() >= max {
+            refuse(
+                self,
+                "too_many_subscriptions",
+                &format!("at most {max} subscriptions per socket"),
+            );
+            return;
+        }
+        self.stream_pending.insert(stream.clone());
+        let sink: std::sync::Arc<dyn FrameSink> = self.out.clone();
+        ctx.spawn(port.subscribe(request, sink).into_actor(self).map(move |result, act, _ctx| {
+            act.stream_pending.remove(&stream);
+            match result {
+                Ok(guard) if !act.rcx.is_stopping() => {
+                    act.stream_subs.insert(stream, guard);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    act.reply(protocol::stream_error(e.code, &e.message, &stream, id.as_ref()))
+                }
+            }
+        }));
     }
 
     fn reply(&mut self, text: bytestring::ByteString) {

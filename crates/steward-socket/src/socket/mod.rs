@@ -30,6 +30,7 @@ use steward_core::ResourceCtx;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::jobs::{JobHubHandle, JobId, Subscription};
+use crate::port::{StreamGuard, StreamPort};
 use crate::stats::SocketStats;
 use close::CloseFrame;
 use outbound::{CloseCmd, Outbound, QueueRx, WriterExit};
@@ -59,6 +60,9 @@ pub(crate) struct Connection {
     pub(crate) ip: IpAddr,
     pub(crate) inbound: mpsc::Receiver<Inbound>,
     pub(crate) wire: Box<dyn Wire>,
+    /// Streams as this connection's tenant sees them (`None`: `subscribe {stream}` is
+    /// answered `unavailable`).
+    pub(crate) streams: Option<Arc<dyn StreamPort>>,
 }
 
 /// The socket actor. Other crates reach sockets only through the registry and
@@ -88,6 +92,12 @@ pub struct Socket {
     subs: HashMap<JobId, Subscription>,
     /// Subscriptions asked of the hub and not answered yet.
     pending: HashSet<JobId>,
+    /// Streams of this connection's tenant.
+    streams: Option<Arc<dyn StreamPort>>,
+    /// Active stream subscriptions by stream name; dropping one ends it.
+    stream_subs: HashMap<String, Box<dyn StreamGuard>>,
+    /// Stream subscriptions asked for and not answered yet.
+    stream_pending: HashSet<String>,
     /// Token bucket of client events (`rate_limit`/s, `rate_burst`).
     bucket: DefaultDirectRateLimiter,
     /// Rate-limited events in the current abuse window, and when the window began.
@@ -132,6 +142,9 @@ impl Socket {
             writer_done,
             subs: HashMap::new(),
             pending: HashSet::new(),
+            streams: conn.streams,
+            stream_subs: HashMap::new(),
+            stream_pending: HashSet::new(),
             bucket,
             abuse: (Instant::now(), 0),
             last_received: Instant::now(),

@@ -175,6 +175,16 @@ impl JobSink for Outbound {
     }
 }
 
+impl crate::port::FrameSink for Outbound {
+    fn offer_frame(&self, frame: ByteString) -> Offer {
+        self.push(Outgoing::Text(frame))
+    }
+
+    fn is_sink_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
 impl QueueRx {
     fn take(&mut self, frame: &Outgoing) {
         let weight = frame.weight();

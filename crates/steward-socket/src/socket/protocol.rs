@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::jobs::render;
 use crate::jobs::{Job, JobId};
+use crate::port::StreamRequest;
 
 /// A client request, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,6 +16,10 @@ pub(crate) enum Request {
     Subscribe { job: JobId, id: Option<Value> },
     /// `{"type":"unsubscribe","job":"<id>"}`.
     Unsubscribe { job: JobId, id: Option<Value> },
+    /// `{"type":"subscribe","stream":"<name>","since":{"offset":…,"epoch":…},"latest":true}`.
+    SubscribeStream(StreamRequest),
+    /// `{"type":"unsubscribe","stream":"<name>"}`.
+    UnsubscribeStream { stream: String, id: Option<Value> },
     /// `{"type":"ping"}` (an application-level ping, answered with `pong`).
     Ping { id: Option<Value> },
 }
@@ -32,7 +37,19 @@ struct Wire<'a> {
     kind: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
     job: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    stream: Option<std::borrow::Cow<'a, str>>,
+    since: Option<Since>,
+    latest: Option<bool>,
     id: Option<Value>,
+}
+
+/// A recovery point: the last `offset` seen and its `epoch`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Since {
+    offset: u64,
+    epoch: String,
 }
 
 /// Parses one text frame.
@@ -54,7 +71,28 @@ pub(crate) fn parse(text: &str) -> Result<Request, BadRequest> {
         let text = wire.job.as_deref().ok_or_else(|| bad("`job` is required".into(), id))?;
         text.parse::<JobId>().map_err(|e| bad(e.to_string(), id))
     };
-    match wire.kind.as_deref() {
+    let kind = wire.kind.as_deref();
+    if matches!(kind, Some("subscribe" | "unsubscribe")) {
+        match (&wire.job, &wire.stream) {
+            (Some(_), Some(_)) => {
+                return Err(bad("give either `job` or `stream`, not both".into(), &id));
+            }
+            (None, Some(stream)) => {
+                let stream = stream.clone().into_owned();
+                if kind == Some("unsubscribe") {
+                    return Ok(Request::UnsubscribeStream { stream, id });
+                }
+                let since = wire.since.map(|s| (s.offset, s.epoch));
+                let latest = wire.latest.unwrap_or(false);
+                return Ok(Request::SubscribeStream(StreamRequest { stream, since, latest, id }));
+            }
+            (Some(_), None) if wire.since.is_some() || wire.latest.is_some() => {
+                return Err(bad("`since` and `latest` apply to streams only".into(), &id));
+            }
+            _ => {}
+        }
+    }
+    match kind {
         Some("subscribe") => Ok(Request::Subscribe { job: job(&id)?, id }),
         Some("unsubscribe") => Ok(Request::Unsubscribe { job: job(&id)?, id }),
         Some("ping") => Ok(Request::Ping { id }),
@@ -88,6 +126,8 @@ struct Reply<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     job: Option<&'a JobId>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     code: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<&'a str>,
@@ -97,12 +137,48 @@ struct Reply<'a> {
 
 /// `{"type":"unsubscribed","job":…,"id":…}`.
 pub(crate) fn unsubscribed(job: &JobId, id: Option<&Value>) -> ByteString {
-    render(&Reply { kind: "unsubscribed", job: Some(job), code: None, message: None, id })
+    render(&Reply {
+        kind: "unsubscribed",
+        job: Some(job),
+        stream: None,
+        code: None,
+        message: None,
+        id,
+    })
+}
+
+/// `{"type":"unsubscribed","stream":…,"id":…}`.
+pub(crate) fn stream_unsubscribed(stream: &str, id: Option<&Value>) -> ByteString {
+    render(&Reply {
+        kind: "unsubscribed",
+        job: None,
+        stream: Some(stream),
+        code: None,
+        message: None,
+        id,
+    })
+}
+
+/// `{"type":"error","code":…,"message":…,"stream":…,"id":…}`.
+pub(crate) fn stream_error(
+    code: &str,
+    message: &str,
+    stream: &str,
+    id: Option<&Value>,
+) -> ByteString {
+    render(&Reply {
+        kind: "error",
+        job: None,
+        stream: Some(stream),
+        code: Some(code),
+        message: Some(message),
+        id,
+    })
 }
 
 /// `{"type":"pong","id":…}`.
 pub(crate) fn pong(id: Option<&Value>) -> ByteString {
-    render(&Reply { kind: "pong", job: None, code: None, message: None, id })
+    render(&Reply { kind: "pong", job: None, stream: None, code: None, message: None, id })
 }
 
 /// `{"type":"error","code":…,"message":…,"job":…,"id":…}`.
@@ -112,12 +188,26 @@ pub(crate) fn error(
     job: Option<&JobId>,
     id: Option<&Value>,
 ) -> ByteString {
-    render(&Reply { kind: "error", job, code: Some(code), message: Some(message), id })
+    render(&Reply {
+        kind: "error",
+        job,
+        stream: None,
+        code: Some(code),
+        message: Some(message),
+        id,
+    })
 }
 
 /// `{"type":"notice","code":…,"message":…}`.
 pub(crate) fn notice(code: &str, message: &str) -> ByteString {
-    render(&Reply { kind: "notice", job: None, code: Some(code), message: Some(message), id: None })
+    render(&Reply {
+        kind: "notice",
+        job: None,
+        stream: None,
+        code: Some(code),
+        message: Some(message),
+        id: None,
+    })
 }
 
 #[cfg(test)]
@@ -138,5 +228,24 @@ mod tests {
         assert!(parse(r#"{"type":"ping","id":{"a":1}}"#).is_err());
         assert!(parse(r#"{"type":"nope"}"#).unwrap_err().message.contains("unknown type"));
         assert!(parse(r#"{"job":"x"}"#).unwrap_err().message.contains("`type` is required"));
+        let r = parse(r#"{"type":"subscribe","stream":"prices","since":{"offset":3,"epoch":"e"},"latest":true,"id":2}"#)
+            .unwrap();
+        assert_eq!(
+            r,
+            Request::SubscribeStream(StreamRequest {
+                stream: "prices".into(),
+                since: Some((3, "e".into())),
+                latest: true,
+                id: Some(json!(2)),
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"unsubscribe","stream":"prices"}"#).unwrap(),
+            Request::UnsubscribeStream { stream: "prices".into(), id: None }
+        );
+        assert!(parse(r#"{"type":"subscribe","job":"x","stream":"y"}"#).is_err());
+        assert!(parse(r#"{"type":"subscribe","stream":"y","since":{"offset":-1}}"#).is_err());
+        let job_with_since = format!(r#"{{"type":"subscribe","job":"{job}","latest":true}}"#);
+        assert!(parse(&job_with_since).unwrap_err().message.contains("streams only"));
     }
 }

@@ -81,7 +81,7 @@ impl Harness {
         let ip: IpAddr = Ipv4Addr::LOCALHOST.into();
         let slot = self.sockets.admit_ip(ip).unwrap();
         let wire = Box::new(TestWire { seen: seen_tx, stall });
-        let id = self.sockets.open("acme".into(), ip, rx, wire, slot).await.unwrap();
+        let id = self.sockets.open("acme".into(), ip, rx, wire, None, slot).await.unwrap();
         Client { tx, seen, id }
     }
 
