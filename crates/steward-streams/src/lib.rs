@@ -23,6 +23,8 @@ pub mod model;
 mod service;
 pub mod stats;
 pub mod stream;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use error::{Error, Result};
 pub use service::{Admit, AdmitGuard, Streams};
