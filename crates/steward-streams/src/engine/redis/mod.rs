@@ -494,3 +494,6 @@ impl StreamStore for RedisStore {
         Some(receiver)
     }
 }
+
+#[cfg(test)]
+mod tests;
