@@ -15,6 +15,7 @@ mod lifecycle;
 mod messaging;
 mod panics;
 mod sockets;
+mod streams;
 mod support;
 mod tenancy;
 mod tls;

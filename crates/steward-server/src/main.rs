@@ -3,13 +3,15 @@
 //! `steward serve [--config PATH]` runs the server; `steward check-config [--config PATH]`
 //! validates a configuration and exits 0, or 2 naming the offending key; `steward whoami`
 //! checks the tenant API token in `$STEWARD_TOKEN` against a running server over gRPC, and
-//! `steward job …` creates, updates, reads, cancels and watches that tenant's jobs over gRPC.
+//! `steward job …` creates, updates, reads, cancels and watches that tenant's jobs over gRPC,
+//! and `steward stream …` publishes to, reads and watches its streams.
 #![forbid(unsafe_code)]
 
 mod app;
 mod client;
 mod job;
 mod signals;
+mod stream;
 mod telemetry;
 mod whoami;
 
@@ -54,6 +56,16 @@ enum Command {
         #[command(subcommand)]
         command: job::JobCommand,
     },
+    /// Publish to, read or watch a stream of the tenant whose API token is in $STEWARD_TOKEN,
+    /// over gRPC (steward.streams.v1.Streams); exit 1 when the call is refused.
+    Stream {
+        /// The gRPC address.
+        #[arg(long, global = true, value_name = "URL", default_value = "http://127.0.0.1:50051")]
+        grpc: String,
+        /// What to do.
+        #[command(subcommand)]
+        command: stream::StreamCommand,
+    },
     /// Validate the configuration (defaults + file + environment) and exit.
     CheckConfig {
         /// A TOML file layered over the defaults.
@@ -75,6 +87,10 @@ fn main() -> ExitCode {
         }),
         Command::Job { grpc, command } => job::run(&grpc, command).unwrap_or_else(|e| {
             eprintln!("steward job: {e:#}");
+            ExitCode::FAILURE
+        }),
+        Command::Stream { grpc, command } => stream::run(&grpc, command).unwrap_or_else(|e| {
+            eprintln!("steward stream: {e:#}");
             ExitCode::FAILURE
         }),
         Command::CheckConfig { config } => match Config::load(config.as_deref()) {

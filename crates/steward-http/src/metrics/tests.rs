@@ -9,7 +9,9 @@ use steward_browser::{Browsers, CloseReason};
 use steward_core::Registry;
 use steward_core::watchdog::WatchdogReport;
 
-use super::{BrowserMetrics, DoorMetrics, MessagingMetrics, SocketMetrics, render_metrics};
+use super::{
+    BrowserMetrics, DoorMetrics, MessagingMetrics, SocketMetrics, StreamMetrics, render_metrics,
+};
 
 fn registry() -> Registry {
     let config = steward_config::Config::defaults();
@@ -26,6 +28,7 @@ fn render(browsers: &BrowserMetrics) -> String {
         &MessagingMetrics::default(),
         browsers,
         &DoorMetrics::default(),
+        &StreamMetrics::default(),
     )
 }
 

@@ -25,6 +25,12 @@ async fn harness(tweak: impl FnOnce(&mut StreamsConfig)) -> Harness {
     let c = Config::defaults();
     let mut config = c.streams.clone();
     tweak(&mut config);
+    node(config).await
+}
+
+/// One node: its registry, its streams and their supervisors.
+async fn node(config: StreamsConfig) -> Harness {
+    let c = Config::defaults();
     let registry = Registry::with_defaults();
     let streams = Streams::new(config, registry.clone()).unwrap();
     let spec = SupervisorSpec::from_config("test", Strategy::OneForOne, &c.supervisor)
@@ -325,4 +331,83 @@ async fn a_thousand_streams_expire_and_stop_and_leave_nothing_behind() {
     assert_eq!((counts.keys, s.live(), s.bytes()), (0, 0, 0));
     let after = h.registry.handle_counts();
     assert_eq!((after.timers, after.tasks, after.orphans), (before.timers, before.tasks, 0));
+}
+
+/// Two nodes on one Redis: what a publisher sends through node A reaches a subscriber of node
+/// B in order, a subscriber recovers on A after reconnecting, and an outage ends the
+/// subscriptions (`unavailable`), refuses publishes, and heals without a restart.
+#[actix_rt::test]
+async fn two_nodes_share_a_stream_through_redis_and_survive_an_outage() {
+    let mut redis = crate::testing::RedisServer::start().unwrap();
+    let config = |url: String| StreamsConfig {
+        engine: steward_config::StreamEngineKind::Redis,
+        url,
+        timeout: Duration::from_millis(500),
+        ..Config::defaults().streams
+    };
+    let a = node(config(redis.url())).await;
+    let b = node(config(redis.url())).await;
+    let t: Arc<str> = "acme".into();
+    let on_b = TestSub::new(1000);
+    let sub_b =
+        b.streams.subscribe(&t, "fx", plain(), on_b.clone(), QUOTAS, &admit_all).await.unwrap();
+    let mut last = None;
+    for i in 0..50 {
+        last = Some(a.streams.publish(&t, "fx", json(None, i), QUOTAS, &admit_all).await.unwrap());
+    }
+    assert!(eventually(Duration::from_secs(5), || on_b.offsets().len() == 50).await);
+    assert_eq!(on_b.offsets(), (1..=50).collect::<Vec<_>>(), "in order, each once");
+    let last = last.unwrap().position;
+    drop(sub_b);
+
+    // B's client reconnects to A after 20 more publications and recovers them
+    for i in 0..20 {
+        b.streams.publish(&t, "fx", json(None, i), QUOTAS, &admit_all).await.unwrap();
+    }
+    let back = TestSub::new(1000);
+    let _sub = a
+        .streams
+        .subscribe(&t, "fx", since(last.clone()), back.clone(), QUOTAS, &admit_all)
+        .await
+        .unwrap();
+    let Got::Subscribed(snap) = &back.got()[0] else { panic!("{:?}", back.got()) };
+    assert!(snap.recovered);
+    assert_eq!(
+        snap.publications.iter().map(|p| p.offset).collect::<Vec<_>>(),
+        (51..=70).collect::<Vec<_>>()
+    );
+
+    // Redis goes away: the subscription is ended, publishes are refused
+    redis.stop();
+    assert!(
+        eventually(Duration::from_secs(10), || back.got().contains(&Got::Ended("unavailable")))
+            .await,
+        "{:?}",
+        back.got()
+    );
+    let refused = a.streams.publish(&t, "fx", json(None, 0), QUOTAS, &admit_all).await.unwrap_err();
+    assert!(matches!(refused, Error::Unavailable(_)), "{refused:?}");
+    // it returns without its data: a new epoch, and a recovery from the old one fails
+    redis.start_again().unwrap();
+    let mut published = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while published.is_none() && Instant::now() < deadline {
+        published = a.streams.publish(&t, "fx", json(None, 1), QUOTAS, &admit_all).await.ok();
+    }
+    let published = published.expect("publishes work again once redis is back");
+    assert_ne!(published.position.epoch, last.epoch);
+    assert_eq!(published.position.offset, 1);
+    // node B's connection broke with the outage: its first command fails and reconnects,
+    // as a client's retry would find
+    let again = TestSub::new(10);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut sub = None;
+    while sub.is_none() && Instant::now() < deadline {
+        let opts = since(last.clone());
+        sub = b.streams.subscribe(&t, "fx", opts, again.clone(), QUOTAS, &admit_all).await.ok();
+    }
+    assert!(sub.is_some(), "subscriptions work again once redis is back");
+    let Got::Subscribed(snap) = &again.got()[0] else { panic!() };
+    assert!(!snap.recovered && snap.was_recovering);
+    assert_eq!(a.streams.stats().read().live_lost + b.streams.stats().read().live_lost, 1);
 }
