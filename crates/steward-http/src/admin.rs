@@ -196,7 +196,7 @@ struct Status {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct ListQuery {
-    /// browser, session, producer, consumer, socket, peer or service.
+    /// browser, session, producer, consumer, socket, peer, stream or service.
     kind: Option<String>,
     /// Tenant id.
     tenant: Option<String>,

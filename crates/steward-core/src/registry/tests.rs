@@ -229,7 +229,10 @@ fn resource_kinds_parse_from_their_names() {
         assert_eq!(ResourceKind::ALL[kind.index()], kind);
     }
     let names: Vec<&str> = ResourceKind::ALL.iter().map(|k| k.as_str()).collect();
-    assert_eq!(names, ["browser", "session", "producer", "consumer", "socket", "peer", "service"]);
+    assert_eq!(
+        names,
+        ["browser", "session", "producer", "consumer", "socket", "peer", "stream", "service"]
+    );
     let err = "bogus".parse::<ResourceKind>().unwrap_err();
     assert!(err.to_string().contains("browser, session"), "{err}");
 }

@@ -214,7 +214,7 @@ impl Socket {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    act.reply(protocol::stream_error(e.code, &e.message, &stream, id.as_ref()))
+                    act.reply(protocol::stream_error(e.code, &e.message, &stream, id.as_ref()));
                 }
             }
         }));

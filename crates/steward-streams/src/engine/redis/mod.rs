@@ -110,10 +110,10 @@ impl RedisEngine {
     /// `timeout`, which also bounds each connection attempt.
     ///
     /// # Errors
-    /// [`Error::Invalid`] (field `redis_url`) when `url` is not a Redis URL.
+    /// [`Error::Invalid`] (field `streams.url`) when `url` is not a Redis URL.
     pub fn new(url: &str, timeout: Duration) -> Result<Self> {
         let client =
-            redis::Client::open(url).map_err(|e| Error::invalid("redis_url", e.to_string()))?;
+            redis::Client::open(url).map_err(|e| Error::invalid("streams.url", e.to_string()))?;
         let (commands, receiver) = mpsc::unbounded_channel();
         let dispatcher = Arc::new(tokio::sync::Mutex::new(Dispatcher::new(receiver)));
         let shared = Shared { client, manager: OnceLock::new(), timeout, commands, dispatcher };

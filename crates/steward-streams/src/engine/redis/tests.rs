@@ -38,7 +38,7 @@ fn durations_go_to_redis_as_at_least_one_millisecond() {
 #[test]
 fn a_bad_url_is_refused_and_a_good_one_needs_no_redis() {
     let bad = RedisEngine::new("http://nowhere", Duration::from_secs(1));
-    assert!(matches!(bad, Err(Error::Invalid { field: "redis_url", .. })), "{bad:?}");
+    assert!(matches!(bad, Err(Error::Invalid { field: "streams.url", .. })), "{bad:?}");
     // nothing listens there: making the engine does not connect
     let engine = RedisEngine::new("redis://127.0.0.1:1", Duration::from_secs(1)).expect("engine");
     assert_eq!(engine.name(), "redis");
