@@ -49,6 +49,7 @@ async fn lists_its_own_supervised_services() {
             "socket-monitor",
             "sockets",
             "steward",
+            "streams",
             "token-purge",
             "watchdog"
         ]
@@ -60,7 +61,7 @@ async fn lists_its_own_supervised_services() {
 
     let tree: Value = s.get("/v1/supervisors").send().await.unwrap().json().await.unwrap();
     assert_eq!(tree[0]["name"], "steward");
-    // the five supervisors (four dynamic, and `browsers`) are listed under `supervisors`, the
+    // the six supervisors (five dynamic, and `browsers`) are listed under `supervisors`, the
     // other nine services as members
     assert_eq!(tree[0]["members"].as_array().unwrap().len(), 9);
     let subs: Vec<&str> = tree[0]["supervisors"]
@@ -69,7 +70,7 @@ async fn lists_its_own_supervised_services() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(subs, ["sockets", "producers", "consumers", "browsers", "sessions"]);
+    assert_eq!(subs, ["sockets", "producers", "consumers", "browsers", "sessions", "streams"]);
 
     let one: Value = s
         .get(&format!("/v1/resources/{}", root["id"].as_str().unwrap()))
@@ -141,7 +142,7 @@ async fn bad_input_gets_a_typed_400_and_disturbs_nothing() {
         assert!(json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     // nothing else was disturbed
-    assert_eq!(s.resources("?kind=service").await.len(), 15);
+    assert_eq!(s.resources("?kind=service").await.len(), 16);
     let r = s.http.get(format!("{}/readyz", s.admin)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
@@ -173,7 +174,7 @@ async fn a_resource_stopped_through_the_api_disappears_from_the_registry() {
     assert_eq!(entry["last_exit_reason"], "shutdown");
     // it really stopped serving, and it was not restarted
     assert!(s.http.get(format!("{}/healthz", s.public)).send().await.is_err());
-    assert_eq!(s.resources("?kind=service").await.len(), 14);
+    assert_eq!(s.resources("?kind=service").await.len(), 15);
 }
 
 #[tokio::test]
@@ -201,8 +202,8 @@ async fn metrics_watchdog_and_openapi() {
     let text =
         s.http.get(format!("{}/metrics", s.admin)).send().await.unwrap().text().await.unwrap();
     for needle in [
-        "steward_resources_live{kind=\"service\"} 15",
-        "steward_resources_started_total{kind=\"service\"} 15",
+        "steward_resources_live{kind=\"service\"} 16",
+        "steward_resources_started_total{kind=\"service\"} 16",
         "steward_restart_backoff_pending{kind=\"session\"} 0",
         "steward_resources_killed_total{kind=\"session\"} 0",
         "steward_process_resident_memory_bytes",

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use steward_config::Config;
-use steward_core::Registry;
+use steward_core::{Registry, ResourceKind};
 use steward_proto::admin::v1 as admin_pb;
 use steward_proto::admin::v1::admin_client::AdminClient;
 use steward_proto::admin::v1::admin_server::AdminServer;
@@ -170,7 +170,7 @@ async fn who_am_i_with_a_valid_token() {
         assert_eq!(quotas.peers, u64::from(defaults.peers));
         assert_eq!(quotas.stored_bytes, defaults.stored_bytes.as_u64());
 
-        assert_eq!(me.usage.len(), 7, "every kind: {:?}", me.usage);
+        assert_eq!(me.usage.len(), ResourceKind::COUNT, "every kind: {:?}", me.usage);
         assert!(me.usage.values().all(|&n| n == 0), "{:?}", me.usage);
         assert_eq!(me.usage.get("socket"), Some(&0));
     }
@@ -296,7 +296,7 @@ async fn admin_tenant_and_token_calls() {
     assert_eq!(created.quotas.unwrap().sessions, 2);
     assert_eq!(created.quota_overrides.unwrap().sessions, Some(2));
     assert_eq!(created.browser_endpoint.as_deref(), Some("ws://browser.acme.test:9222"));
-    assert_eq!(created.usage.len(), 7);
+    assert_eq!(created.usage.len(), ResourceKind::COUNT);
 
     let again = c
         .create_tenant(admin(admin_pb::CreateTenantRequest {

@@ -1,5 +1,5 @@
 //! Engines: where a stream keeps its history and latest values. One trait, two engines, one
-//! conformance suite (`conformance.rs`, run against both).
+//! conformance suite (`tests/`, run against both).
 //!
 //! An [`Engine`] is shared by the node; it opens one [`StreamStore`] per stream, owned by that
 //! stream's actor. A store's operations return futures, but they take effect in call order:
@@ -18,7 +18,7 @@ pub mod memory;
 pub mod redis;
 
 #[cfg(test)]
-mod conformance;
+mod tests;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -74,6 +74,9 @@ impl StreamActor {
         let top = snapshot.position.offset;
         let mut catch_up = Vec::new();
         if self.shared {
+            // the feed was lost (and detached) while this snapshot was read: listen again; a
+            // publication missed in between shows as a gap and is filled from the history
+            self.attach_live(ctx);
             match &self.delivered {
                 None => self.delivered = Some((top, snapshot.position.epoch.clone())),
                 Some((_, epoch)) if *epoch != snapshot.position.epoch => {

@@ -1,3 +1,6 @@
+//! Unit tests of the Redis engine: error mapping, key names and URL handling (the conformance
+//! suite drives it through a server).
+
 use std::io;
 
 use redis::{ErrorKind, ServerErrorKind};
