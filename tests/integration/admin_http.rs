@@ -95,8 +95,8 @@ async fn lists_its_own_supervised_services() {
         .unwrap();
     assert_eq!(
         rest["resources"].as_array().unwrap().len(),
-        13,
-        "15 resources, 2 on the first page"
+        14,
+        "16 resources, 2 on the first page"
     );
     assert!(rest["next"].is_null());
 }
