@@ -103,13 +103,20 @@ fn status_of(job: &pb::Job) -> pb::JobStatus {
 async fn a_watcher_sees_a_workers_updates_in_order_until_completed() {
     let s = Steward::start(&[]).await;
     let channel = tonic::transport::Endpoint::from_shared(s.grpc.clone()).unwrap();
-    let status = HealthClient::new(channel.connect().await.unwrap())
-        .check(HealthCheckRequest { service: "steward.jobs.v1.Jobs".into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .status;
-    assert_eq!(status, ServingStatus::Serving as i32);
+    let health = HealthClient::new(channel.connect().await.unwrap());
+    // health follows readiness from a task of the listener: SERVING shortly after "ready"
+    let serving = crate::support::eventually(WITHIN, || {
+        let mut health = health.clone();
+        async move {
+            let req = HealthCheckRequest { service: "steward.jobs.v1.Jobs".into() };
+            health
+                .check(req)
+                .await
+                .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
+        }
+    })
+    .await;
+    assert!(serving, "steward.jobs.v1.Jobs is SERVING");
 
     let mut client = tenant(&s, "acme").await;
     let mut worker = Jobs::connect(&s, issue_token(&s, "acme", "worker").await).await;
