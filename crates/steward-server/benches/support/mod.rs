@@ -1,8 +1,8 @@
 //! Plumbing shared by the benches that load the real `steward` binary: start it on loopback
 //! port-0 listeners with a fresh SQLite store and read its JSON log, create the bench tenant and
 //! a token through the admin API, stop it with SIGTERM; and the figures' small helpers
-//! (percentiles, MiB, RSS, load average), and a gRPC channel carrying the tenant's token
-//! ([`connect`]). Each bench includes it with `mod support;`, so an item
+//! (percentiles, MiB, RSS, load average, CPU clocks), and a gRPC channel carrying the tenant's
+//! token ([`connect`]). Each bench includes it with `mod support;`, so an item
 //! one of them does not use is not dead code.
 #![allow(dead_code)]
 
@@ -364,4 +364,59 @@ pub(crate) async fn connect(url: &str, token: &str) -> (tonic::transport::Channe
     let bearer = tonic::metadata::MetadataValue::try_from(format!("Bearer {token}"))
         .expect("ascii metadata");
     (channel, Bearer(bearer))
+}
+
+/// CPU seconds (user + system) process `pid` (a number, or `self`) has spent: `/proc/<pid>/stat`
+/// fields 14 and 15; 0 when it cannot be read.
+pub(crate) fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // the fields after the command name, which is in parentheses and may hold spaces
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    let hz = sysconf(SysconfVar::CLK_TCK).ok().flatten().filter(|&h| h > 0).unwrap_or(100);
+    ticks as f64 / hz as f64
+}
+
+/// The CPU clocks of the processes of one measurement: the bench itself and the named others.
+pub(crate) struct Cpu {
+    pids: Vec<(&'static str, String)>,
+    start: Vec<f64>,
+    at: Instant,
+}
+
+impl Cpu {
+    /// Starts the clocks of the bench and of `pids`.
+    pub(crate) fn start(pids: &[(&'static str, u32)]) -> Self {
+        let mut all = vec![("bench", "self".to_owned())];
+        all.extend(pids.iter().map(|(name, pid)| (*name, pid.to_string())));
+        let start = all.iter().map(|(_, p)| cpu_seconds(p)).collect();
+        Self { pids: all, start, at: Instant::now() }
+    }
+
+    /// CPU seconds each spent since [`Cpu::start`] (`<name>_cpu_s`), and as cores over the wall
+    /// time (`<name>_cores`).
+    pub(crate) fn stop(&self) -> Value {
+        let wall = self.at.elapsed().as_secs_f64().max(1e-9);
+        let mut out = serde_json::Map::new();
+        for ((name, pid), start) in self.pids.iter().zip(&self.start) {
+            let used = cpu_seconds(pid) - start;
+            out.insert(format!("{name}_cpu_s"), json!(round2(used)));
+            out.insert(format!("{name}_cores"), json!(round2(used / wall)));
+        }
+        Value::Object(out)
+    }
+}
+
+/// `bench 0.9 cores, steward 1.1 cores` from what [`Cpu::stop`] answered.
+pub(crate) fn describe_cpu(cpu: &Value) -> String {
+    let Some(map) = cpu.as_object() else {
+        return String::new();
+    };
+    map.iter()
+        .filter_map(|(k, v)| Some(format!("{} {v} cores", k.strip_suffix("_cores")?)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
