@@ -299,9 +299,8 @@ impl Subscriber for WatchSubscriber {
         let status = Status::unavailable(format!(
             "{code}: the stream `{stream}` ended this watch: {message}; watch again with the last position"
         ));
-        if self.push(Item::Ended(status)) == Offer::Overflow {
-            // the reader is behind anyway: it ends as a slow consumer
-        }
+        // a full queue: the reader is behind anyway and ends as a slow consumer
+        let _ = self.push(Item::Ended(status));
     }
 
     fn is_closed(&self) -> bool {

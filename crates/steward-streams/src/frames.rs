@@ -122,12 +122,6 @@ pub fn ended(stream: &str, code: &str, message: &str) -> ByteString {
     render(&Ended { kind: "unsubscribed", stream, code, message })
 }
 
-/// A publication as a JSON value (for the gRPC `Watch` and `History` JSON views and tests).
-#[must_use]
-pub fn publication_value(p: &Publication) -> Value {
-    serde_json::to_value(PublicationJson::of(p)).unwrap_or(Value::Null)
-}
-
 fn render<T: Serialize>(frame: &T) -> ByteString {
     // serializing these types cannot fail (string keys, no maps with non-string keys)
     serde_json::to_string(frame).map_or_else(|_| ByteString::from_static("{}"), ByteString::from)

@@ -143,12 +143,6 @@ impl Streams {
         &self.inner.config
     }
 
-    /// The engine's name (`memory`, `redis`).
-    #[must_use]
-    pub fn engine(&self) -> &'static str {
-        self.inner.engine.name()
-    }
-
     /// The node's stream counters.
     #[must_use]
     pub fn stats(&self) -> &Arc<StreamStats> {

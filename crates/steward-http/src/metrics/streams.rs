@@ -8,7 +8,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use steward_streams::Streams;
 use steward_streams::stats::StreamCounts;
 
-use super::{counter, gauge, label, one};
+use super::{Labels, counter, gauge, label, one};
 
 /// The streams' readings, for [`render_metrics`](crate::render_metrics).
 #[derive(Debug, Clone, Default)]
@@ -42,6 +42,11 @@ impl StreamMetrics {
     }
 }
 
+/// One counter row per `(value, count)`, labelled `key="value"`.
+fn by<const N: usize>(key: &'static str, rows: [(&'static str, u64); N]) -> Vec<(Labels, u64)> {
+    rows.into_iter().map(|(value, n)| (label(key, value), n)).collect()
+}
+
 pub(super) fn encode_streams(
     enc: &mut DescriptorEncoder<'_>,
     m: &StreamMetrics,
@@ -70,37 +75,32 @@ pub(super) fn encode_streams(
         enc,
         "steward_stream_publications",
         "Publishes, per result.",
-        [("stored", c.publications), ("duplicate", c.duplicates), ("quota_exceeded", c.refused)]
-            .into_iter()
-            .map(|(r, n)| (label("result", r), n))
-            .collect(),
+        by(
+            "result",
+            [
+                ("stored", c.publications),
+                ("duplicate", c.duplicates),
+                ("quota_exceeded", c.refused),
+            ],
+        ),
     )?;
     counter(
         enc,
         "steward_stream_latest_lookups",
         "Latest-value reads, per outcome (hit: a value was found; miss: the key had none).",
-        [("hit", c.hits), ("miss", c.misses)]
-            .into_iter()
-            .map(|(r, n)| (label("outcome", r), n))
-            .collect(),
+        by("outcome", [("hit", c.hits), ("miss", c.misses)]),
     )?;
     counter(
         enc,
         "steward_stream_recoveries",
         "Subscriptions that asked to recover from a position, per outcome.",
-        [("recovered", c.recovered), ("failed", c.recovery_failed)]
-            .into_iter()
-            .map(|(r, n)| (label("outcome", r), n))
-            .collect(),
+        by("outcome", [("recovered", c.recovered), ("failed", c.recovery_failed)]),
     )?;
     counter(
         enc,
         "steward_stream_expirations",
         "What expired: latest values at key_ttl, publications at history_ttl.",
-        [("key", c.expired_keys), ("publication", c.expired_publications)]
-            .into_iter()
-            .map(|(r, n)| (label("kind", r), n))
-            .collect(),
+        by("kind", [("key", c.expired_keys), ("publication", c.expired_publications)]),
     )?;
     counter(
         enc,
