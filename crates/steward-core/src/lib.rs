@@ -19,6 +19,7 @@
 //! signal of tracked child processes (`tracker/process.rs`), documented there.
 #![deny(unsafe_code)]
 
+mod arbiters;
 mod error;
 mod events;
 mod identity;
@@ -33,6 +34,7 @@ mod testing;
 pub mod tracker;
 pub mod watchdog;
 
+pub use arbiters::ArbiterPool;
 pub use error::{Error, Result};
 pub use events::{EventKind, ResourceEvent};
 pub use identity::{ExitReason, LifecycleState, ParseError, ResourceId, ResourceKind};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use futures_util::FutureExt as _;
-use futures_util::future::LocalBoxFuture;
+use futures_util::future::{AbortHandle, Abortable, LocalBoxFuture};
 use tracing::Instrument as _;
 
 use crate::lifeline::{ExitNotify, Guarded, Lifeline};
@@ -128,7 +128,7 @@ impl ResourceCtx {
     }
 
     /// Spawns the actor's context future on the current arbiter, inside its span and panic
-    /// boundary ([`Guarded`]), and returns the task's abort handle.
+    /// boundary ([`Guarded`]), and returns the abort handle of its task.
     ///
     /// # Panics
     /// When called outside an actix arbiter.
@@ -137,15 +137,42 @@ impl ResourceCtx {
         actor: A,
         shared: Arc<EntryShared>,
         span: tracing::Span,
-    ) -> tokio::task::AbortHandle {
+    ) -> AbortHandle {
+        let (abort, registration) = AbortHandle::new_pair();
         let fut = Guarded::new(ctx.into_future(actor), shared, "actor");
         #[allow(clippy::disallowed_methods)]
         // supervisors spawn their children themselves and keep the abort handles; the actor
         // owns the task, the lifeline inside it reports its end
         // `map`, not an async block: a block would hold the future twice (its capture and its
         // awaitee), doubling the task's size for every resource
-        let task = actix_rt::spawn(fut.map(|_| ()).instrument(span));
-        task.abort_handle()
+        actix_rt::spawn(Abortable::new(fut, registration).map(|_| ()).instrument(span));
+        abort
+    }
+
+    /// As [`ResourceCtx::spawn_actor`], on `arbiter` (another thread): the context is built there
+    /// around `mailbox`, the idle timer armed there, and the actor's task spawned there. The
+    /// abort handle is returned at once (an abort that arrives before the task runs ends it at
+    /// its first poll).
+    ///
+    /// # Errors
+    /// When the arbiter has stopped (the actor is dropped unstarted).
+    pub(crate) fn spawn_actor_on<A: Resource + Send>(
+        arbiter: &actix_rt::ArbiterHandle,
+        mailbox: actix::dev::channel::AddressReceiver<A>,
+        actor: A,
+        shared: Arc<EntryShared>,
+        span: tracing::Span,
+    ) -> std::result::Result<AbortHandle, String> {
+        let (abort, registration) = AbortHandle::new_pair();
+        let spawned = arbiter.spawn_fn(move || {
+            let mut ctx = Context::with_receiver(mailbox);
+            arm_idle_timer(actor.resource_ctx(), &mut ctx);
+            let fut = Guarded::new(ctx.into_future(actor), shared, "actor");
+            #[allow(clippy::disallowed_methods)]
+            // as in `spawn_actor`, on the arbiter this closure runs on
+            actix_rt::spawn(Abortable::new(fut, registration).map(|_| ()).instrument(span));
+        });
+        if spawned { Ok(abort) } else { Err("its arbiter has stopped".to_owned()) }
     }
 
     /// Its id.

@@ -75,6 +75,25 @@ impl TestResource {
         Self::spec_of(crate::ResourceKind::Session, name, log, behaviour)
     }
 
+    /// A child (kind `session`) placed on an arbiter of `pool`.
+    pub(crate) fn spec_in(
+        name: &str,
+        log: &Log,
+        behaviour: Behaviour,
+        pool: &crate::ArbiterPool,
+    ) -> crate::ChildSpec {
+        let (name, log) = (name.to_string(), log.clone());
+        crate::ChildSpec::new_in(name.clone(), crate::ResourceKind::Session, pool, move |rcx| {
+            Ok::<_, String>(TestResource {
+                rcx,
+                name: name.clone(),
+                log: log.clone(),
+                behaviour: behaviour.clone(),
+                handled: 0,
+            })
+        })
+    }
+
     /// A child of `kind`.
     pub(crate) fn spec_of(
         kind: crate::ResourceKind,
@@ -215,6 +234,19 @@ impl Handler<Ping> for TestResource {
         self.rcx.touch();
         self.handled += 1;
         self.handled
+    }
+}
+
+/// The thread the actor runs on (its `ThreadId`, debug-formatted).
+#[derive(Message)]
+#[rtype(result = "String")]
+pub(crate) struct WhichThread;
+
+impl Handler<WhichThread> for TestResource {
+    type Result = String;
+
+    fn handle(&mut self, _: WhichThread, _ctx: &mut Context<Self>) -> String {
+        format!("{:?}", std::thread::current().id())
     }
 }
 

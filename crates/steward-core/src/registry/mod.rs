@@ -26,9 +26,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::WeakRecipient;
+use futures_util::future::AbortHandle;
 use steward_config::{IdleConfig, RegistryConfig};
 use tokio::sync::{Notify, broadcast};
-use tokio::task::AbortHandle;
 
 use crate::messages::{NoticeSender, StopResource};
 use crate::{EventKind, ExitReason, LifecycleState, ResourceEvent, ResourceId, ResourceKind};

@@ -34,15 +34,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use futures_util::future::AbortHandle;
 use steward_config::SupervisorConfig;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::AbortHandle;
 
 use crate::lifeline::{ExitNotify, catch};
 use crate::messages::{Notice, NoticeSender, StopResource};
 use crate::registry::{EntryShared, Registration, Registry};
 use crate::resource::arm_idle_timer;
-use crate::{Error, ExitReason, Resource, ResourceCtx, ResourceId, ResourceKind, Result};
+use crate::{
+    ArbiterPool, Error, ExitReason, Resource, ResourceCtx, ResourceId, ResourceKind, Result,
+};
+
+/// Mailbox capacity of a child placed on a pool's arbiter (actix's default for `Context::new`).
+const MAILBOX_CAPACITY: usize = 16;
 
 /// How a supervisor reacts to a child's exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +120,39 @@ impl ChildSpec {
                 Err(panic) => return Err(format!("factory panicked: {panic}")),
             };
             let abort = ResourceCtx::spawn_actor(ctx, actor, shared, span);
+            Ok(Started { stop: addr.clone().recipient(), abort, addr: Box::new(addr) })
+        };
+        Self::with_start(name.into(), kind, Arc::new(start))
+    }
+
+    /// As [`ChildSpec::new`], but the actor runs on an arbiter of `pool` (the next one, in turn,
+    /// at every start) instead of on the supervisor's: the factory still runs on the
+    /// supervisor's arbiter (so a failed start is reported as with [`ChildSpec::new`]), then the
+    /// actor moves to its arbiter, where its context, timers and the tasks it starts live. Its
+    /// address, stop and abort work from any thread, as ever.
+    pub fn new_in<A, F, E>(
+        name: impl Into<Arc<str>>,
+        kind: ResourceKind,
+        pool: &ArbiterPool,
+        factory: F,
+    ) -> Self
+    where
+        A: Resource + Send,
+        F: Fn(ResourceCtx) -> std::result::Result<A, E> + Send + Sync + 'static,
+        E: fmt::Display,
+    {
+        let pool = pool.clone();
+        let start = move |rcx: ResourceCtx| {
+            let (tx, mailbox) = actix::dev::channel::channel::<A>(MAILBOX_CAPACITY);
+            let addr = Addr::new(tx);
+            rcx.bind(&addr);
+            let (shared, span) = (rcx.shared().clone(), rcx.span());
+            let actor = match catch(|| factory(rcx)) {
+                Ok(Ok(actor)) => actor,
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(panic) => return Err(format!("factory panicked: {panic}")),
+            };
+            let abort = ResourceCtx::spawn_actor_on(&pool.next(), mailbox, actor, shared, span)?;
             Ok(Started { stop: addr.clone().recipient(), abort, addr: Box::new(addr) })
         };
         Self::with_start(name.into(), kind, Arc::new(start))

@@ -2,6 +2,7 @@
 
 mod bounded_stops;
 mod one_for_all;
+mod placement;
 
 use std::sync::Mutex;
 use std::time::Duration;
