@@ -139,7 +139,7 @@ impl ResourceCtx {
         span: tracing::Span,
     ) -> AbortHandle {
         let (abort, registration) = AbortHandle::new_pair();
-        let fut = Guarded::new(ctx.into_future(actor), shared, "actor");
+        let fut = Guarded::actor(ctx.into_future(actor), shared);
         #[allow(clippy::disallowed_methods)]
         // supervisors spawn their children themselves and keep the abort handles; the actor
         // owns the task, the lifeline inside it reports its end
@@ -167,7 +167,7 @@ impl ResourceCtx {
         let spawned = arbiter.spawn_fn(move || {
             let mut ctx = Context::with_receiver(mailbox);
             arm_idle_timer(actor.resource_ctx(), &mut ctx);
-            let fut = Guarded::new(ctx.into_future(actor), shared, "actor");
+            let fut = Guarded::actor(ctx.into_future(actor), shared);
             #[allow(clippy::disallowed_methods)]
             // as in `spawn_actor`, on the arbiter this closure runs on
             actix_rt::spawn(Abortable::new(fut, registration).map(|_| ()).instrument(span));

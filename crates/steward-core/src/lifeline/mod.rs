@@ -22,7 +22,7 @@ use crate::messages::{Notice, NoticeSender};
 
 #[cfg(test)]
 mod tests;
-use crate::registry::{EntryShared, Registry};
+use crate::registry::{DeferredExit, EntryShared, Registry};
 use crate::{ExitReason, ResourceId};
 
 thread_local! {
@@ -87,12 +87,21 @@ pub(crate) struct Guarded<F> {
     inner: Option<F>,
     owner: Arc<EntryShared>,
     what: &'static str,
+    /// This is the actor's own task: its owner's exit is reported when it ends.
+    holds_exit: bool,
 }
 
 impl<F: Future + Unpin> Guarded<F> {
-    /// `what` names the boundary in logs (`"actor"`, `"tracked task"`).
+    /// A tracked task; `what` names the boundary in logs.
     pub(crate) fn new(fut: F, owner: Arc<EntryShared>, what: &'static str) -> Self {
-        Self { inner: Some(fut), owner, what }
+        Self { inner: Some(fut), owner, what, holds_exit: false }
+    }
+
+    /// An actor's context future: the actor's exit (its lifeline's report) is held until this
+    /// task has dropped the whole context, timers and spawned futures included.
+    pub(crate) fn actor(fut: F, owner: Arc<EntryShared>) -> Self {
+        owner.hold_exit();
+        Self { inner: Some(fut), owner, what: "actor", holds_exit: true }
     }
 }
 
@@ -133,6 +142,9 @@ impl<F> Drop for Guarded<F> {
                 owner.mark_panicked();
                 tracing::error!(panic = %message, what = self.what, "panic while stopping; contained");
             }
+        }
+        if self.holds_exit {
+            self.owner.release_exit();
         }
     }
 }
@@ -204,20 +216,22 @@ impl Drop for Lifeline {
             tracing::warn!(resource.id = %self.id, exit_reason = %reason, "resource exited abnormally");
         }
         self.shared.set_last_exit(reason.clone());
-        match self.exit.take() {
+        let (id, registry, exit) = (self.id, self.registry.clone(), self.exit.take());
+        let report = move || match exit {
             Some(ExitNotify::Supervisor(tx, incarnation)) => {
                 if let Err(tokio::sync::mpsc::error::SendError(Notice::Exited { reason, .. })) =
-                    tx.send(Notice::Exited { id: self.id, incarnation, reason })
+                    tx.send(Notice::Exited { id, incarnation, reason })
                 {
                     // the supervisor is gone: nobody will restart us, leave the registry
-                    self.registry.remove(self.id, &reason);
+                    registry.remove(id, &reason);
                 }
             }
             Some(ExitNotify::Root(tx)) => {
-                self.registry.remove(self.id, &reason);
+                registry.remove(id, &reason);
                 let _ = tx.send(reason);
             }
-            Some(ExitNotify::Registry) | None => self.registry.remove(self.id, &reason),
-        }
+            Some(ExitNotify::Registry) | None => registry.remove(id, &reason),
+        };
+        self.shared.defer_exit(DeferredExit(Box::new(report)));
     }
 }

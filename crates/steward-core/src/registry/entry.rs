@@ -25,6 +25,20 @@ pub struct EntryShared {
     /// Stop requests already sent for the current incarnation: [`STOP`] and [`TERMINATE`] bits.
     stop_requested: AtomicU8,
     last_exit: Mutex<Option<ExitReason>>,
+    /// The actor's task is alive: its lifeline's report waits for the task's end (see
+    /// [`EntryShared::defer_exit`]).
+    exit_held: AtomicBool,
+    /// The report a lifeline left while `exit_held`.
+    deferred_exit: Mutex<Option<DeferredExit>>,
+}
+
+/// A lifeline's exit report, run once the actor's task has dropped everything it held.
+pub(crate) struct DeferredExit(pub(crate) Box<dyn FnOnce() + Send>);
+
+impl std::fmt::Debug for DeferredExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeferredExit")
+    }
 }
 
 /// A stop that lets the restart policy decide (a panic in a tracked task).
@@ -46,6 +60,42 @@ impl EntryShared {
             kill_armed: AtomicBool::new(false),
             stop_requested: AtomicU8::new(0),
             last_exit: Mutex::new(None),
+            exit_held: AtomicBool::new(false),
+            deferred_exit: Mutex::new(None),
+        }
+    }
+
+    /// The actor's task holds back its lifeline's report until the task has dropped the whole
+    /// context (its timers and spawned futures drop after the actor itself): whoever watches
+    /// the registry, on whatever thread, sees the resource gone only once all of it is.
+    pub(crate) fn hold_exit(&self) {
+        self.exit_held.store(true, Ordering::Release);
+    }
+
+    /// Runs `report` now, or when the actor's task ends if it [holds](Self::hold_exit) it.
+    pub(crate) fn defer_exit(&self, report: DeferredExit) {
+        if self.exit_held.load(Ordering::Acquire) {
+            let mut slot =
+                self.deferred_exit.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // re-checked under the lock: the task may have ended meanwhile
+            if self.exit_held.load(Ordering::Acquire) {
+                *slot = Some(report);
+                return;
+            }
+        }
+        (report.0)();
+    }
+
+    /// The actor's task has ended: runs the report its lifeline left, if any.
+    pub(crate) fn release_exit(&self) {
+        let report = {
+            let mut slot =
+                self.deferred_exit.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.exit_held.store(false, Ordering::Release);
+            slot.take()
+        };
+        if let Some(report) = report {
+            (report.0)();
         }
     }
 

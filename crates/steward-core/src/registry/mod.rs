@@ -17,8 +17,8 @@ mod entry;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use entry::{DeferredExit, STOP, TERMINATE};
 pub use entry::{EntryShared, ResourceInfo};
-pub(crate) use entry::{STOP, TERMINATE};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
