@@ -447,6 +447,9 @@ pub struct SocketConfig {
     /// Sockets told Close 1001 at a time during shutdown (the next batch starts when one is
     /// gone). Default 256.
     pub shutdown_batch: u32,
+    /// Arbiters (an actix event loop on its own thread each) the socket actors are spread over,
+    /// round-robin at the upgrade; 0 = one per core (`available_parallelism`). Default 0.
+    pub arbiters: u32,
     /// `[socket.monitor]`: the memory monitor.
     pub monitor: SocketMonitorConfig,
 }

@@ -10,8 +10,8 @@ use futures_util::future::join_all;
 use ipnet::IpNet;
 use steward_config::{SocketConfig, SupervisorConfig};
 use steward_core::{
-    ChildSpec, Control, ExitReason, Registry, ResourceId, ResourceKind, RestartType, Strategy,
-    SupervisorCell, SupervisorSpec,
+    ArbiterPool, ChildSpec, Control, ExitReason, Registry, ResourceId, ResourceKind, RestartType,
+    Strategy, SupervisorCell, SupervisorSpec,
 };
 use tokio::sync::mpsc;
 
@@ -39,23 +39,30 @@ pub enum OpenError {
     Unavailable(String),
 }
 
-/// The socket front door's shared state: config, the `sockets` supervisor, the job hub, the
-/// per-IP limiter and the counters. Cheap to clone.
+/// The socket front door's shared state: config, the `sockets` supervisor, the arbiters its
+/// socket actors run on, the job hub, the per-IP limiter and the counters. Cheap to clone.
 #[derive(Clone)]
 pub struct SocketService {
     config: Arc<SocketConfig>,
     trusted: Arc<Vec<IpNet>>,
     supervisor: SupervisorCell,
+    /// `[socket] arbiters` event loops; each socket actor runs on one of them (round-robin).
+    arbiters: ArbiterPool,
     jobs: JobHubHandle,
     ips: Arc<IpLimiter>,
     stats: Arc<SocketStats>,
 }
 
 impl SocketService {
-    /// A service with `config`, subscribing sockets to `jobs`.
+    /// A service with `config`, subscribing sockets to `jobs`; starts the `[socket] arbiters`
+    /// event loops the socket actors will run on.
+    ///
+    /// # Panics
+    /// Outside a running actix `System` (the arbiters need one).
     #[must_use]
     pub fn new(config: SocketConfig, jobs: JobHubHandle) -> Self {
         Self {
+            arbiters: ArbiterPool::new("socket", config.arbiters as usize),
             trusted: Arc::new(config.trusted_proxy_ranges()),
             ips: IpLimiter::new(config.max_per_ip),
             config: Arc::new(config),
@@ -89,6 +96,12 @@ impl SocketService {
         &self.stats
     }
 
+    /// How many arbiters the socket actors are spread over.
+    #[must_use]
+    pub fn arbiters(&self) -> usize {
+        self.arbiters.len()
+    }
+
     /// IPs holding at least one socket now (the per-IP table's size).
     #[must_use]
     pub fn tracked_ips(&self) -> usize {
@@ -117,7 +130,8 @@ impl SocketService {
         self.ips.try_acquire(ip)
     }
 
-    /// Opens a socket: starts its actor under the `sockets` supervisor. `hold` (the per-IP place
+    /// Opens a socket: starts its actor under the `sockets` supervisor, on the next of the
+    /// service's arbiters. `hold` (the per-IP place
     /// and the tenant's quota reservation) is released exactly when the socket is gone.
     ///
     /// # Errors
@@ -135,17 +149,18 @@ impl SocketService {
         let conn =
             Mutex::new(Some(Connection { tenant: tenant.clone(), ip, inbound, wire, streams }));
         let (config, jobs, stats) = (self.config.clone(), self.jobs.clone(), self.stats.clone());
-        let spec = ChildSpec::new(ip.to_string(), ResourceKind::Socket, move |rcx| {
-            let conn = conn
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take()
-                .ok_or("a socket cannot be restarted: its connection is gone")?;
-            Ok::<_, &str>(Socket::new(rcx, conn, config.clone(), jobs.clone(), stats.clone()))
-        })
-        .restart(RestartType::Temporary)
-        .tenant(tenant)
-        .hold(hold);
+        let spec =
+            ChildSpec::new_in(ip.to_string(), ResourceKind::Socket, &self.arbiters, move |rcx| {
+                let conn = conn
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take()
+                    .ok_or("a socket cannot be restarted: its connection is gone")?;
+                Ok::<_, &str>(Socket::new(rcx, conn, config.clone(), jobs.clone(), stats.clone()))
+            })
+            .restart(RestartType::Temporary)
+            .tenant(tenant)
+            .hold(hold);
         match self.supervisor.start_child::<Socket>(spec).await {
             Ok((id, _addr)) => {
                 self.stats.accepted();

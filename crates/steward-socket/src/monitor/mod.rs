@@ -224,6 +224,9 @@ impl SocketMonitor {
         if !report.alarms.is_empty() && !age.is_zero() {
             let stale: Vec<_> = sockets
                 .iter()
+                // one already closing (remediated by an earlier sample whose close is still
+                // under way) is not closed, nor counted, twice
+                .filter(|s| s.state == steward_core::LifecycleState::Running)
                 .filter(|s| idle_for(s.last_activity_at) >= age)
                 .map(|s| s.id)
                 .collect();

@@ -68,8 +68,6 @@ pub(crate) struct Connection {
 /// The socket actor. Other crates reach sockets only through the registry and
 /// [`crate::SocketService`].
 pub struct Socket {
-    /// Identity, tracker (the writer task), lifeline.
-    rcx: ResourceCtx,
     /// Owning tenant.
     tenant: Arc<str>,
     /// Client IP (after trusted-proxy resolution).
@@ -106,6 +104,10 @@ pub struct Socket {
     last_received: Instant,
     /// The close decided by the socket itself (sent by [`steward_core::Resource::cleanup`]).
     close: Option<CloseFrame>,
+    /// Identity, tracker (the writer task), lifeline. Last, so it drops last: the socket leaves
+    /// the registry only after its subscriptions and queue are released (the actor may run on
+    /// another thread than whoever watches the registry).
+    rcx: ResourceCtx,
 }
 
 /// What the actor moves out of itself when it starts.

@@ -92,16 +92,26 @@ impl Harness {
         );
     }
 
-    /// Everything a socket owned is released.
-    fn assert_clean(&self) {
+    /// Everything a socket owned is released. The registry entry goes once the actor's task has
+    /// dropped the actor and its context; its writer task, aborted with it, is dropped by its
+    /// arbiter right after (the socket may run on another thread than this test), so the
+    /// handle counts are awaited.
+    async fn assert_clean(&self) {
         assert_eq!(self.registry.count_of(&[ResourceKind::Socket]), 0);
         assert_eq!(self.sockets.jobs().stats().subscriptions, 0, "subscriptions released");
+        assert_eq!(self.sockets.tracked_ips(), 0, "per-IP places released");
+        // the job hub's sweep interval is the only timer left; nothing is orphaned
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut handles = self.registry.handle_counts();
+        while (handles.tasks, handles.timers, handles.orphans) != (0, 1, 0)
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            handles = self.registry.handle_counts();
+        }
+        assert_eq!((handles.tasks, handles.timers, handles.orphans), (0, 1, 0), "{handles:?}");
         let stats = self.sockets.stats();
         assert_eq!((stats.queue_depth, stats.queue_bytes), (0, 0), "queues released");
-        assert_eq!(self.sockets.tracked_ips(), 0, "per-IP places released");
-        let handles = self.registry.handle_counts();
-        // the job hub's sweep interval is the only timer left; nothing is orphaned
-        assert_eq!((handles.tasks, handles.timers, handles.orphans), (0, 1, 0), "{handles:?}");
     }
 
     async fn job(&self) -> crate::jobs::JobId {
@@ -165,7 +175,7 @@ async fn subscribe_then_updates_arrive_and_every_close_releases_everything() {
     c.tx.send(Inbound::Close(Some(1000))).await.unwrap();
     assert_eq!(c.close_code().await, 1000);
     h.gone(c.id).await;
-    h.assert_clean();
+    h.assert_clean().await;
 
     // the connection vanishes (the inbound stream ends)
     let c = h.open(false).await;
@@ -173,7 +183,7 @@ async fn subscribe_then_updates_arrive_and_every_close_releases_everything() {
     let id = c.id;
     drop(c);
     h.gone(id).await;
-    h.assert_clean();
+    h.assert_clean().await;
 
     // the server stops it (operator, tenant deleted)
     let mut c = h.open(false).await;
@@ -182,7 +192,7 @@ async fn subscribe_then_updates_arrive_and_every_close_releases_everything() {
     steward_core::Control::new(h.registry.clone()).stop(c.id, ExitReason::Shutdown).unwrap();
     assert_eq!(c.close_code().await, 1000);
     h.gone(c.id).await;
-    h.assert_clean();
+    h.assert_clean().await;
 
     // idle: a notice, then 4000
     let mut c = h.open(false).await;
@@ -191,7 +201,7 @@ async fn subscribe_then_updates_arrive_and_every_close_releases_everything() {
     assert_eq!(notice["code"], "idle_timeout");
     assert_eq!(c.close_code().await, 4000);
     h.gone(c.id).await;
-    h.assert_clean();
+    h.assert_clean().await;
 
     // too big, protocol error
     for (frame, code) in [(Inbound::TooBig, 1009), (Inbound::Protocol("bad".into()), 1002)] {
@@ -201,7 +211,7 @@ async fn subscribe_then_updates_arrive_and_every_close_releases_everything() {
         c.tx.send(frame).await.unwrap();
         assert_eq!(c.close_code().await, code);
         h.gone(c.id).await;
-        h.assert_clean();
+        h.assert_clean().await;
     }
     h.root.handle.stop(ExitReason::Shutdown).await.unwrap();
 }
@@ -225,7 +235,7 @@ async fn a_stalled_client_is_closed_4008_and_the_hub_never_waits() {
         closes.iter().any(|(code, n)| *code == CloseCode::SlowConsumer && *n == 1),
         "{closes:?}"
     );
-    h.assert_clean();
+    h.assert_clean().await;
     h.root.handle.stop(ExitReason::Shutdown).await.unwrap();
 }
 
@@ -248,7 +258,7 @@ async fn an_overflowing_queue_closes_4008_without_flushing_the_backlog() {
         }
     }
     assert_eq!(texts, 0);
-    h.assert_clean();
+    h.assert_clean().await;
     h.root.handle.stop(ExitReason::Shutdown).await.unwrap();
 }
 
