@@ -14,6 +14,7 @@ mod jobs;
 mod lifecycle;
 mod messaging;
 mod panics;
+mod socket_cores;
 mod sockets;
 mod streams;
 mod support;

@@ -40,6 +40,9 @@ pub struct ListenerSpec {
     pub on_bound: Option<OnBound>,
     /// TLS (`[tls]`), when this listener serves HTTPS; `None` serves plain HTTP.
     pub tls: Option<steward_tls::Tls>,
+    /// actix-http's `client_disconnect_timeout` (how long a finished connection "lingers",
+    /// reading, before it is shut down); `None` keeps actix-web's default (1 s).
+    pub linger: Option<Duration>,
 }
 
 impl ListenerSpec {
@@ -61,7 +64,18 @@ impl ListenerSpec {
             send_buffer: None,
             on_bound: None,
             tls: None,
+            linger: None,
         }
+    }
+
+    /// Sets how long a finished connection lingers before it is shut down (actix-http's
+    /// `client_disconnect_timeout`; zero: at once). The public listener sets zero: a WebSocket
+    /// ends only after the closing handshake, and the client waits for the server to close the
+    /// TCP connection (RFC 6455 §7.1.1), so a linger would delay every clean close by its length.
+    #[must_use]
+    pub fn linger(mut self, linger: Option<Duration>) -> Self {
+        self.linger = linger;
+        self
     }
 
     /// Serves HTTPS with `tls` (rustls through actix-web's `rustls-0_23`: HTTP/1.1 and h2 by
@@ -119,7 +133,7 @@ impl ListenerSpec {
         let configure = self.configure.clone();
         let name = self.name;
         let send_buffer = self.send_buffer;
-        let server = HttpServer::new(move || {
+        let mut server = HttpServer::new(move || {
             let configure = configure.clone();
             App::new()
                 .wrap_fn(move |req, srv| {
@@ -148,6 +162,9 @@ impl ListenerSpec {
         })
         .disable_signals()
         .shutdown_timeout(self.shutdown_timeout.as_secs().max(1));
+        if let Some(linger) = self.linger {
+            server = server.client_disconnect_timeout(linger);
+        }
         let server = match &self.tls {
             Some(tls) => server
                 .tls_handshake_timeout(tls.handshake_timeout())

@@ -157,7 +157,10 @@ async fn run(
     .send_buffer(match config.socket.send_buffer.as_u64() {
         0 => None,
         n => usize::try_from(n).ok(),
-    });
+    })
+    // a WebSocket's response body ends after the closing handshake (or `close_timeout`): shut
+    // the connection down then, without actix-http's 1 s linger (RFC 6455 §7.1.1)
+    .linger(Some(std::time::Duration::ZERO));
     let grpc = GrpcSpec {
         config: config.grpc.clone(),
         runtime: grpc_runtime,

@@ -5,7 +5,10 @@
 //! (503), the tenant's `sockets` quota (429). Then actix-ws answers the upgrade, and the
 //! connection is handed to a socket actor under the `sockets` supervisor: its outbound frames
 //! through [`ActixWire`], its inbound frames through a pump on this worker that ends as soon as
-//! the actor's receiver is gone (decision 0006: actix-ws, not actix-web-actors).
+//! the actor's receiver is gone (decision 0006: actix-ws, not actix-web-actors). The closing
+//! handshake is completed on the wire as RFC 6455 §7.1 asks ([`closing`]).
+
+mod closing;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -110,10 +113,17 @@ pub(crate) async fn upgrade(
         .aggregate_continuations()
         .max_continuation_size(byte_limit(config.max_message.as_u64()));
     let counted = steward_core::tracker::CountedTask::for_owner(&registry, id);
+    let (peer_closed, peer) = tokio::sync::oneshot::channel();
+    let close_timeout = config.close_timeout;
+    let response = response
+        .map_body(|_, body| closing::HoldOpen::new(body, peer, close_timeout))
+        .map_into_boxed_body();
+    let pump = Pump { tx, counted, peer_closed, close_timeout };
     #[allow(clippy::disallowed_methods)]
     // the pump must run on this worker (the payload is !Send); it ends when the socket's
-    // receiver is dropped, and is counted as the socket's task while it runs
-    actix_web::rt::spawn(pump(stream, tx, counted));
+    // receiver is dropped (after reading the client's answer to the socket's Close, for at most
+    // `close_timeout`), and is counted as the socket's task while the socket lives
+    actix_web::rt::spawn(pump.run(stream));
     Ok(response)
 }
 
@@ -135,40 +145,65 @@ fn node_full(max: usize, retry_after: u64) -> ApiError {
     .retry_after(retry_after)
 }
 
-/// Reads the connection and hands each message to the socket actor; ends when the connection
-/// ends, after a terminal frame (Close, too big, protocol error), or as soon as the actor's
-/// receiver is dropped, whichever comes first.
-async fn pump(
-    mut stream: AggregatedMessageStream,
+/// What the pump holds: the way to the socket actor, its count as the socket's task, and the
+/// hold on the response body's end.
+struct Pump {
     tx: mpsc::Sender<Inbound>,
-    _counted: Option<CountedTask>,
-) {
-    loop {
-        let next = tokio::select! {
-            biased;
-            () = tx.closed() => return,
-            next = stream.next() => next,
-        };
-        let inbound = match next {
-            None => return,
-            Some(Ok(AggregatedMessage::Text(text))) => Inbound::Text(text),
-            Some(Ok(AggregatedMessage::Binary(bytes))) => Inbound::Binary(bytes.len()),
-            Some(Ok(AggregatedMessage::Ping(bytes))) => Inbound::Ping(bytes.to_vec()),
-            Some(Ok(AggregatedMessage::Pong(_))) => Inbound::Pong,
-            Some(Ok(AggregatedMessage::Close(reason))) => {
-                Inbound::Close(reason.map(|r| u16::from(r.code)))
-            }
-            Some(Err(e)) => match inbound_error(&e) {
-                Some(inbound) => inbound,
-                // the connection itself failed (reset, broken pipe): it vanished
+    counted: Option<CountedTask>,
+    /// Dropped once the client's Close was read or the connection ended: the body may end.
+    peer_closed: closing::PeerClosed,
+    close_timeout: std::time::Duration,
+}
+
+impl Pump {
+    /// Reads the connection and hands each message to the socket actor; ends when the
+    /// connection ends or after a terminal frame (Close, too big, protocol error). Once the
+    /// actor's receiver is gone (the socket stopped, after sending its Close), it reads on for
+    /// the client's Close, discarding the rest, for at most `close_timeout`, uncounted: the
+    /// connection is then shut down with nothing left unread.
+    async fn run(self, mut stream: AggregatedMessageStream) {
+        let Self { tx, counted, peer_closed, close_timeout } = self;
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = tx.closed() => break,
+                next = stream.next() => next,
+            };
+            let inbound = match next {
                 None => return,
-            },
-        };
-        let terminal =
-            matches!(inbound, Inbound::Close(_) | Inbound::TooBig | Inbound::Protocol(_));
-        if tx.send(inbound).await.is_err() || terminal {
-            return;
+                Some(Ok(AggregatedMessage::Text(text))) => Inbound::Text(text),
+                Some(Ok(AggregatedMessage::Binary(bytes))) => Inbound::Binary(bytes.len()),
+                Some(Ok(AggregatedMessage::Ping(bytes))) => Inbound::Ping(bytes.to_vec()),
+                Some(Ok(AggregatedMessage::Pong(_))) => Inbound::Pong,
+                Some(Ok(AggregatedMessage::Close(reason))) => {
+                    Inbound::Close(reason.map(|r| u16::from(r.code)))
+                }
+                Some(Err(e)) => match inbound_error(&e) {
+                    Some(inbound) => inbound,
+                    // the connection itself failed (reset, broken pipe): it vanished
+                    None => return,
+                },
+            };
+            let terminal =
+                matches!(inbound, Inbound::Close(_) | Inbound::TooBig | Inbound::Protocol(_));
+            let delivered = tx.send(inbound).await.is_ok();
+            if terminal {
+                return;
+            }
+            if !delivered {
+                break;
+            }
         }
+        drop(counted);
+        let answer = async {
+            while let Some(Ok(message)) = stream.next().await {
+                if matches!(message, AggregatedMessage::Close(_)) {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(close_timeout, answer).await;
+        drop(peer_closed);
     }
 }
 
