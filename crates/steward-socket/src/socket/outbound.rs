@@ -6,14 +6,18 @@
 //! socket with 4008 "slow consumer" and drops the backlog unsent (Centrifugo's client queue
 //! behaves the same way). Nothing ever waits on a slow client except the writer task itself.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytestring::ByteString;
 use futures_util::future::LocalBoxFuture;
+use futures_util::task::AtomicWaker;
 use serde_json::Value;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use super::close::{CloseCode, CloseFrame};
 use super::protocol;
@@ -82,28 +86,48 @@ pub(crate) struct CloseCmd {
 }
 
 /// The sending side of a socket's queue; also the socket's [`JobSink`]. Shared (`Arc`) by the
-/// socket actor and the job hub's subscriber index.
+/// socket actor and the job hub's subscriber index; when the last holder drops it, the writer
+/// sees the queue end.
 pub(crate) struct Outbound {
-    tx: mpsc::Sender<Outgoing>,
     shared: Arc<QueueShared>,
+    max_messages: usize,
     max_bytes: usize,
     stats: Arc<SocketStats>,
 }
 
-/// State shared by both ends of the queue.
+/// State shared by both ends of the queue. The frames are a `VecDeque` that allocates on the
+/// first frame and is released again once a burst has drained, so an idle socket holds no queue
+/// storage (a tokio channel allocates a 32-slot block up front, about 1.3 KiB per socket).
 struct QueueShared {
+    frames: Mutex<VecDeque<Outgoing>>,
     bytes: AtomicUsize,
     overflow: AtomicBool,
-    wake: Notify,
+    /// The receiving end is gone: producers are told [`Offer::Closed`].
+    rx_closed: AtomicBool,
+    /// Every sender is gone: the writer ends once the queue is drained.
+    tx_closed: AtomicBool,
+    /// The writer, waiting for a frame, an overflow or the end.
+    writer: AtomicWaker,
 }
+
+/// Most frames a drained queue keeps storage for; a burst beyond it is released when drained.
+const KEEP_CAPACITY: usize = 8;
 
 /// The receiving end, owned by the writer. Dropping it (writer ended, or aborted with its
 /// owner) closes the queue and releases what is left in it, with the gauges: the one place the
 /// queue is released.
 pub(crate) struct QueueRx {
-    rx: mpsc::Receiver<Outgoing>,
     shared: Arc<QueueShared>,
     stats: Arc<SocketStats>,
+}
+
+/// What the writer's wait for the queue gave.
+enum Next {
+    Frame(Outgoing),
+    /// Marked a slow consumer.
+    Overflow,
+    /// Every sender is gone and nothing is left.
+    End,
 }
 
 /// Builds a queue bounded by `max_messages` and `max_bytes`.
@@ -112,52 +136,81 @@ pub(crate) fn queue(
     max_bytes: usize,
     stats: Arc<SocketStats>,
 ) -> (Arc<Outbound>, QueueRx) {
-    let (tx, rx) = mpsc::channel(max_messages.max(1));
     let shared = Arc::new(QueueShared {
+        frames: Mutex::new(VecDeque::new()),
         bytes: AtomicUsize::new(0),
         overflow: AtomicBool::new(false),
-        wake: Notify::new(),
+        rx_closed: AtomicBool::new(false),
+        tx_closed: AtomicBool::new(false),
+        writer: AtomicWaker::new(),
     });
     (
-        Arc::new(Outbound { tx, shared: shared.clone(), max_bytes, stats: stats.clone() }),
-        QueueRx { rx, shared, stats },
+        Arc::new(Outbound {
+            shared: shared.clone(),
+            max_messages: max_messages.max(1),
+            max_bytes,
+            stats: stats.clone(),
+        }),
+        QueueRx { shared, stats },
     )
+}
+
+impl QueueShared {
+    fn frames(&self) -> std::sync::MutexGuard<'_, VecDeque<Outgoing>> {
+        self.frames.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl Outbound {
     /// Queues `frame` without waiting. A full queue or byte budget marks the socket a slow
     /// consumer (the writer closes it with 4008) and answers [`Offer::Overflow`].
     pub(crate) fn push(&self, frame: Outgoing) -> Offer {
-        if self.shared.overflow.load(Ordering::Relaxed) {
+        let shared = &self.shared;
+        if shared.overflow.load(Ordering::Relaxed) {
             return Offer::Overflow;
         }
         let weight = frame.weight();
-        let bytes = self.shared.bytes.fetch_add(weight, Ordering::Relaxed) + weight;
+        let bytes = shared.bytes.fetch_add(weight, Ordering::Relaxed) + weight;
         if bytes > self.max_bytes {
-            self.shared.bytes.fetch_sub(weight, Ordering::Relaxed);
+            shared.bytes.fetch_sub(weight, Ordering::Relaxed);
             return self.overflow();
         }
-        match self.tx.try_send(frame) {
-            Ok(()) => {
-                self.stats.queued(weight);
-                Offer::Queued
+        {
+            let mut frames = shared.frames();
+            // checked under the lock the receiver's drop takes: nothing is queued after it
+            if shared.rx_closed.load(Ordering::Acquire) {
+                drop(frames);
+                shared.bytes.fetch_sub(weight, Ordering::Relaxed);
+                return Offer::Closed;
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.shared.bytes.fetch_sub(weight, Ordering::Relaxed);
-                self.overflow()
+            if frames.len() >= self.max_messages {
+                drop(frames);
+                shared.bytes.fetch_sub(weight, Ordering::Relaxed);
+                return self.overflow();
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.shared.bytes.fetch_sub(weight, Ordering::Relaxed);
-                Offer::Closed
-            }
+            frames.push_back(frame);
         }
+        self.stats.queued(weight);
+        shared.writer.wake();
+        Offer::Queued
     }
 
     fn overflow(&self) -> Offer {
         if !self.shared.overflow.swap(true, Ordering::Relaxed) {
-            self.shared.wake.notify_one();
+            self.shared.writer.wake();
         }
         Offer::Overflow
+    }
+
+    fn is_closed(&self) -> bool {
+        self.shared.rx_closed.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        self.shared.tx_closed.store(true, Ordering::Release);
+        self.shared.writer.wake();
     }
 }
 
@@ -171,7 +224,7 @@ impl JobSink for Outbound {
     }
 
     fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        Outbound::is_closed(self)
     }
 }
 
@@ -181,7 +234,7 @@ impl crate::port::FrameSink for Outbound {
     }
 
     fn is_sink_closed(&self) -> bool {
-        self.tx.is_closed()
+        Outbound::is_closed(self)
     }
 }
 
@@ -191,13 +244,75 @@ impl QueueRx {
         self.shared.bytes.fetch_sub(weight, Ordering::Relaxed);
         self.stats.dequeued(weight);
     }
+
+    /// Frames the queue has storage for now (0 when idle).
+    #[cfg(test)]
+    pub(super) fn storage(&self) -> usize {
+        self.shared.frames().capacity()
+    }
+
+    /// The next frame, the overflow mark or the end, as the writer sees them.
+    #[cfg(test)]
+    pub(super) async fn next_for_test(&mut self) -> Option<Result<Outgoing, &'static str>> {
+        match self.next().await {
+            Next::Frame(frame) => Some(Ok(frame)),
+            Next::Overflow => Some(Err("overflow")),
+            Next::End => None,
+        }
+    }
+
+    /// Refuses further frames ([`Offer::Closed`]); those queued stay to be drained.
+    fn close(&mut self) {
+        let _frames = self.shared.frames();
+        self.shared.rx_closed.store(true, Ordering::Release);
+    }
+
+    /// The next frame, without waiting; `None` when the queue is empty.
+    fn pop(&mut self) -> Option<Outgoing> {
+        let frame = {
+            let mut frames = self.shared.frames();
+            let frame = frames.pop_front();
+            if frames.is_empty() && frames.capacity() > KEEP_CAPACITY {
+                *frames = VecDeque::new();
+            }
+            frame
+        }?;
+        self.take(&frame);
+        Some(frame)
+    }
+
+    /// Waits for the next frame, the overflow mark, or the end (every sender gone, nothing left).
+    fn next(&mut self) -> impl Future<Output = Next> + '_ {
+        std::future::poll_fn(move |cx| {
+            for attempt in 0..2 {
+                if self.shared.overflow.load(Ordering::Relaxed) {
+                    return Poll::Ready(Next::Overflow);
+                }
+                if let Some(frame) = self.pop() {
+                    return Poll::Ready(Next::Frame(frame));
+                }
+                if self.shared.tx_closed.load(Ordering::Acquire) {
+                    return Poll::Ready(Next::End);
+                }
+                if attempt == 0 {
+                    // registered, then checked again: a push in between is not missed
+                    self.shared.writer.register(cx.waker());
+                }
+            }
+            Poll::Pending
+        })
+    }
 }
 
 impl Drop for QueueRx {
     fn drop(&mut self) {
-        self.rx.close();
-        while let Ok(frame) = self.rx.try_recv() {
-            self.take(&frame);
+        let left = {
+            let mut frames = self.shared.frames();
+            self.shared.rx_closed.store(true, Ordering::Release);
+            std::mem::take(&mut *frames)
+        };
+        for frame in &left {
+            self.take(frame);
         }
     }
 }
@@ -229,17 +344,15 @@ pub(crate) async fn write_loop(
         let step = tokio::select! {
             biased;
             cmd = &mut close => Step::Close(cmd.ok()),
-            () = shared.wake.notified() => Step::Wake,
-            frame = rx.rx.recv() => Step::Frame(frame),
+            next = rx.next() => Step::Next(next),
         };
         let frame = match step {
             Step::Close(Some(cmd)) => break close_wire(rx, wire, cmd, timeouts, &stats).await,
             // the socket is gone without asking: nothing more to write
-            Step::Close(None) | Step::Frame(None) => break WriterExit::Closed,
-            Step::Wake => continue,
-            Step::Frame(Some(frame)) => frame,
+            Step::Close(None) | Step::Next(Next::End) => break WriterExit::Closed,
+            Step::Next(Next::Overflow) => continue,
+            Step::Next(Next::Frame(frame)) => frame,
         };
-        rx.take(&frame);
         let len = frame.weight();
         match tokio::time::timeout(timeouts.write, wire.send(frame)).await {
             Ok(Ok(())) => stats.sent(len),
@@ -253,8 +366,7 @@ pub(crate) async fn write_loop(
 /// What woke the writer.
 enum Step {
     Close(Option<CloseCmd>),
-    Wake,
-    Frame(Option<Outgoing>),
+    Next(Next),
 }
 
 async fn slow_consumer(
@@ -279,9 +391,9 @@ async fn close_wire(
 ) -> WriterExit {
     if cmd.flush {
         let flush = async {
-            rx.rx.close();
-            while let Some(frame) = rx.rx.recv().await {
-                rx.take(&frame);
+            // what is queued now; the socket is closing, so nothing it sends later goes out
+            rx.close();
+            while let Some(frame) = rx.pop() {
                 let len = frame.weight();
                 if wire.send(frame).await.is_err() {
                     return false;

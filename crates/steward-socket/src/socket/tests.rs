@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::SocketService;
-use crate::jobs::{JobPatch, JobStatus};
+use crate::jobs::{JobPatch, JobSink, JobStatus, Offer};
 
 /// What the test wire saw.
 #[derive(Debug, Clone, PartialEq)]
@@ -287,4 +287,45 @@ async fn subscriptions_are_capped_per_socket() {
     assert_eq!(v["type"], "subscribed");
     drop(c);
     h.root.handle.stop(ExitReason::Shutdown).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_outbound_queue_holds_no_storage_when_idle_keeps_order_and_is_bounded() {
+    let stats = Arc::new(crate::stats::SocketStats::default());
+    let text = |n: u32| Outgoing::Text(n.to_string().into());
+    let (out, mut rx) = outbound::queue(256, 1 << 20, stats.clone());
+    assert_eq!(rx.storage(), 0, "a new queue allocates nothing");
+    for n in 0..100 {
+        assert_eq!(out.push(text(n)), Offer::Queued);
+    }
+    for n in 0..100 {
+        let Some(Ok(Outgoing::Text(t))) = rx.next_for_test().await else { panic!("frame {n}") };
+        assert_eq!(t, n.to_string().as_str(), "in order");
+    }
+    assert_eq!(rx.storage(), 0, "a drained burst gives its storage back");
+    assert_eq!(stats.snapshot().queue_depth, 0);
+
+    // bounded in messages: the one past the bound marks a slow consumer
+    let (out, mut rx) = outbound::queue(4, 1 << 20, stats.clone());
+    for n in 0..4 {
+        assert_eq!(out.push(text(n)), Offer::Queued);
+    }
+    assert_eq!(out.push(text(4)), Offer::Overflow);
+    assert_eq!(out.push(text(5)), Offer::Overflow, "and stays one");
+    assert!(matches!(rx.next_for_test().await, Some(Err("overflow"))));
+    drop(rx);
+    assert_eq!(stats.snapshot().queue_depth, 0, "the receiver's drop releases the backlog");
+    assert!(JobSink::is_closed(&*out));
+
+    // bounded in bytes; a closed receiver refuses; the senders' end ends the writer's wait
+    let (out, mut rx) = outbound::queue(256, 8, stats.clone());
+    assert_eq!(out.push(Outgoing::Text("0123456789".into())), Offer::Overflow);
+    drop(out);
+    assert!(matches!(rx.next_for_test().await, Some(Err("overflow"))));
+    let (out, mut rx) = outbound::queue(256, 1 << 20, stats.clone());
+    assert_eq!(out.push(text(1)), Offer::Queued);
+    drop(out);
+    assert!(matches!(rx.next_for_test().await, Some(Ok(_))), "what was queued still goes out");
+    assert!(rx.next_for_test().await.is_none(), "then the queue ends");
+    assert_eq!(stats.snapshot().queue_bytes, 0);
 }
