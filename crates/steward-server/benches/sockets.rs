@@ -178,8 +178,8 @@ async fn run(p: Params) {
 async fn run_one(mut target: Target, p: &Params, steward: Option<Option<u32>>) -> Run {
     let mut figures = measure(&mut target, p).await;
     let (name, key) = (target.name.clone(), target.key.clone());
-    let stopped = target.stop().await;
-    println!("sockets/{name}/shutdown: {}", stopped["shutdown"].as_str().unwrap_or_default());
+    let (shutdown, stopped) = target.stop().await;
+    println!("sockets/{name}/shutdown: {shutdown}");
     if let Value::Object(stop) = stopped {
         figures.json.extend(stop);
     }

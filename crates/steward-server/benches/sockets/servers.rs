@@ -151,30 +151,27 @@ impl Target {
         }
     }
 
-    /// Stops the server: Steward with SIGTERM, the children killed. For the JSON line: `exit`
-    /// (Steward's exit code), `warnings` (Steward's WARN/ERROR log lines) and `shutdown` (a
-    /// sentence).
-    pub(crate) async fn stop(self) -> Value {
+    /// Stops the server: Steward with SIGTERM, the children killed. How it went, as a sentence
+    /// for the report and as figures for the JSON line: `exit` (Steward's exit code), `warnings`
+    /// (Steward's WARN/ERROR log lines).
+    pub(crate) async fn stop(self) -> (String, Value) {
         match self.backend {
             Backend::Steward { mut server, .. } => {
                 let warnings = server.warning_count();
-                let warned =
-                    if warnings > 0 { format!("; {}", server.warnings()) } else { String::new() };
+                let warned = if warnings > 0 { server.warnings() } else { "none".to_owned() };
                 let started = Instant::now();
                 let status = server.terminate().await;
                 let exit =
                     status.map_or_else(|| "still running after 60 s".to_owned(), |s| s.to_string());
                 let shutdown = format!(
-                    "SIGTERM -> {exit} in {:.2} s ({warnings} WARN/ERROR log lines during the \
-                     run{warned})",
+                    "SIGTERM -> {exit} in {:.2} s (during the run: {warned})",
                     started.elapsed().as_secs_f64()
                 );
-                let exit = status.and_then(|s| s.code());
-                json!({"exit": exit, "warnings": warnings, "shutdown": shutdown})
+                (shutdown, json!({"exit": status.and_then(|s| s.code()), "warnings": warnings}))
             }
             Backend::Child { child, .. } => {
                 drop(child);
-                json!({"shutdown": "killed"})
+                ("killed".to_owned(), json!({}))
             }
         }
     }
