@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use steward_proto::jobs::v1::jobs_client::JobsClient;
 use steward_proto::jobs::v1::{CreateJobRequest, JobStatus, UpdateJobRequest};
-use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::client::{Endpoint, Protocol, STEP};
 use crate::plain;
-use crate::support::{Server, rss};
+use crate::support::{Bearer, Server, connect, rss};
 
 /// The bearer the child servers get (they accept any).
 const CHILD_TOKEN: &str = "bench-token";
@@ -39,8 +39,16 @@ pub(crate) struct Target {
 }
 
 enum Backend {
-    Steward { server: Box<Server>, jobs: JobsClient<Channel>, job: String },
-    Child { child: ChildServer, http: reqwest::Client, update: String },
+    Steward {
+        server: Box<Server>,
+        jobs: JobsClient<InterceptedService<Channel, Bearer>>,
+        job: String,
+    },
+    Child {
+        child: ChildServer,
+        http: reqwest::Client,
+        update: String,
+    },
 }
 
 impl Target {
@@ -57,10 +65,10 @@ impl Target {
         }
         let server = Server::start(&env, None).await;
         let token = server.tenant_token(json!({"sockets": sockets.max(20_000)})).await;
-        let mut jobs = JobsClient::connect(server.grpc.clone()).await.expect("gRPC connect");
+        let (channel, bearer) = connect(&server.grpc, &token).await;
+        let mut jobs = JobsClient::with_interceptor(channel, bearer);
         let created = CreateJobRequest { kind: "bench".into(), data: None };
-        let job =
-            jobs.create_job(bearer(created, &token)).await.expect("CreateJob").into_inner().id;
+        let job = jobs.create_job(created).await.expect("CreateJob").into_inner().id;
         let (name, key) = match arbiters {
             Some(a) => (format!("steward (arbiters {a})"), format!("steward_arbiters_{a}")),
             None => ("steward".to_owned(), "steward".to_owned()),
@@ -122,8 +130,7 @@ impl Target {
                     progress: Some(progress),
                     data: None,
                 };
-                let request = bearer(update, &self.endpoint.token);
-                if let Err(e) = jobs.update_job(request).await {
+                if let Err(e) = jobs.update_job(update).await {
                     panic!("UpdateJob: {e}; log tail:\n{}", server.tail());
                 }
             }
@@ -198,15 +205,6 @@ async fn post_update(http: &reqwest::Client, update: &str, job: &str, progress: 
     let r = http.post(update).json(&body).send().await;
     let r = r.unwrap_or_else(|e| panic!("POST {update}: {e}"));
     assert!(r.status().is_success(), "POST {update}: {}", r.status());
-}
-
-fn bearer<T>(msg: T, token: &str) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(msg);
-    req.metadata_mut().insert(
-        "authorization",
-        MetadataValue::try_from(format!("Bearer {token}")).expect("ascii metadata"),
-    );
-    req
 }
 
 /// A server child process that prints `{"listening":"<addr>"}` on stdout once it listens.
