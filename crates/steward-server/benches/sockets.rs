@@ -1,64 +1,74 @@
-//! Load benchmark of the WebSocket front door (`GET /v1/ws`) on the real `steward` binary.
+//! Load benchmark of the WebSocket front door (`GET /v1/ws`) on the real `steward` binary, side
+//! by side with socket.io and a plain actix-web + actix-ws server driven by the same client.
 //!
-//! Starts the `steward` of the profile being built (release under `cargo bench`) as a child
-//! process on loopback ports chosen by the OS, drives it with tokio-tungstenite clients on the
-//! same machine, and prints:
+//! Starts each server in turn as a child process on loopback ports chosen by the OS and drives
+//! it with tokio-tungstenite clients on the same machine:
 //!
-//! 1. `rss_per_socket`: the server's resident memory per idle authenticated socket at N open
-//!    sockets (`BENCH_SOCKETS`, default 10000): `(RSS after − RSS before) / N`, RSS read from
-//!    `/proc/<pid>/statm` before the first socket and once `/metrics` shows N live sockets. Every
-//!    socket has had one `ping`/`pong` exchange. Target ≤ 16 KiB.
-//! 2. `fanout`: all N sockets subscribed to one job, then `BENCH_UPDATES` (default 20)
-//!    `UpdateJob` calls one at a time, each once every socket has the previous one. Latency from
-//!    just before the call to a socket's receipt of the update: p50/p99/max over the N×K
-//!    deliveries, and per update the time until the last socket had it. Target p99 ≤ 250 ms.
+//! - Steward: the `steward` of the profile being built (release under `cargo bench`), once per
+//!   value of `BENCH_ARBITERS` (a comma list, default `1,2`) with
+//!   `STEWARD__SOCKET__ARBITERS=<value>`; `BENCH_ARBITERS=default` runs it once without it.
+//! - socket.io 4 on Node (`benches/socketio/server.js`; the bench runs
+//!   `npm ci --no-audit --no-fund` in that directory, whose `node_modules` is git-ignored) when
+//!   `node` and `npm` are on PATH; otherwise, or with `BENCH_SOCKETIO=0`, it prints why
+//!   socket.io is skipped and goes on.
+//! - plain actix-web + actix-ws with one tokio task per socket (`sockets/plain.rs`: this
+//!   executable re-run with `BENCH_ROLE=plain-ws`), serving the part of Steward's protocol the
+//!   client uses.
+//!
+//! The client (`sockets/client.rs`) is one code path for all three: open a socket, authenticate
+//! (Steward and plain: the bearer in the upgrade's `Authorization` header, then `ping` → `pong`;
+//! socket.io: its open packet, then CONNECT with the token in `auth`), subscribe to one job and
+//! wait for the acknowledgement; only the wire format differs. For each server it measures
+//! (`sockets/measure.rs`):
+//!
+//! 1. `rss_per_socket`: the server's resident memory per idle authenticated socket subscribed
+//!    to one job, at N sockets (`BENCH_SOCKETS`, default 10000): `(RSS after − RSS before) / N`
+//!    from `/proc/<pid>/statm` of the server process (for socket.io, the node process), read
+//!    before the first socket and once all N are acknowledged (on Steward, also once `/metrics`
+//!    shows N live sockets). Targets for Steward: ≤ 10 KiB, and ≤ 0.66× socket.io.
+//! 2. `fanout`: `BENCH_UPDATES` (default 20) updates of the job one at a time, each once every
+//!    socket has the previous one (Steward: `UpdateJob` over gRPC; the others:
+//!    `POST /bench/update`). Latency from just before the call to a socket's receipt of the
+//!    update: p50/p99/max over the N×K deliveries, and per update the time until the last socket
+//!    had it. Target p99 ≤ 250 ms.
 //! 3. `cycles`: connect + authenticate + subscribe + close cycles per second, `BENCH_CYCLES`
 //!    (default 2000) cycles `BENCH_CONCURRENCY` (default 50) at a time; then the live sockets
-//!    left (0 expected) and the server's RSS.
+//!    left (Steward: 0 expected) and the server's RSS.
 //!
-//! Then SIGTERM and the server's exit status, and all figures as one JSON line
-//! (`{"bench":"sockets",…}`). It asserts only that the setup worked (the server started, every
-//! socket opened, every subscription was acknowledged); everything else is reported.
+//! Steward is stopped with SIGTERM (its exit status is reported); the other two are killed, and
+//! every child is killed on every path out of the bench, panics included. Then a table of the
+//! headline figures per server, the ratios Steward/socket.io and Steward/plain, the Steward runs
+//! side by side, and all figures as one JSON line (`{"bench":"sockets",…}`: the first Steward
+//! run's figures at the top level as before, each server's under `servers`, the ratios under
+//! `ratios`). It asserts only that the setup worked (each server started, every socket opened
+//! and was subscribed); everything else is reported.
 //!
 //! Run with `cargo bench -p steward-server --bench sockets`; a quick run:
 //! `BENCH_SOCKETS=1000 BENCH_CYCLES=200 cargo bench -p steward-server --bench sockets`.
 //! Without `--bench` among its arguments (`cargo test --benches`) it is a smoke run of 100
-//! sockets, 3 updates and 50 cycles unless the variables say otherwise.
+//! sockets, 3 updates and 50 cycles unless the variables say otherwise. The bench and each
+//! server hold N descriptors at once: `ulimit -n` must be above N plus a few hundred.
 #![allow(missing_docs, clippy::print_stdout, clippy::print_stderr)]
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+#[path = "sockets/client.rs"]
+mod client;
+#[path = "sockets/measure.rs"]
+mod measure;
+#[path = "sockets/plain.rs"]
+mod plain;
+#[path = "sockets/servers.rs"]
+mod servers;
 
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
-use steward_proto::jobs::v1::jobs_client::JobsClient;
-use steward_proto::jobs::v1::{CreateJobRequest, JobStatus, UpdateJobRequest};
-use tokio::net::TcpStream;
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use tonic::metadata::MetadataValue;
+use serde_json::{Map, Value, json};
 
-use crate::support::{Server, mib, spread};
-
-/// Upgrades (connect + ping/pong) in flight while the N idle sockets are opened.
-const OPEN_CONCURRENCY: usize = 200;
-/// Deadline of anything that should be quick: one upgrade, one reply, one cycle.
-const STEP: Duration = Duration::from_secs(30);
-/// Deadline of a step over all N sockets (every socket open, subscribed, closed, counted).
-const ALL: Duration = Duration::from_secs(120);
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use crate::measure::{Figures, OPEN_CONCURRENCY, measure};
+use crate::servers::Target;
+use crate::support::round2;
 
 /// The run's parameters.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Params {
     /// Idle sockets held open (N).
     sockets: usize,
@@ -68,6 +78,8 @@ struct Params {
     cycles: usize,
     /// Cycles in flight (C).
     concurrency: usize,
+    /// One Steward run per entry: `STEWARD__SOCKET__ARBITERS`, or `None` to leave it unset.
+    arbiters: Vec<Option<u32>>,
     /// `--bench` was not passed: smaller defaults.
     smoke: bool,
 }
@@ -82,17 +94,34 @@ impl Params {
                 Err(_) => bench,
             }
         };
+        let arbiters = std::env::var("BENCH_ARBITERS").unwrap_or_else(|_| "1,2".to_owned());
+        let arbiters = if arbiters.trim() == "default" {
+            vec![None]
+        } else {
+            let parse = |v: &str| {
+                let a = v.trim().parse().unwrap_or_else(|_| {
+                    panic!("BENCH_ARBITERS={arbiters}: {v:?} is not a number (or say `default`)")
+                });
+                Some(a)
+            };
+            arbiters.split(',').map(parse).collect()
+        };
         Self {
             sockets: var("BENCH_SOCKETS", 10_000, 100).max(1),
             updates: u32::try_from(var("BENCH_UPDATES", 20, 3).clamp(1, 100)).unwrap_or(20),
             cycles: var("BENCH_CYCLES", 2000, 50).max(1),
             concurrency: var("BENCH_CONCURRENCY", 50, 50).max(1),
+            arbiters,
             smoke,
         }
     }
 }
 
 fn main() {
+    if std::env::var("BENCH_ROLE").is_ok_and(|r| r == plain::ROLE) {
+        plain::serve();
+        return;
+    }
     // `cargo bench` passes `--bench` (and a filter, when given); other arguments are ignored
     let params = Params::from_env();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -102,485 +131,158 @@ fn main() {
     rt.block_on(run(params));
 }
 
-// ---- the server -------------------------------------------------------------------------------
-
-/// Starts the server with room for 20000 connections (from one address).
-async fn start_server() -> Server {
-    let env = [
-        ("STEWARD__SOCKET__MAX_CONNECTIONS", "20000".to_owned()),
-        ("STEWARD__SOCKET__MAX_PER_IP", "20000".to_owned()),
-    ];
-    Server::start(&env, None).await
+/// One server's run.
+struct Run {
+    name: String,
+    key: String,
+    /// `Some` for a Steward run: its `STEWARD__SOCKET__ARBITERS` (`None` inside: left unset).
+    steward: Option<Option<u32>>,
+    figures: Figures,
 }
 
-impl Server {
-    /// `steward_resources_live{kind="socket"}` of `/metrics` (0 when the series is absent).
-    async fn live_sockets(&self) -> Option<u64> {
-        let r = self.admin_request(reqwest::Method::GET, "/metrics").send().await.ok()?;
-        if !r.status().is_success() {
-            return None;
-        }
-        let text = r.text().await.ok()?;
-        let series = "steward_resources_live{kind=\"socket\"}";
-        Some(
-            text.lines()
-                .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
-                .map_or(0, |v| v as u64),
-        )
-    }
-
-    /// Polls `/metrics` until `want` sockets are live, at most `within`; the last value seen.
-    async fn until_live(&self, want: u64, within: Duration) -> Option<u64> {
-        let deadline = Instant::now() + within;
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
-        let mut last = None;
-        loop {
-            tick.tick().await;
-            last = self.live_sockets().await.or(last);
-            if last == Some(want) || Instant::now() >= deadline {
-                return last;
-            }
-        }
-    }
-}
-
-fn bearer<T>(msg: T, token: &str) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(msg);
-    req.metadata_mut().insert(
-        "authorization",
-        MetadataValue::try_from(format!("Bearer {token}")).expect("ascii metadata"),
-    );
-    req
-}
-
-// ---- the clients ------------------------------------------------------------------------------
-
-/// Opens a socket with `Authorization: Bearer <token>`, small client buffers and `TCP_NODELAY`.
-async fn connect(url: &str, token: &str) -> Result<Ws, WsError> {
-    let mut request = url.into_client_request()?;
-    let value = HeaderValue::from_str(&format!("Bearer {token}")).expect("ascii header");
-    request.headers_mut().insert("authorization", value);
-    // tungstenite's 128 KiB default buffers would make 10k clients weigh more than the server
-    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
-    Ok(ws)
-}
-
-/// The next text frame as JSON (protocol pings are answered by tungstenite while it reads).
-async fn next_json(ws: &mut Ws) -> Result<Value, String> {
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => {
-                return serde_json::from_str(&t).map_err(|e| format!("not JSON: {e}: {t}"));
-            }
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-            other => return Err(format!("expected a text frame, got {other:?}")),
-        }
-    }
-}
-
-/// Sends a JSON request.
-async fn send(ws: &mut Ws, v: &Value) -> Result<(), String> {
-    ws.send(Message::text(v.to_string())).await.map_err(|e| format!("send: {e}"))
-}
-
-/// Opens an authenticated socket and proves it live with one `ping` → `pong`.
-async fn open_live(url: &str, token: &str) -> Result<Ws, String> {
-    let open = async {
-        let mut ws = connect(url, token).await.map_err(|e| format!("upgrade: {e}"))?;
-        send(&mut ws, &json!({"type": "ping"})).await?;
-        let reply = next_json(&mut ws).await?;
-        if reply["type"] != "pong" {
-            return Err(format!("expected a pong, got {reply}"));
-        }
-        Ok(ws)
-    };
-    tokio::time::timeout(STEP, open).await.map_err(|_| "no pong within 30 s".to_owned())?
-}
-
-/// What the main task tells the held sockets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Stay idle (reading, so that protocol pings are answered).
-    Hold,
-    /// Subscribe to the job.
-    Subscribe,
-    /// Send a Close and end after the server's.
-    Close,
-}
-
-/// State shared by the held sockets' tasks and the main task.
-struct Shared {
-    /// The subscribe request, as text.
-    subscribe: String,
-    /// Sockets whose subscription was acknowledged.
-    subscribed: AtomicUsize,
-    /// Per update (index = progress − 1), the sockets that received it.
-    received: Vec<AtomicUsize>,
-    /// Notified when an update has reached every socket.
-    all_in: Notify,
-    /// Held sockets.
-    sockets: usize,
-    /// Sockets that failed (an error frame, or the connection ended before the Close phase).
-    failures: AtomicUsize,
-    /// The first failure, for the report.
-    first_failure: Mutex<Option<String>>,
-}
-
-impl Shared {
-    fn fail(&self, why: String) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
-        self.first_failure.lock().expect("failure lock").get_or_insert(why);
-    }
-}
-
-/// One held socket: reads it all along; subscribes and closes when told; returns when each update
-/// arrived (its progress, the instant).
-async fn hold(
-    mut ws: Ws,
-    mut phase: watch::Receiver<Phase>,
-    shared: Arc<Shared>,
-) -> Vec<(u32, Instant)> {
-    let mut got = Vec::with_capacity(shared.received.len());
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            changed = phase.changed(), if !closing => {
-                if changed.is_err() {
-                    break;
-                }
-                let now = *phase.borrow_and_update();
-                match now {
-                    Phase::Hold => {}
-                    Phase::Subscribe => {
-                        let sent = ws.send(Message::text(shared.subscribe.clone())).await;
-                        if let Err(e) = sent {
-                            shared.fail(format!("subscribe: {e}"));
-                            break;
-                        }
-                    }
-                    Phase::Close => {
-                        closing = true;
-                        if ws.close(None).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-            msg = ws.next() => match msg {
-                Some(Ok(Message::Text(t))) => on_text(&shared, &t, Instant::now(), &mut got),
-                Some(Ok(Message::Close(frame))) if !closing => {
-                    shared.fail(format!("the server closed the socket: {frame:?}"));
-                    break;
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) if !closing => {
-                    shared.fail(format!("read: {e}"));
-                    break;
-                }
-                Some(Err(_)) | None => break,
-            }
-        }
-    }
-    got
-}
-
-/// A text frame a held socket received at `at`: an update is recorded and counted, a
-/// `subscribed` counted, anything else is a failure.
-fn on_text(shared: &Shared, text: &str, at: Instant, got: &mut Vec<(u32, Instant)>) {
-    let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-    match v["type"].as_str() {
-        Some("job") => {
-            let progress = v["progress"].as_u64().and_then(|p| u32::try_from(p).ok());
-            let slot = progress.and_then(|p| p.checked_sub(1)).map(|i| i as usize);
-            if let (Some(p), Some(i)) = (progress, slot)
-                && let Some(count) = shared.received.get(i)
-            {
-                got.push((p, at));
-                if count.fetch_add(1, Ordering::AcqRel) + 1 == shared.sockets {
-                    shared.all_in.notify_one();
-                }
-            }
-        }
-        Some("subscribed") => {
-            shared.subscribed.fetch_add(1, Ordering::AcqRel);
-        }
-        _ => shared.fail(format!("unexpected frame: {text}")),
-    }
-}
-
-/// One cycle: upgrade (authenticated), subscribe, wait for `subscribed`, Close, wait for the
-/// server's Close. Its duration.
-async fn cycle(url: &str, token: &str, subscribe: &str) -> Result<Duration, String> {
-    let start = Instant::now();
-    let run = async {
-        let mut ws = connect(url, token).await.map_err(|e| format!("upgrade: {e}"))?;
-        ws.send(Message::text(subscribe.to_owned())).await.map_err(|e| format!("send: {e}"))?;
-        let reply = next_json(&mut ws).await?;
-        if reply["type"] != "subscribed" {
-            return Err(format!("expected subscribed, got {reply}"));
-        }
-        ws.close(None).await.map_err(|e| format!("close: {e}"))?;
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(_))) | None => return Ok(start.elapsed()),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(format!("waiting for the server's Close: {e}")),
-            }
-        }
-    };
-    tokio::time::timeout(STEP, run).await.map_err(|_| "cycle over 30 s".to_owned())?
-}
-
-// ---- the run ----------------------------------------------------------------------------------
-
-#[allow(clippy::too_many_lines)] // one linear script: setup, three measurements, shutdown
 async fn run(p: Params) {
-    let n = p.sockets;
     println!(
-        "sockets: N={n} sockets, K={} updates, M={} cycles, C={} concurrent cycles, \
-         {OPEN_CONCURRENCY} concurrent upgrades, {} cores, clients on the same machine{}",
+        "sockets: N={} sockets, K={} updates, M={} cycles, C={} concurrent cycles, \
+         {OPEN_CONCURRENCY} concurrent opens, {} cores, clients on the same machine{}",
+        p.sockets,
         p.updates,
         p.cycles,
         p.concurrency,
         std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         if p.smoke { " (smoke run: no --bench argument)" } else { "" },
     );
-    let mut server = start_server().await;
-    // a `sockets` quota for the whole run
-    let token = server.tenant_token(json!({"sockets": n.max(20_000)})).await;
-    let ws_url = format!("ws://{}/v1/ws", server.public);
-    let mut jobs = JobsClient::connect(server.grpc.clone()).await.expect("gRPC connect");
-    let job = jobs
-        .create_job(bearer(CreateJobRequest { kind: "bench".into(), data: None }, &token))
-        .await
-        .expect("CreateJob")
-        .into_inner();
-    let subscribe = json!({"type": "subscribe", "job": job.id}).to_string();
-
-    // 1. RSS per idle authenticated socket
-    let rss_before = server.rss();
-    let (phase_tx, phase_rx) = watch::channel(Phase::Hold);
-    let shared = Arc::new(Shared {
-        subscribe: subscribe.clone(),
-        subscribed: AtomicUsize::new(0),
-        received: (0..p.updates).map(|_| AtomicUsize::new(0)).collect(),
-        all_in: Notify::new(),
-        sockets: n,
-        failures: AtomicUsize::new(0),
-        first_failure: Mutex::new(None),
-    });
-    let mut held = JoinSet::new();
-    let started = Instant::now();
-    {
-        let url = ws_url.as_str();
-        let token = token.as_str();
-        let mut opening = futures_util::stream::iter(0..n)
-            .map(|_| open_live(url, token))
-            .buffer_unordered(OPEN_CONCURRENCY);
-        while let Some(opened) = opening.next().await {
-            let ws = opened
-                .unwrap_or_else(|e| panic!("socket {} of {n} did not open: {e}", held.len() + 1));
-            held.spawn(hold(ws, phase_rx.clone(), shared.clone()));
+    let socketio = servers::prepare_socketio();
+    if let Err(why) = &socketio {
+        println!("sockets/socket.io: skipped: {why}");
+    }
+    let mut runs = Vec::new();
+    for &arbiters in &p.arbiters {
+        if let Some(a) = arbiters {
+            println!(
+                "sockets: steward with STEWARD__SOCKET__ARBITERS={a} (a Steward without \
+                 `[socket] arbiters` refuses it: BENCH_ARBITERS=default runs without)"
+            );
         }
+        let target = Target::steward(arbiters, p.sockets).await;
+        runs.push(run_one(target, &p, Some(arbiters)).await);
     }
-    let open_time = started.elapsed();
-    let rss_opened = server.rss();
-    let live = server.until_live(n as u64, ALL).await;
-    assert_eq!(live, Some(n as u64), "/metrics does not show {n} live sockets");
-    let rss_held = server.rss();
-    let per_socket_kib = rss_held.saturating_sub(rss_before) as f64 / n as f64 / 1024.0;
-    let per_socket_kib = (per_socket_kib * 100.0).round() / 100.0;
-    println!(
-        "sockets/open: {n} authenticated sockets in {:.2} s ({:.0}/s)",
-        open_time.as_secs_f64(),
-        n as f64 / open_time.as_secs_f64()
-    );
-    println!(
-        "sockets/rss_per_socket: {per_socket_kib} KiB per idle socket (RSS {} MiB before, \
-         {} MiB when opened, {} MiB at {n} live; target <= 16 KiB)",
-        mib(rss_before),
-        mib(rss_opened),
-        mib(rss_held),
-    );
+    if let Ok(label) = &socketio {
+        let target = Target::socketio(&servers::socketio_dir(), label.clone()).await;
+        runs.push(run_one(target, &p, None).await);
+    }
+    runs.push(run_one(Target::plain().await, &p, None).await);
+    report(&p, &runs, socketio.as_ref().err().map(String::as_str));
+}
 
-    // 2. fan-out latency
-    let started = Instant::now();
-    phase_tx.send(Phase::Subscribe).expect("held sockets listen");
-    let deadline = Instant::now() + ALL;
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    while shared.subscribed.load(Ordering::Acquire) < n
-        && shared.failures.load(Ordering::Acquire) == 0
-        && Instant::now() < deadline
-    {
-        tick.tick().await;
+/// Measures `target`, then stops it.
+async fn run_one(mut target: Target, p: &Params, steward: Option<Option<u32>>) -> Run {
+    let mut figures = measure(&mut target, p).await;
+    let (name, key) = (target.name.clone(), target.key.clone());
+    let (shutdown, stopped) = target.stop().await;
+    println!("sockets/{name}/shutdown: {shutdown}");
+    if let Value::Object(stop) = stopped {
+        figures.json.extend(stop);
     }
-    let subscribed = shared.subscribed.load(Ordering::Acquire);
-    assert_eq!(
-        subscribed,
-        n,
-        "not every socket is subscribed; first failure: {:?}",
-        shared.first_failure.lock().expect("failure lock")
+    figures.json.insert("name".to_owned(), json!(name));
+    Run { name, key, steward, figures }
+}
+
+/// `a / b` to two decimals; `None` when `b` is 0.
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| round2(a / b))
+}
+
+fn times(r: Option<f64>) -> String {
+    r.map_or_else(|| "n/a".to_owned(), |r| format!("{r}×"))
+}
+
+/// The table, the ratios, the Steward runs side by side, and the JSON line.
+fn report(p: &Params, runs: &[Run], socketio_skipped: Option<&str>) {
+    println!(
+        "sockets/compare: N={} idle subscribed sockets, K={} updates, M={} cycles \
+         (targets: steward <= 10 KiB/socket and <= 0.66× socket.io; fanout p99 <= 250 ms)",
+        p.sockets, p.updates, p.cycles
     );
-    let subscribe_time = started.elapsed();
-    let mut sent_at = Vec::with_capacity(p.updates as usize);
-    let mut calls = Vec::with_capacity(p.updates as usize);
-    let mut incomplete = 0;
-    for i in 1..=p.updates {
-        let update = UpdateJobRequest {
-            id: job.id.clone(),
-            status: Some(JobStatus::Running as i32),
-            progress: Some(i),
-            data: None,
+    println!(
+        "  {:<36} {:>10} {:>11} {:>11} {:>11} {:>9} {:>10}",
+        "server", "KiB/socket", "fanout p50", "fanout p99", "last p99", "cycles/s", "cycle p99"
+    );
+    for r in runs {
+        let f = &r.figures;
+        println!(
+            "  {:<36} {:>10} {:>8} ms {:>8} ms {:>8} ms {:>9} {:>7} ms",
+            r.name,
+            f.kib_per_socket,
+            f.fanout_p50,
+            f.fanout_p99,
+            f.last_p99,
+            f.cycles_per_s,
+            f.cycle_p99
+        );
+    }
+    let stewards: Vec<&Run> = runs.iter().filter(|r| r.steward.is_some()).collect();
+    let others: Vec<&Run> = runs.iter().filter(|r| r.steward.is_none()).collect();
+    let mut ratios = Map::new();
+    for s in &stewards {
+        let mut against = Map::new();
+        for o in &others {
+            let (a, b) = (&s.figures, &o.figures);
+            let kib = ratio(a.kib_per_socket, b.kib_per_socket);
+            let fanout = ratio(a.fanout_p99, b.fanout_p99);
+            let cycles = ratio(a.cycles_per_s, b.cycles_per_s);
+            let target = if o.key == "socketio" { " (target <= 0.66×)" } else { "" };
+            println!(
+                "sockets/ratio: {} / {}: KiB/socket {}{target}, fanout p99 {}, cycles/s {}",
+                s.name,
+                o.name,
+                times(kib),
+                times(fanout),
+                times(cycles)
+            );
+            against.insert(
+                o.key.clone(),
+                json!({"kib_per_socket": kib, "fanout_p99": fanout, "cycles_per_s": cycles}),
+            );
+        }
+        ratios.insert(s.key.clone(), Value::Object(against));
+    }
+    if stewards.len() > 1 {
+        let side = |f: fn(&Figures) -> f64| {
+            stewards.iter().map(|s| f(&s.figures).to_string()).collect::<Vec<_>>().join(" | ")
         };
-        let request = bearer(update, &token);
-        let t0 = Instant::now();
-        jobs.update_job(request).await.expect("UpdateJob");
-        calls.push(t0.elapsed());
-        sent_at.push(t0);
-        let count = &shared.received[i as usize - 1];
-        let deadline = t0 + STEP;
-        while count.load(Ordering::Acquire) < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if tokio::time::timeout(left, shared.all_in.notified()).await.is_err() {
-                incomplete += 1;
-                break;
-            }
-        }
+        let arbiters: Vec<String> = stewards
+            .iter()
+            .map(|s| s.steward.flatten().map_or_else(|| "default".to_owned(), |a| a.to_string()))
+            .collect();
+        println!(
+            "sockets/arbiters: {}: KiB/socket {}; fanout p50 {} ms; fanout p99 {} ms; last p99 \
+             {} ms; cycles/s {}; cycle p99 {} ms",
+            arbiters.join(" | "),
+            side(|f| f.kib_per_socket),
+            side(|f| f.fanout_p50),
+            side(|f| f.fanout_p99),
+            side(|f| f.last_p99),
+            side(|f| f.cycles_per_s),
+            side(|f| f.cycle_p99),
+        );
     }
 
-    // close the held sockets: each sends a Close and ends with the server's
-    let started = Instant::now();
-    phase_tx.send(Phase::Close).expect("held sockets listen");
-    let mut deliveries = Vec::with_capacity(n * p.updates as usize);
-    let mut last = vec![Duration::ZERO; p.updates as usize];
-    let closing = tokio::time::timeout(ALL, async {
-        while let Some(got) = held.join_next().await {
-            for (progress, at) in got.expect("held socket task") {
-                let i = progress as usize - 1;
-                let d = at.saturating_duration_since(sent_at[i]);
-                deliveries.push(d);
-                last[i] = last[i].max(d);
-            }
-        }
-    })
-    .await;
-    assert!(closing.is_ok(), "{} held sockets did not end within {ALL:?}", held.len());
-    let close_time = started.elapsed();
-    let after_close = server.until_live(0, ALL).await;
-    let rss_closed = server.rss();
-    let expected = n * p.updates as usize;
-    let (d50, d99, dmax) = spread(&mut deliveries);
-    let (l50, l99, lmax) = spread(&mut last);
-    let (c50, c99, cmax) = spread(&mut calls);
-    println!(
-        "sockets/subscribe: {n} subscriptions acknowledged in {:.2} s",
-        subscribe_time.as_secs_f64()
-    );
-    println!(
-        "sockets/fanout_latency: p50 {d50} ms, p99 {d99} ms, max {dmax} ms over {} of {expected} \
-         deliveries (target p99 <= 250 ms)",
-        deliveries.len()
-    );
-    println!(
-        "sockets/fanout_last_socket: p50 {l50} ms, p99 {l99} ms, max {lmax} ms per update until \
-         the last of {n} sockets had it ({incomplete} of {} updates incomplete after 30 s)",
-        p.updates
-    );
-    println!("sockets/update_job_call: p50 {c50} ms, p99 {c99} ms, max {cmax} ms");
-    println!(
-        "sockets/held_close: {n} sockets closed in {:.2} s; live afterwards {after_close:?}; \
-         RSS {} MiB; failures {}{}",
-        close_time.as_secs_f64(),
-        mib(rss_closed),
-        shared.failures.load(Ordering::Acquire),
-        shared
-            .first_failure
-            .lock()
-            .expect("failure lock")
-            .as_ref()
-            .map(|f| format!(" (first: {f})"))
-            .unwrap_or_default(),
-    );
-
-    // 3. connect + auth + subscribe + close cycles
-    let started = Instant::now();
-    let mut cycle_times = Vec::with_capacity(p.cycles);
-    let mut cycle_failures = 0usize;
-    let mut first_cycle_failure = None;
-    {
-        let url = ws_url.as_str();
-        let token = token.as_str();
-        let subscribe = subscribe.as_str();
-        let mut cycles = futures_util::stream::iter(0..p.cycles)
-            .map(|_| cycle(url, token, subscribe))
-            .buffer_unordered(p.concurrency);
-        while let Some(done) = cycles.next().await {
-            match done {
-                Ok(d) => cycle_times.push(d),
-                Err(e) => {
-                    cycle_failures += 1;
-                    first_cycle_failure.get_or_insert(e);
-                }
-            }
-        }
+    let mut summary = Map::new();
+    summary.insert("bench".to_owned(), json!("sockets"));
+    summary.insert("sockets".to_owned(), json!(p.sockets));
+    summary.insert("updates".to_owned(), json!(p.updates));
+    summary.insert("cycles".to_owned(), json!(p.cycles));
+    summary.insert("concurrency".to_owned(), json!(p.concurrency));
+    // the first Steward run's figures at the top level, as before the comparison existed
+    if let Some(first) = stewards.first() {
+        summary.extend(first.figures.json.clone());
     }
-    let cycles_time = started.elapsed();
-    let cycles_per_s = (cycle_times.len() as f64 / cycles_time.as_secs_f64()).round();
-    let (y50, y99, ymax) = spread(&mut cycle_times);
-    let live_after = server.until_live(0, ALL).await;
-    let rss_end = server.rss();
-    println!(
-        "sockets/cycles: {cycles_per_s} connect+auth+subscribe+close cycles/s ({} done, \
-         {cycle_failures} failed{} in {:.2} s; cycle p50 {y50} ms, p99 {y99} ms, max {ymax} ms)",
-        cycle_times.len(),
-        first_cycle_failure.as_ref().map(|f| format!(", first: {f}")).unwrap_or_default(),
-        cycles_time.as_secs_f64(),
-    );
-    println!(
-        "sockets/after_cycles: steward_resources_live{{kind=\"socket\"}} {}; RSS {} MiB",
-        live_after.map_or_else(|| "unreadable".to_owned(), |v| v.to_string()),
-        mib(rss_end)
-    );
-
-    // shutdown
-    let warnings = server.warning_count();
-    let started = Instant::now();
-    let status = server.terminate().await;
-    let exit = status.map_or_else(|| "still running after 60 s".to_owned(), |s| s.to_string());
-    println!(
-        "sockets/shutdown: SIGTERM -> {exit} in {:.2} s ({warnings} WARN/ERROR log lines during \
-         the run)",
-        started.elapsed().as_secs_f64()
-    );
-
-    let summary = json!({
-        "bench": "sockets",
-        "sockets": n,
-        "updates": p.updates,
-        "cycles": p.cycles,
-        "concurrency": p.concurrency,
-        "open_s": (open_time.as_secs_f64() * 100.0).round() / 100.0,
-        "rss_before_mib": mib(rss_before),
-        "rss_held_mib": mib(rss_held),
-        "rss_per_socket_kib": per_socket_kib,
-        "fanout_p50_ms": d50,
-        "fanout_p99_ms": d99,
-        "fanout_max_ms": dmax,
-        "fanout_deliveries": deliveries.len(),
-        "fanout_expected": expected,
-        "fanout_last_p50_ms": l50,
-        "fanout_last_p99_ms": l99,
-        "fanout_last_max_ms": lmax,
-        "held_failures": shared.failures.load(Ordering::Acquire),
-        "rss_after_close_mib": mib(rss_closed),
-        "cycles_per_s": cycles_per_s,
-        "cycles_failed": cycle_failures,
-        "cycle_p99_ms": y99,
-        "live_after_cycles": live_after,
-        "rss_end_mib": mib(rss_end),
-        "exit": status.and_then(|s| s.code()),
-        "smoke": p.smoke,
-    });
-    println!("{summary}");
+    let servers: Map<String, Value> =
+        runs.iter().map(|r| (r.key.clone(), Value::Object(r.figures.json.clone()))).collect();
+    summary.insert("arbiters".to_owned(), json!(p.arbiters));
+    summary.insert("servers".to_owned(), Value::Object(servers));
+    summary.insert("ratios".to_owned(), Value::Object(ratios));
+    summary.insert("socketio_skipped".to_owned(), json!(socketio_skipped));
+    summary.insert("smoke".to_owned(), json!(p.smoke));
+    println!("{}", Value::Object(summary));
 }
