@@ -22,4 +22,4 @@ pub mod socket;
 pub mod stats;
 
 pub use error::{Error, Result};
-pub use service::{INBOUND_BUFFER, OpenError, SocketService};
+pub use service::{OpenError, SocketService};

@@ -13,17 +13,13 @@ use steward_core::{
     ArbiterPool, ChildSpec, Control, ExitReason, Registry, ResourceId, ResourceKind, RestartType,
     Strategy, SupervisorCell, SupervisorSpec,
 };
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 
 use crate::admission::{IpLimiter, IpSlot, client_ip};
 use crate::jobs::JobHubHandle;
 use crate::port::StreamPort;
-use crate::socket::{Connection, Inbound, Socket, Wire};
+use crate::socket::{Connection, InboundTx, Socket, Wire};
 use crate::stats::{SocketStats, SocketStatsSnapshot};
-
-/// Frames buffered between the edge's pump and the actor; the pump waits (stops reading the
-/// connection) when they are not consumed, so a fast sender cannot grow memory.
-pub const INBOUND_BUFFER: usize = 8;
 
 /// Why a socket could not be opened after admission.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -131,8 +127,9 @@ impl SocketService {
     }
 
     /// Opens a socket: starts its actor under the `sockets` supervisor, on the next of the
-    /// service's arbiters. `hold` (the per-IP place
-    /// and the tenant's quota reservation) is released exactly when the socket is gone.
+    /// service's arbiters; returns its id and the [`InboundTx`] the edge hands the client's
+    /// frames to. `hold` (the per-IP place and the tenant's quota reservation) is released
+    /// exactly when the socket is gone.
     ///
     /// # Errors
     /// [`OpenError::NodeCap`] at `max_connections`, [`OpenError::ShuttingDown`], or
@@ -141,13 +138,13 @@ impl SocketService {
         &self,
         tenant: Arc<str>,
         ip: IpAddr,
-        inbound: mpsc::Receiver<Inbound>,
         wire: Box<dyn Wire>,
         streams: Option<Arc<dyn StreamPort>>,
         hold: impl Any + Send + Sync,
-    ) -> Result<ResourceId, OpenError> {
+    ) -> Result<(ResourceId, InboundTx), OpenError> {
+        let (alive, alive_rx) = oneshot::channel();
         let conn =
-            Mutex::new(Some(Connection { tenant: tenant.clone(), ip, inbound, wire, streams }));
+            Mutex::new(Some(Connection { tenant: tenant.clone(), ip, alive, wire, streams }));
         let (config, jobs, stats) = (self.config.clone(), self.jobs.clone(), self.stats.clone());
         let spec =
             ChildSpec::new_in(ip.to_string(), ResourceKind::Socket, &self.arbiters, move |rcx| {
@@ -162,9 +159,9 @@ impl SocketService {
             .tenant(tenant)
             .hold(hold);
         match self.supervisor.start_child::<Socket>(spec).await {
-            Ok((id, _addr)) => {
+            Ok((id, addr)) => {
                 self.stats.accepted();
-                Ok(id)
+                Ok((id, InboundTx::new(addr.recipient(), alive_rx)))
             }
             Err(steward_core::Error::MaxChildren { max, .. }) => Err(OpenError::NodeCap(max)),
             Err(steward_core::Error::ShuttingDown) => Err(OpenError::ShuttingDown),

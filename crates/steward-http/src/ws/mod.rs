@@ -18,10 +18,9 @@ use futures_util::future::LocalBoxFuture;
 use steward_core::tracker::CountedTask;
 use steward_core::{Registry, ResourceKind};
 use steward_socket::SocketService;
-use steward_socket::socket::{Inbound, Outgoing, Wire, WireClosed};
+use steward_socket::socket::{Inbound, InboundTx, Outgoing, Wire, WireClosed};
 use steward_socket::stats::Rejection;
 use steward_tenancy::Tenancy;
-use tokio::sync::mpsc;
 
 use crate::{ApiError, Tenant};
 
@@ -81,7 +80,6 @@ pub(crate) async fn upgrade(
     let reservation = tenancy
         .admit(&tenant, ResourceKind::Socket)
         .map_err(|e| refuse(Rejection::Quota, ApiError::from(e)))?;
-    let (tx, rx) = mpsc::channel(steward_socket::INBOUND_BUFFER);
     let wire = Box::new(ActixWire(session));
     let tenant_id: std::sync::Arc<str> = tenant.tenant_id().as_str().into();
     let port: std::sync::Arc<dyn steward_socket::port::StreamPort> =
@@ -90,8 +88,9 @@ pub(crate) async fn upgrade(
             tenancy: tenancy.get_ref().clone(),
             tenant,
         });
-    let id = match sockets.open(tenant_id, ip, rx, wire, Some(port), (ip_slot, reservation)).await {
-        Ok(id) => id,
+    let (id, tx) = match sockets.open(tenant_id, ip, wire, Some(port), (ip_slot, reservation)).await
+    {
+        Ok(opened) => opened,
         Err(steward_socket::OpenError::NodeCap(max)) => {
             return Err(refuse(Rejection::NodeCap, node_full(max, retry_after)));
         }
@@ -148,7 +147,7 @@ fn node_full(max: usize, retry_after: u64) -> ApiError {
 /// What the pump holds: the way to the socket actor, its count as the socket's task, and the
 /// hold on the response body's end.
 struct Pump {
-    tx: mpsc::Sender<Inbound>,
+    tx: InboundTx,
     counted: Option<CountedTask>,
     /// Dropped once the client's Close was read or the connection ended: the body may end.
     peer_closed: closing::PeerClosed,
@@ -162,7 +161,7 @@ impl Pump {
     /// the client's Close, discarding the rest, for at most `close_timeout`, uncounted: the
     /// connection is then shut down with nothing left unread.
     async fn run(self, mut stream: AggregatedMessageStream) {
-        let Self { tx, counted, peer_closed, close_timeout } = self;
+        let Self { mut tx, counted, peer_closed, close_timeout } = self;
         loop {
             let next = tokio::select! {
                 biased;
@@ -170,6 +169,7 @@ impl Pump {
                 next = stream.next() => next,
             };
             let inbound = match next {
+                // the connection ended without a Close: dropping `tx` tells the socket
                 None => return,
                 Some(Ok(AggregatedMessage::Text(text))) => Inbound::Text(text),
                 Some(Ok(AggregatedMessage::Binary(bytes))) => Inbound::Binary(bytes.len()),
@@ -184,8 +184,7 @@ impl Pump {
                     None => return,
                 },
             };
-            let terminal =
-                matches!(inbound, Inbound::Close(_) | Inbound::TooBig | Inbound::Protocol(_));
+            let terminal = inbound.is_terminal();
             let delivered = tx.send(inbound).await.is_ok();
             if terminal {
                 return;

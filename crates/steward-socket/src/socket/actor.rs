@@ -16,7 +16,6 @@ impl Actor for Socket {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let Some(parts) = self.parts.take() else { return };
         self.rcx.touch();
-        ctx.add_stream(tokio_stream_of(parts.inbound));
         let timeouts =
             WriterTimeouts { write: self.config.write_timeout, close: self.config.close_timeout };
         let writer = write_loop(parts.rx, parts.wire, parts.close_rx, timeouts, parts.done_tx);
@@ -160,11 +159,4 @@ impl Socket {
             }
         });
     }
-}
-
-/// The receiver as a `Stream` for `ctx.add_stream`.
-fn tokio_stream_of<T: 'static>(
-    mut rx: tokio::sync::mpsc::Receiver<T>,
-) -> impl futures_util::Stream<Item = T> + 'static {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }

@@ -13,7 +13,9 @@ use crate::Error;
 use crate::jobs::{JobId, JobSink, Offer};
 use crate::port::{FrameSink, StreamRequest};
 
-impl StreamHandler<Inbound> for Socket {
+impl Handler<Inbound> for Socket {
+    type Result = ();
+
     fn handle(&mut self, frame: Inbound, ctx: &mut Context<Self>) {
         if self.rcx.is_stopping() {
             return;
@@ -50,12 +52,9 @@ impl StreamHandler<Inbound> for Socket {
                 tracing::debug!(%error, "websocket protocol error");
                 self.close_with(CloseFrame::new(CloseCode::Protocol), ctx);
             }
+            // the connection ended without a Close frame: it is gone
+            Inbound::Lost => self.connection_lost(ctx),
         }
-    }
-
-    /// The inbound stream ended without a Close frame: the connection is gone.
-    fn finished(&mut self, ctx: &mut Context<Self>) {
-        self.connection_lost(ctx);
     }
 }
 

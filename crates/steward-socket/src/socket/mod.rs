@@ -1,8 +1,8 @@
 //! The socket resource: one actor per WebSocket connection (kind `socket`), started by the
 //! `sockets` dynamic supervisor once the edge has admitted the upgrade.
 //!
-//! The actor owns everything the connection needs: its inbound stream (fed by the edge's pump,
-//! which ends when the actor's receiver is dropped), its outbound queue and the writer task that
+//! The actor owns everything the connection needs: its inbound side (frames arrive in its own
+//! mailbox through the edge's [`InboundTx`]; the edge's pump ends when the actor is gone), its outbound queue and the writer task that
 //! drains it into the [`Wire`], the ping interval and pong deadline timers, its token bucket and
 //! its job [`Subscription`]s. They all go when the actor goes, whatever the reason: the actor's
 //! drop is the one place they are released.
@@ -27,7 +27,7 @@ use bytestring::ByteString;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use steward_config::SocketConfig;
 use steward_core::ResourceCtx;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::jobs::{JobHubHandle, JobId, Subscription};
 use crate::port::{StreamGuard, StreamPort};
@@ -35,8 +35,10 @@ use crate::stats::SocketStats;
 use close::CloseFrame;
 use outbound::{CloseCmd, Outbound, QueueRx, WriterExit};
 
-/// A frame received from the client, as the edge's pump hands it over.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A frame received from the client, as the edge's pump hands it over (through [`InboundTx`],
+/// into the socket actor's own mailbox).
+#[derive(Debug, Clone, PartialEq, Eq, actix::Message)]
+#[rtype(result = "()")]
 pub enum Inbound {
     /// A text message (continuations aggregated).
     Text(ByteString),
@@ -52,13 +54,85 @@ pub enum Inbound {
     TooBig,
     /// A malformed frame (closes with 1002).
     Protocol(String),
+    /// The connection ended without a Close frame (recorded 1006); sent when the edge's
+    /// [`InboundTx`] is dropped after no terminal frame.
+    Lost,
+}
+
+impl Inbound {
+    /// Whether nothing can follow it on the connection.
+    #[must_use]
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Self::Close(_) | Self::TooBig | Self::Protocol(_) | Self::Lost)
+    }
+}
+
+/// The socket has stopped: it takes no more frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the socket has stopped")]
+pub struct SocketGone;
+
+/// How the edge hands a socket its inbound frames: into the actor's own mailbox (bounded:
+/// [`InboundTx::send`] waits while it is full, so a client that sends faster than its socket
+/// handles is not read further), with [`InboundTx::closed`] to learn that the socket has
+/// stopped. Dropping it without having sent a terminal frame tells the socket that the
+/// connection is gone ([`Inbound::Lost`]). No channel of its own: an idle socket holds none.
+pub struct InboundTx {
+    to: actix::Recipient<Inbound>,
+    /// Resolves (its sender dropped) when the socket actor is gone.
+    alive: Option<oneshot::Receiver<()>>,
+    /// A terminal frame was delivered.
+    ended: bool,
+}
+
+impl InboundTx {
+    pub(crate) fn new(to: actix::Recipient<Inbound>, alive: oneshot::Receiver<()>) -> Self {
+        Self { to, alive: Some(alive), ended: false }
+    }
+
+    /// Hands `frame` to the socket once its mailbox has room, and waits until it is handled.
+    ///
+    /// # Errors
+    /// [`SocketGone`] once the socket has stopped (the frame is dropped).
+    pub async fn send(&mut self, frame: Inbound) -> Result<(), SocketGone> {
+        let terminal = frame.is_terminal();
+        self.to.send(frame).await.map_err(|_| SocketGone)?;
+        self.ended |= terminal;
+        Ok(())
+    }
+
+    /// Resolves once the socket actor is gone (at once if it already is).
+    pub async fn closed(&mut self) {
+        if let Some(alive) = self.alive.as_mut() {
+            let _ = alive.await;
+        }
+        self.alive = None;
+    }
+}
+
+impl Drop for InboundTx {
+    fn drop(&mut self) {
+        if !self.ended && self.alive.is_some() {
+            #[allow(clippy::disallowed_methods)]
+            // one message, once, as the connection ends: it cannot pile up, and it must not be
+            // lost to a full mailbox (the socket would only notice at its next write)
+            self.to.do_send(Inbound::Lost);
+        }
+    }
+}
+
+impl std::fmt::Debug for InboundTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboundTx").field("ended", &self.ended).finish_non_exhaustive()
+    }
 }
 
 /// Everything one socket actor needs, handed from the edge to the supervisor's factory.
 pub(crate) struct Connection {
     pub(crate) tenant: Arc<str>,
     pub(crate) ip: IpAddr,
-    pub(crate) inbound: mpsc::Receiver<Inbound>,
+    /// Dropped with the actor: the edge's [`InboundTx::closed`] resolves.
+    pub(crate) alive: oneshot::Sender<()>,
     pub(crate) wire: Box<dyn Wire>,
     /// Streams as this connection's tenant sees them (`None`: `subscribe {stream}` is
     /// answered `unavailable`).
@@ -104,6 +178,8 @@ pub struct Socket {
     last_received: Instant,
     /// The close decided by the socket itself (sent by [`steward_core::Resource::cleanup`]).
     close: Option<CloseFrame>,
+    /// Tells the edge's pump, by its drop, that the socket is gone.
+    _alive: oneshot::Sender<()>,
     /// Identity, tracker (the writer task), lifeline. Last, so it drops last: the socket leaves
     /// the registry only after its subscriptions and queue are released (the actor may run on
     /// another thread than whoever watches the registry).
@@ -112,7 +188,6 @@ pub struct Socket {
 
 /// What the actor moves out of itself when it starts.
 struct Parts {
-    inbound: mpsc::Receiver<Inbound>,
     wire: Box<dyn Wire>,
     rx: QueueRx,
     close_rx: oneshot::Receiver<CloseCmd>,
@@ -139,7 +214,7 @@ impl Socket {
             jobs,
             stats,
             out,
-            parts: Some(Parts { inbound: conn.inbound, wire: conn.wire, rx, close_rx, done_tx }),
+            parts: Some(Parts { wire: conn.wire, rx, close_rx, done_tx }),
             close_tx: Some(close_tx),
             writer_done,
             subs: HashMap::new(),
@@ -151,6 +226,7 @@ impl Socket {
             abuse: (Instant::now(), 0),
             last_received: Instant::now(),
             close: None,
+            _alive: conn.alive,
             config,
         }
     }

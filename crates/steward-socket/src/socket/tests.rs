@@ -57,7 +57,7 @@ struct Harness {
 }
 
 struct Client {
-    tx: mpsc::Sender<Inbound>,
+    tx: InboundTx,
     seen: mpsc::UnboundedReceiver<Seen>,
     id: steward_core::ResourceId,
 }
@@ -76,12 +76,11 @@ async fn harness(socket: SocketConfig) -> Harness {
 
 impl Harness {
     async fn open(&self, stall: bool) -> Client {
-        let (tx, rx) = mpsc::channel(crate::INBOUND_BUFFER);
         let (seen_tx, seen) = mpsc::unbounded_channel();
         let ip: IpAddr = Ipv4Addr::LOCALHOST.into();
         let slot = self.sockets.admit_ip(ip).unwrap();
         let wire = Box::new(TestWire { seen: seen_tx, stall });
-        let id = self.sockets.open("acme".into(), ip, rx, wire, None, slot).await.unwrap();
+        let (id, tx) = self.sockets.open("acme".into(), ip, wire, None, slot).await.unwrap();
         Client { tx, seen, id }
     }
 
@@ -125,7 +124,7 @@ impl Harness {
 }
 
 impl Client {
-    async fn request(&self, v: serde_json::Value) {
+    async fn request(&mut self, v: serde_json::Value) {
         self.tx.send(Inbound::Text(v.to_string().into())).await.unwrap();
     }
 
@@ -178,7 +177,7 @@ async fn subscribe_then_updates_arrive_and_every_close_releases_everything() {
     h.assert_clean().await;
 
     // the connection vanishes (the inbound stream ends)
-    let c = h.open(false).await;
+    let mut c = h.open(false).await;
     c.request(serde_json::json!({"type": "subscribe", "job": job.as_str()})).await;
     let id = c.id;
     drop(c);
@@ -221,7 +220,7 @@ async fn a_stalled_client_is_closed_4008_and_the_hub_never_waits() {
     let h = harness(SocketConfig { write_timeout: Duration::from_millis(200), ..socket_config() })
         .await;
     let job = h.job().await;
-    let c = h.open(true).await;
+    let mut c = h.open(true).await;
     c.request(serde_json::json!({"type": "subscribe", "job": job.as_str()})).await;
     // the hub keeps answering while the socket's writer hangs
     let t0 = Instant::now();
