@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 use tokio_tungstenite::MaybeTlsStream;
