@@ -82,16 +82,8 @@ impl TestResource {
         behaviour: Behaviour,
         pool: &crate::ArbiterPool,
     ) -> crate::ChildSpec {
-        let (name, log) = (name.to_string(), log.clone());
-        crate::ChildSpec::new_in(name.clone(), crate::ResourceKind::Session, pool, move |rcx| {
-            Ok::<_, String>(TestResource {
-                rcx,
-                name: name.clone(),
-                log: log.clone(),
-                behaviour: behaviour.clone(),
-                handled: 0,
-            })
-        })
+        let kind = crate::ResourceKind::Session;
+        crate::ChildSpec::new_in(name, kind, pool, Self::factory(name, log, behaviour))
     }
 
     /// A child of `kind`.
@@ -101,16 +93,25 @@ impl TestResource {
         log: &Log,
         behaviour: Behaviour,
     ) -> crate::ChildSpec {
+        crate::ChildSpec::new(name, kind, Self::factory(name, log, behaviour))
+    }
+
+    /// Builds a fresh `TestResource` named `name` at every start.
+    fn factory(
+        name: &str,
+        log: &Log,
+        behaviour: Behaviour,
+    ) -> impl Fn(ResourceCtx) -> Result<Self, String> + Send + Sync + 'static {
         let (name, log) = (name.to_string(), log.clone());
-        crate::ChildSpec::new(name.clone(), kind, move |rcx| {
-            Ok::<_, String>(TestResource {
+        move |rcx| {
+            Ok(TestResource {
                 rcx,
                 name: name.clone(),
                 log: log.clone(),
                 behaviour: behaviour.clone(),
                 handled: 0,
             })
-        })
+        }
     }
 }
 
