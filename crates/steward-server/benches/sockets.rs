@@ -200,7 +200,7 @@ fn times(r: Option<f64>) -> String {
 fn report(p: &Params, runs: &[Run], socketio_skipped: Option<&str>) {
     println!(
         "sockets/compare: N={} idle subscribed sockets, K={} updates, M={} cycles \
-         (targets: steward <= 10 KiB/socket and <= 0.66× socket.io; fanout p99 <= 250 ms)",
+         (targets: steward <= 10 KiB/socket and <= 0.66× socket.io; fanout p99 <= 50 ms; cycles >= 15000/s)",
         p.sockets, p.updates, p.cycles
     );
     println!(
