@@ -66,46 +66,43 @@ async fn a_clients_close_completes_at_once_and_the_server_closes_tcp_first() {
 async fn a_servers_close_waits_for_the_answer_at_most_close_timeout() {
     let s = Steward::start(&[
         ("STEWARD__IDLE__SOCKET", "300ms"),
-        ("STEWARD__SOCKET__CLOSE_TIMEOUT", "700ms"),
+        ("STEWARD__SOCKET__CLOSE_TIMEOUT", "3s"),
     ])
     .await;
     let token = tenant(&s, "acme").await;
 
-    // a client that answers the server's Close: the server
-    // shuts the connection down as soon as the answer arrives
+    // a client that answers the server's Close: the server shuts the connection down as soon as
+    // the answer arrives, long before close_timeout
     let mut ws = connect(&s, &token).await;
     assert_eq!(next_json(&mut ws).await["code"], "idle_timeout");
     assert_eq!(close_code(&mut ws, WITHIN).await.map(|c| c.0), Some(4000));
     // tungstenite queued its answer as it read the Close: write it out
     let _ = ws.flush().await;
     let answered = until_tcp_closed(ws).await;
-    assert!(answered < Duration::from_millis(500), "answered close took {answered:?}");
+    assert!(answered < Duration::from_millis(1500), "answered close took {answered:?}");
 
-    // a client that never answers: the raw connection, read but never written to
+    // a client that never answers: the raw connection, read but never written to. The server's
+    // Close comes at the idle timeout (300 ms after the upgrade at the earliest) and the
+    // connection ends close_timeout (3 s) after it: never before 3.3 s from the connect, however
+    // late this client gets to read (a late reader only sees it later)
+    let t0 = Instant::now();
     let ws = connect(&s, &token).await;
     let MaybeTlsStream::Plain(mut tcp) = ws.into_inner() else { panic!("a plain connection") };
     let mut seen = Vec::new();
     let mut buf = [0u8; 1024];
-    let mut close_at = None;
     let read = async {
         loop {
             match tcp.read(&mut buf).await {
-                Ok(0) | Err(_) => return Instant::now(),
-                Ok(n) => {
-                    seen.extend_from_slice(&buf[..n]);
-                    // 0x88: FIN + opcode Close (server frames are unmasked)
-                    if close_at.is_none() && seen.contains(&0x88) {
-                        close_at = Some(Instant::now());
-                    }
-                }
+                Ok(0) | Err(_) => return t0.elapsed(),
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
             }
         }
     };
-    let closed_at = tokio::time::timeout(WITHIN, read).await.expect("the server drops it");
-    let close_at = close_at.expect("a Close frame came first");
-    let waited = closed_at - close_at;
-    assert!(waited >= Duration::from_millis(500), "dropped before close_timeout: {waited:?}");
-    assert!(waited < Duration::from_secs(3), "dropped long after close_timeout: {waited:?}");
+    let ended = tokio::time::timeout(WITHIN, read).await.expect("the server drops it");
+    // 0x88: FIN + opcode Close (server frames are unmasked; the notice before it is JSON text)
+    assert!(seen.contains(&0x88), "a Close frame came first");
+    assert!(ended >= Duration::from_millis(3250), "dropped before close_timeout: {ended:?}");
+    assert!(ended < Duration::from_secs(8), "dropped long after close_timeout: {ended:?}");
     assert!(eventually(WITHIN, || async { live_sockets(&s).await.is_empty() }).await);
 }
 
