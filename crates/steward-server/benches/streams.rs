@@ -581,20 +581,9 @@ async fn fanout(p: &Params, server: &Server, token: &str, client: &Client) -> Va
 
     // close the sockets: each sends a Close and ends with the server's
     close_tx.send_replace(true);
-    let mut deliveries = Vec::with_capacity(n * p.fanouts as usize);
-    let mut last = vec![Duration::ZERO; p.fanouts as usize];
-    let closing = tokio::time::timeout(ALL, async {
-        while let Some(got) = held.join_next().await {
-            for (number, at) in got.expect("subscriber task") {
-                let i = number as usize - 1;
-                let d = at.saturating_duration_since(sent_at[i]);
-                deliveries.push(d);
-                last[i] = last[i].max(d);
-            }
-        }
-    })
-    .await;
-    assert!(closing.is_ok(), "{} subscribers did not end within {ALL:?}", held.len());
+    let collected = crate::support::collect_deliveries(&mut held, &sent_at, ALL).await;
+    let (mut deliveries, mut last) =
+        collected.unwrap_or_else(|left| panic!("{left} subscribers did not end within {ALL:?}"));
     let expected = n * p.fanouts as usize;
     let (d50, d99, dmax) = spread(&mut deliveries);
     let (l50, l99, lmax) = spread(&mut last);

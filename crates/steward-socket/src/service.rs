@@ -92,12 +92,6 @@ impl SocketService {
         &self.stats
     }
 
-    /// How many arbiters the socket actors are spread over.
-    #[must_use]
-    pub fn arbiters(&self) -> usize {
-        self.arbiters.len()
-    }
-
     /// IPs holding at least one socket now (the per-IP table's size).
     #[must_use]
     pub fn tracked_ips(&self) -> usize {

@@ -108,20 +108,9 @@ pub(crate) async fn measure(target: &mut Target, p: &Params) -> Figures {
     // close the held sockets: each sends a Close and ends with the server's
     let started = Instant::now();
     close_tx.send(true).expect("held sockets listen");
-    let mut deliveries = Vec::with_capacity(n * p.updates as usize);
-    let mut last = vec![Duration::ZERO; p.updates as usize];
-    let closing = tokio::time::timeout(ALL, async {
-        while let Some(got) = held.join_next().await {
-            for (progress, at) in got.expect("held socket task") {
-                let i = progress as usize - 1;
-                let d = at.saturating_duration_since(sent_at[i]);
-                deliveries.push(d);
-                last[i] = last[i].max(d);
-            }
-        }
-    })
-    .await;
-    assert!(closing.is_ok(), "{name}: {} held sockets did not end within {ALL:?}", held.len());
+    let collected = crate::support::collect_deliveries(&mut held, &sent_at, ALL).await;
+    let (mut deliveries, mut last) = collected
+        .unwrap_or_else(|left| panic!("{name}: {left} held sockets did not end within {ALL:?}"));
     let close_time = started.elapsed();
     let after_close = target.until_live(0, ALL).await;
     let rss_closed = target.rss();

@@ -289,6 +289,35 @@ pub(crate) async fn wait_exit(child: &mut Child, within: Duration) -> Option<Exi
 // ---- figures ----------------------------------------------------------------------------------
 
 /// Nearest-rank percentile of sorted `values` (`q` in 0..=1).
+/// Collects what the held subscriber tasks saw, as they end, within `within`: every delivery's
+/// latency (from `sent_at[n - 1]`, the instant update `n` was sent) and, per update, the latency
+/// of its last delivery. `Err` with the tasks still running when `within` passed.
+///
+/// # Panics
+/// When a task panicked, or reports an update number outside `1..=sent_at.len()`.
+pub(crate) async fn collect_deliveries<N: Copy + TryInto<usize> + Send + 'static>(
+    held: &mut tokio::task::JoinSet<Vec<(N, Instant)>>,
+    sent_at: &[Instant],
+    within: Duration,
+) -> Result<(Vec<Duration>, Vec<Duration>), usize> {
+    let mut deliveries = Vec::new();
+    let mut last = vec![Duration::ZERO; sent_at.len()];
+    let collect = async {
+        while let Some(got) = held.join_next().await {
+            for (number, at) in got.expect("subscriber task") {
+                let i = number.try_into().ok().expect("an update number") - 1;
+                let d = at.saturating_duration_since(sent_at[i]);
+                deliveries.push(d);
+                last[i] = last[i].max(d);
+            }
+        }
+    };
+    match tokio::time::timeout(within, collect).await {
+        Ok(()) => Ok((deliveries, last)),
+        Err(_) => Err(held.len()),
+    }
+}
+
 pub(crate) fn percentile(sorted: &[Duration], q: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
