@@ -9,8 +9,8 @@
 //! `steward_socket_*` and `steward_jobs_*` metrics ([`stats`]).
 //!
 //! It must not know gRPC, Chromium or WebRTC, and not actix-web either: the edge (steward-http)
-//! upgrades the connection with actix-ws and hands the actor a [`socket::Wire`] and a stream of
-//! [`socket::Inbound`] frames; steward-grpc serves the jobs API through [`jobs::JobHubHandle`].
+//! upgrades the connection (actix-http's WebSocket handshake and codec) and hands the actor a
+//! [`socket::Wire`] and its [`socket::Inbound`] frames; steward-grpc serves the jobs API through [`jobs::JobHubHandle`].
 
 pub mod admission;
 mod error;

@@ -2,23 +2,23 @@
 //!
 //! Admission happens before the upgrade, in this order: not shutting down (else 503), a valid
 //! tenant token (401), a WebSocket handshake (400), the client IP's cap (429), the node's cap
-//! (503), the tenant's `sockets` quota (429). Then actix-ws answers the upgrade, and the
+//! (503), the tenant's `sockets` quota (429). Then actix-http answers the upgrade, and the
 //! connection is handed to a socket actor under the `sockets` supervisor: its outbound frames
-//! through [`ActixWire`], its inbound frames through a pump on this worker that ends as soon as
-//! the actor's receiver is gone (decision 0006: actix-ws, not actix-web-actors). The closing
-//! handshake is completed on the wire as RFC 6455 §7.1 asks ([`closing`]).
+//! through the [`wire`] into the response body, its inbound frames ([`reader`]) through a pump
+//! on this worker that ends as soon as the actor's receiver is gone. The frames are actix-http's
+//! WebSocket codec's; no channel or task of actix-ws's per connection (decisions 0006, 0011). The
+//! closing handshake is completed on the wire as RFC 6455 §7.1 asks ([`wire`]).
 
-mod closing;
+mod reader;
+mod wire;
 
+use actix_web::body::MessageBody;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseReason, ProtocolError, Session};
-use futures_util::StreamExt;
-use futures_util::future::LocalBoxFuture;
 use steward_core::tracker::CountedTask;
 use steward_core::{Registry, ResourceKind};
 use steward_socket::SocketService;
-use steward_socket::socket::{Inbound, InboundTx, Outgoing, Wire, WireClosed};
+use steward_socket::socket::InboundTx;
 use steward_socket::stats::Rejection;
 use steward_tenancy::Tenancy;
 
@@ -67,7 +67,7 @@ pub(crate) async fn upgrade(
     }
     let Tenant(tenant) =
         Tenant::authenticate(&req, ip).await.map_err(|e| refuse(Rejection::Unauthenticated, e))?;
-    let (response, session, stream) = actix_ws::handle(&req, body).map_err(|e| {
+    let mut handshake = actix_http::ws::handshake(req.head()).map_err(|e| {
         refuse(
             Rejection::BadRequest,
             ApiError::new(
@@ -80,7 +80,9 @@ pub(crate) async fn upgrade(
     let reservation = tenancy
         .admit(&tenant, ResourceKind::Socket)
         .map_err(|e| refuse(Rejection::Quota, ApiError::from(e)))?;
-    let wire = Box::new(ActixWire(session));
+    let (peer_closed, peer) = tokio::sync::oneshot::channel();
+    let (wire, response_body) = wire::pair(peer, config.close_timeout);
+    let wire = Box::new(wire);
     let tenant_id: std::sync::Arc<str> = tenant.tenant_id().as_str().into();
     let port: std::sync::Arc<dyn steward_socket::port::StreamPort> =
         std::sync::Arc::new(crate::streams_port::TenantStreams {
@@ -107,22 +109,22 @@ pub(crate) async fn upgrade(
             .retry_after(retry_after));
         }
     };
-    let stream = stream
-        .max_frame_size(byte_limit(config.max_frame.as_u64()))
-        .aggregate_continuations()
-        .max_continuation_size(byte_limit(config.max_message.as_u64()));
+    let reader = reader::Reader::new(
+        body.into_inner(),
+        byte_limit(config.max_frame.as_u64()),
+        byte_limit(config.max_message.as_u64()),
+    );
     let counted = steward_core::tracker::CountedTask::for_owner(&registry, id);
-    let (peer_closed, peer) = tokio::sync::oneshot::channel();
-    let close_timeout = config.close_timeout;
-    let response = response
-        .map_body(|_, body| closing::HoldOpen::new(body, peer, close_timeout))
-        .map_into_boxed_body();
-    let pump = Pump { tx, counted, peer_closed, close_timeout };
+    // the builder holds no error: the handshake set only valid headers
+    let response = handshake
+        .message_body(response_body.boxed())
+        .map_or_else(HttpResponse::from_error, HttpResponse::from);
+    let pump = Pump { tx, counted, peer_closed, close_timeout: config.close_timeout };
     #[allow(clippy::disallowed_methods)]
     // the pump must run on this worker (the payload is !Send); it ends when the socket's
     // receiver is dropped (after reading the client's answer to the socket's Close, for at most
     // `close_timeout`), and is counted as the socket's task while the socket lives
-    actix_web::rt::spawn(pump.run(stream));
+    actix_web::rt::spawn(pump.run(reader));
     Ok(response)
 }
 
@@ -150,7 +152,7 @@ struct Pump {
     tx: InboundTx,
     counted: Option<CountedTask>,
     /// Dropped once the client's Close was read or the connection ended: the body may end.
-    peer_closed: closing::PeerClosed,
+    peer_closed: wire::PeerClosed,
     close_timeout: std::time::Duration,
 }
 
@@ -160,30 +162,16 @@ impl Pump {
     /// actor's receiver is gone (the socket stopped, after sending its Close), it reads on for
     /// the client's Close, discarding the rest, for at most `close_timeout`, uncounted: the
     /// connection is then shut down with nothing left unread.
-    async fn run(self, mut stream: AggregatedMessageStream) {
+    async fn run(self, mut reader: reader::Reader) {
         let Self { mut tx, counted, peer_closed, close_timeout } = self;
         loop {
             let next = tokio::select! {
                 biased;
                 () = tx.closed() => break,
-                next = stream.next() => next,
+                next = reader.next() => next,
             };
-            let inbound = match next {
-                // the connection ended without a Close: dropping `tx` tells the socket
-                None => return,
-                Some(Ok(AggregatedMessage::Text(text))) => Inbound::Text(text),
-                Some(Ok(AggregatedMessage::Binary(bytes))) => Inbound::Binary(bytes.len()),
-                Some(Ok(AggregatedMessage::Ping(bytes))) => Inbound::Ping(bytes.to_vec()),
-                Some(Ok(AggregatedMessage::Pong(_))) => Inbound::Pong,
-                Some(Ok(AggregatedMessage::Close(reason))) => {
-                    Inbound::Close(reason.map(|r| u16::from(r.code)))
-                }
-                Some(Err(e)) => match inbound_error(&e) {
-                    Some(inbound) => inbound,
-                    // the connection itself failed (reset, broken pipe): it vanished
-                    None => return,
-                },
-            };
+            // the connection ended without a Close: dropping `tx` tells the socket
+            let Some(inbound) = next else { return };
             let terminal = inbound.is_terminal();
             let delivered = tx.send(inbound).await.is_ok();
             if terminal {
@@ -195,51 +183,13 @@ impl Pump {
         }
         drop(counted);
         let answer = async {
-            while let Some(Ok(message)) = stream.next().await {
-                if matches!(message, AggregatedMessage::Close(_)) {
+            while let Some(message) = reader.next().await {
+                if message.is_terminal() {
                     return;
                 }
             }
         };
         let _ = tokio::time::timeout(close_timeout, answer).await;
         drop(peer_closed);
-    }
-}
-
-/// A frame over `max_frame` is the codec's `Overflow`; a message over `max_message` is
-/// actix-ws's continuation size error (an I/O error with that text, actix-ws 0.4); any other
-/// I/O error means the connection is gone (`None`: the socket records 1006); the rest are
-/// malformed frames.
-fn inbound_error(e: &ProtocolError) -> Option<Inbound> {
-    match e {
-        ProtocolError::Overflow => Some(Inbound::TooBig),
-        ProtocolError::Io(io) if io.to_string().contains("maximum continuation size") => {
-            Some(Inbound::TooBig)
-        }
-        ProtocolError::Io(_) => None,
-        other => Some(Inbound::Protocol(other.to_string())),
-    }
-}
-
-/// The socket's [`Wire`] over an actix-ws [`Session`].
-struct ActixWire(Session);
-
-impl Wire for ActixWire {
-    fn send(&mut self, frame: Outgoing) -> LocalBoxFuture<'_, Result<(), WireClosed>> {
-        Box::pin(async move {
-            match frame {
-                Outgoing::Text(text) => self.0.text(text).await,
-                Outgoing::Ping => self.0.ping(b"").await,
-                Outgoing::Pong(payload) => self.0.pong(&payload).await,
-            }
-            .map_err(|_| WireClosed)
-        })
-    }
-
-    fn close(self: Box<Self>, code: u16, reason: &'static str) -> LocalBoxFuture<'static, ()> {
-        let reason = CloseReason { code: code.into(), description: Some(reason.to_owned()) };
-        Box::pin(async move {
-            let _ = self.0.close(Some(reason)).await;
-        })
     }
 }

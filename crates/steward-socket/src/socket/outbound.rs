@@ -54,7 +54,7 @@ impl Outgoing {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WireClosed;
 
-/// Where a socket's frames go: the transport under the actor (actix-ws in steward-http; an
+/// Where a socket's frames go: the transport under the actor (the response body in steward-http; an
 /// in-memory pair in tests). Created on the connection's thread and moved to the actor, so it
 /// is `Send`; its futures run on the actor's arbiter.
 pub trait Wire: Send + 'static {
