@@ -412,6 +412,20 @@ pub(crate) async fn subscribe(ws: &mut Ws, job: &str) {
 }
 
 /// Resident memory of the server process, bytes (from /proc, as the test runs beside it).
+/// Whether the server's end of the loopback connection `(server port, client port)` is open
+/// (in `/proc/net/tcp`, any state but TIME_WAIT and CLOSE).
+fn server_side_open((server, client): (u16, u16)) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port = |addr: &str| addr.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+    table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.len() > 3
+            && port(f[1]) == Some(server)
+            && port(f[2]) == Some(client)
+            && !matches!(f[3], "06" | "07")
+    })
+}
+
 fn server_rss(s: &Steward) -> u64 {
     let statm = std::fs::read_to_string(format!("/proc/{}/statm", s.pid())).unwrap();
     let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -477,11 +491,13 @@ async fn a_client_that_never_reads_is_closed_4008_within_2s_and_memory_stays_bou
     socket.set_recv_buffer_size(4096).unwrap();
     let addr: std::net::SocketAddr = s.public.trim_start_matches("http://").parse().unwrap();
     let tcp = socket.connect(addr).await.unwrap();
+    let ports = (addr.port(), tcp.local_addr().unwrap().port());
     let mut request = ws_url(&s).into_client_request().unwrap();
     request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
     let (mut ws, _) =
         tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp)).await.unwrap();
     subscribe(&mut ws, &job).await;
+    assert!(server_side_open(ports), "the connection is not seen in /proc/net/tcp");
     let rss_before = server_rss(&s);
 
     // from here on the client reads nothing while the worker streams 8 KiB updates
@@ -527,6 +543,12 @@ async fn a_client_that_never_reads_is_closed_4008_within_2s_and_memory_stays_bou
     let grown = server_rss(&s).saturating_sub(rss_before);
     assert!(posted >= 2000, "the worker was never blocked: {posted} updates");
     assert!(grown < 12 * 1024 * 1024, "RSS grew by {grown} bytes after {posted} updates");
+
+    // still reading nothing, the client cannot keep the connection: with the socket gone,
+    // nothing would ever write its backlog, and it would hold a descriptor and buffers outside
+    // every cap. It is aborted once the socket's closing bound has passed (about 4 s here).
+    let aborted = eventually(Duration::from_secs(10), || async { !server_side_open(ports) }).await;
+    assert!(aborted, "the server still holds the connection of a client that reads nothing");
 
     // the client finds the connection ended: with 4008 if the Close frame got through
     if let Some((code, reason)) = close_code(&mut ws, WITHIN).await {

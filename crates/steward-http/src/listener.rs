@@ -16,8 +16,6 @@ use steward_core::{
 
 type Configure = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
 type OnBound = Arc<dyn Fn(&[SocketAddr]) + Send + Sync>;
-/// The connection actix-web hands to `on_connect` on an HTTPS listener.
-type HttpsStream = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
 
 /// How to run one HTTP listener.
 #[derive(Clone)]
@@ -149,12 +147,13 @@ impl ListenerSpec {
                 .configure(|cfg| configure(cfg))
         })
         .workers(if self.workers == 0 { std::thread::available_parallelism().map_or(1, usize::from) } else { self.workers })
-        .on_connect(move |conn, _ext| {
+        .on_connect(move |conn, ext| {
+            // a WebSocket's pump may have to abort its connection (crate::conn)
+            if let Some(fd) = crate::conn::ConnFd::of(conn) {
+                ext.insert(fd);
+            }
             let Some(bytes) = send_buffer else { return };
-            let tcp = conn.downcast_ref::<actix_web::rt::net::TcpStream>().or_else(|| {
-                conn.downcast_ref::<HttpsStream>().map(|tls| tls.get_ref().0)
-            });
-            if let Some(tcp) = tcp
+            if let Some(tcp) = crate::conn::ConnFd::tcp(conn)
                 && let Err(e) = socket2::SockRef::from(tcp).set_send_buffer_size(bytes)
             {
                 tracing::warn!(listener = name, error = %e, "cannot set SO_SNDBUF");

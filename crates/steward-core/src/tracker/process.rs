@@ -183,7 +183,7 @@ fn signal_group(pid: i32, signal: Signal) {
 /// Most extra descriptors [`Tracker::spawn_process_with_fds`] hands a child.
 pub const MAX_EXTRA_FDS: usize = 8;
 
-/// The one place Steward needs `unsafe`: `pre_exec` runs a closure in the forked child before
+/// One of the two places Steward needs `unsafe` (the other: steward-http `conn.rs`): `pre_exec` runs a closure in the forked child before
 /// `exec`, which the standard library cannot check. The closure sets the parent-death signal
 /// (`prctl(2)`) and moves the extra descriptors to their numbers (`fcntl(F_DUPFD_CLOEXEC)` to
 /// get every source out of the targets' way, then `dup2(2)`, which leaves the targets open

@@ -12,6 +12,8 @@
 mod reader;
 mod wire;
 
+use std::time::Duration;
+
 use actix_web::body::MessageBody;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -22,6 +24,7 @@ use steward_socket::socket::InboundTx;
 use steward_socket::stats::Rejection;
 use steward_tenancy::Tenancy;
 
+use crate::conn::ConnFd;
 use crate::{ApiError, Tenant};
 
 /// The upgrade handler.
@@ -81,7 +84,7 @@ pub(crate) async fn upgrade(
         .admit(&tenant, ResourceKind::Socket)
         .map_err(|e| refuse(Rejection::Quota, ApiError::from(e)))?;
     let (peer_closed, peer) = tokio::sync::oneshot::channel();
-    let (wire, response_body) = wire::pair(peer, config.close_timeout);
+    let (wire, response_body, watch) = wire::pair(peer, config.close_timeout);
     let wire = Box::new(wire);
     let tenant_id: std::sync::Arc<str> = tenant.tenant_id().as_str().into();
     let port: std::sync::Arc<dyn steward_socket::port::StreamPort> =
@@ -119,11 +122,22 @@ pub(crate) async fn upgrade(
     let response = handshake
         .message_body(response_body.boxed())
         .map_or_else(HttpResponse::from_error, HttpResponse::from);
-    let pump = Pump { tx, counted, peer_closed, close_timeout: config.close_timeout };
+    let pump = Pump {
+        tx,
+        counted,
+        peer_closed,
+        close_timeout: config.close_timeout,
+        body: watch,
+        // the socket's own bound on its closing (its Close after what is queued), then the body
+        // ends at once if actix-http can still poll it
+        body_bound: config.close_timeout * 2 + config.write_timeout,
+        fd: req.conn_data::<ConnFd>().copied(),
+    };
     #[allow(clippy::disallowed_methods)]
     // the pump must run on this worker (the payload is !Send); it ends when the socket's
     // receiver is dropped (after reading the client's answer to the socket's Close, for at most
-    // `close_timeout`), and is counted as the socket's task while the socket lives
+    // `close_timeout`, then waiting at most `body_bound` for the response to end), and is
+    // counted as the socket's task while the socket lives
     actix_web::rt::spawn(pump.run(reader));
     Ok(response)
 }
@@ -153,43 +167,73 @@ struct Pump {
     counted: Option<CountedTask>,
     /// Dropped once the client's Close was read or the connection ended: the body may end.
     peer_closed: wire::PeerClosed,
-    close_timeout: std::time::Duration,
+    close_timeout: Duration,
+    /// Whether actix-http is done with the response body (and so with the connection).
+    body: wire::BodyWatch,
+    /// How long the body may take to end once reading is over, before the connection is aborted.
+    body_bound: Duration,
+    /// The connection's descriptor, to abort it (`None` if the listener did not record it).
+    fd: Option<ConnFd>,
 }
 
 impl Pump {
-    /// Reads the connection and hands each message to the socket actor; ends when the
+    /// Reads the connection and hands each message to the socket actor; stops reading when the
     /// connection ends or after a terminal frame (Close, too big, protocol error). Once the
     /// actor's receiver is gone (the socket stopped, after sending its Close), it reads on for
     /// the client's Close, discarding the rest, for at most `close_timeout`, uncounted: the
     /// connection is then shut down with nothing left unread.
+    ///
+    /// Then the response body may end. actix-http ends it at once if it can still poll it; a
+    /// client that reads nothing keeps actix-http's write buffer full, and then nothing polls
+    /// it: after `body_bound` the connection is aborted (`crate::conn`), so it cannot outlive
+    /// its socket and its caps.
     async fn run(self, mut reader: reader::Reader) {
-        let Self { mut tx, counted, peer_closed, close_timeout } = self;
-        loop {
-            let next = tokio::select! {
-                biased;
-                () = tx.closed() => break,
-                next = reader.next() => next,
-            };
-            // the connection ended without a Close: dropping `tx` tells the socket
-            let Some(inbound) = next else { return };
-            let terminal = inbound.is_terminal();
-            let delivered = tx.send(inbound).await.is_ok();
-            if terminal {
-                return;
-            }
-            if !delivered {
-                break;
-            }
-        }
-        drop(counted);
-        let answer = async {
-            while let Some(message) = reader.next().await {
-                if message.is_terminal() {
-                    return;
+        let Self { tx, counted, peer_closed, close_timeout, body, body_bound, fd } = self;
+        if forward(tx, &mut reader).await {
+            drop(counted);
+            let answer = async {
+                while let Some(message) = reader.next().await {
+                    if message.is_terminal() {
+                        return;
+                    }
                 }
-            }
-        };
-        let _ = tokio::time::timeout(close_timeout, answer).await;
+            };
+            let _ = tokio::time::timeout(close_timeout, answer).await;
+        } else {
+            drop(counted);
+        }
+        drop(reader);
         drop(peer_closed);
+        if tokio::time::timeout(body_bound, body.gone()).await.is_err()
+            && let Some(fd) = fd
+            && !body.is_gone()
+        {
+            tracing::debug!(
+                "a WebSocket's response cannot end (the client reads nothing): aborting the connection"
+            );
+            fd.abort();
+        }
+    }
+}
+
+/// Hands each message to the socket until the connection ends or sends a terminal frame
+/// (`false`), or the socket is gone (`true`: the client's answer to its Close is still to read).
+async fn forward(mut tx: InboundTx, reader: &mut reader::Reader) -> bool {
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = tx.closed() => return true,
+            next = reader.next() => next,
+        };
+        // the connection ended without a Close: dropping `tx` tells the socket
+        let Some(inbound) = next else { return false };
+        let terminal = inbound.is_terminal();
+        let delivered = tx.send(inbound).await.is_ok();
+        if terminal {
+            return false;
+        }
+        if !delivered {
+            return true;
+        }
     }
 }

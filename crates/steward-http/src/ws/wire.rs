@@ -47,6 +47,8 @@ struct Slot {
     body: Option<Waker>,
     /// The wire, waiting for the body to take `frame`.
     wire: Option<Waker>,
+    /// The pump, waiting for the body to be dropped ([`BodyWatch`]).
+    watch: Option<Waker>,
 }
 
 type Shared = Arc<Mutex<Slot>>;
@@ -69,14 +71,43 @@ fn register(slot: &mut Option<Waker>, waker: &Waker) {
     }
 }
 
-/// A wire and the response body it feeds; `peer` resolves once the pump drops its
-/// [`PeerClosed`].
-pub(super) fn pair(peer: oneshot::Receiver<()>, close_timeout: Duration) -> (SlotWire, Body) {
+/// A wire, the response body it feeds, and a watch on the body's drop; `peer` resolves once the
+/// pump drops its [`PeerClosed`].
+pub(super) fn pair(
+    peer: oneshot::Receiver<()>,
+    close_timeout: Duration,
+) -> (SlotWire, Body, BodyWatch) {
     let shared = Shared::default();
     (
         SlotWire { shared: shared.clone() },
-        Body { shared, wire_done: false, peer, close_timeout, deadline: None },
+        Body { shared: shared.clone(), wire_done: false, peer, close_timeout, deadline: None },
+        BodyWatch { shared },
     )
+}
+
+/// Tells the pump whether actix-http has dropped the response body, which it does when it is
+/// done with the connection.
+pub(super) struct BodyWatch {
+    shared: Shared,
+}
+
+impl BodyWatch {
+    /// Whether the body was dropped.
+    pub(super) fn is_gone(&self) -> bool {
+        lock(&self.shared).gone
+    }
+
+    /// Resolves once the body is dropped.
+    pub(super) fn gone(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            let mut slot = lock(&self.shared);
+            if slot.gone {
+                return Poll::Ready(());
+            }
+            register(&mut slot.watch, cx.waker());
+            Poll::Pending
+        })
+    }
 }
 
 /// The socket's [`Wire`]: encodes each frame (server frames are not masked) and hands it to the
@@ -210,6 +241,7 @@ impl Drop for Body {
         slot.gone = true;
         slot.frame = None;
         wake(&mut slot.wire);
+        wake(&mut slot.watch);
     }
 }
 
@@ -236,7 +268,7 @@ mod tests {
     #[actix_web::test]
     async fn one_frame_is_in_flight_and_the_body_writes_them_in_order() {
         let (_peer_closed, peer) = oneshot::channel();
-        let (mut wire, mut body) = pair(peer, Duration::from_secs(5));
+        let (mut wire, mut body, _watch) = pair(peer, Duration::from_secs(5));
         assert_eq!(wire.send(Outgoing::Text("one".into())).await, Ok(()));
         // the body has not taken the first frame: the second waits
         let mut second = wire.send(Outgoing::Text("two".into()));
@@ -253,7 +285,7 @@ mod tests {
     #[actix_web::test]
     async fn a_gone_body_fails_the_waiting_send_and_every_later_one() {
         let (_peer_closed, peer) = oneshot::channel();
-        let (mut wire, body) = pair(peer, Duration::from_secs(5));
+        let (mut wire, body, watch) = pair(peer, Duration::from_secs(5));
         wire.send(Outgoing::Ping).await.unwrap();
         let waiting = {
             let mut send = wire.send(Outgoing::Ping);
@@ -262,13 +294,15 @@ mod tests {
             send.await
         };
         assert_eq!(waiting, Err(WireClosed));
+        assert!(watch.is_gone());
+        watch.gone().await;
         assert_eq!(wire.send(Outgoing::Text("late".into())).await, Err(WireClosed));
     }
 
     #[actix_web::test]
     async fn after_the_close_frame_the_body_ends_once_the_peer_answered() {
         let (peer_closed, peer) = oneshot::channel();
-        let (wire, mut body) = pair(peer, Duration::from_secs(60));
+        let (wire, mut body, _watch) = pair(peer, Duration::from_secs(60));
         let close = Box::new(wire).close(4000, "idle");
         let reader = async {
             let bytes = next(&mut body).await.unwrap();
@@ -291,7 +325,7 @@ mod tests {
     #[actix_web::test]
     async fn a_dropped_wire_ends_the_body_after_close_timeout_without_an_answer() {
         let (_peer_closed, peer) = oneshot::channel();
-        let (mut wire, mut body) = pair(peer, Duration::from_millis(100));
+        let (mut wire, mut body, _watch) = pair(peer, Duration::from_millis(100));
         wire.send(Outgoing::Text("bye".into())).await.unwrap();
         drop(wire);
         // what was handed over still goes out
