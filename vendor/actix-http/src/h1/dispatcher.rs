@@ -378,7 +378,7 @@ where
 
         // Steward patch: an idle connection (a WebSocket between frames) keeps no write buffer;
         // the next write allocates what it needs
-        if write_buf.capacity() > LW_BUFFER_SIZE {
+        if write_buf.capacity() > 0 {
             *write_buf = BytesMut::new();
         }
 
@@ -1246,6 +1246,11 @@ where
                 }
 
                 Poll::Pending => {
+                    // Steward patch: a connection waiting for input (a WebSocket between
+                    // frames) holds no read buffer; the next wake-up reserves one again
+                    if this.read_buf.is_empty() {
+                        *this.read_buf = BytesMut::new();
+                    }
                     return Ok(false);
                 }
 
