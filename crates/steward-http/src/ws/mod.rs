@@ -189,8 +189,48 @@ impl Pump {
     /// its socket and its caps.
     async fn run(self, mut reader: reader::Reader) {
         let Self { tx, counted, peer_closed, close_timeout, body, body_bound, fd } = self;
+        // the pump waits in `forward` for most of its life: what comes after is boxed, so the
+        // idle task does not carry its deadlines
         if forward(tx, &mut reader).await {
+            Box::pin(Self::closing(
+                counted,
+                reader,
+                peer_closed,
+                close_timeout,
+                body,
+                body_bound,
+                fd,
+            ))
+            .await;
+        } else {
             drop(counted);
+            Box::pin(Self::closing(
+                None,
+                reader,
+                peer_closed,
+                Duration::ZERO,
+                body,
+                body_bound,
+                fd,
+            ))
+            .await;
+        }
+    }
+
+    /// After reading: with the socket gone, the client's answer to its Close is awaited (at
+    /// most `close_timeout`, uncounted); then the body may end, or the connection is aborted
+    /// after `body_bound`.
+    async fn closing(
+        counted: Option<CountedTask>,
+        mut reader: reader::Reader,
+        peer_closed: wire::PeerClosed,
+        close_timeout: Duration,
+        body: wire::BodyWatch,
+        body_bound: Duration,
+        fd: Option<ConnFd>,
+    ) {
+        drop(counted);
+        if !close_timeout.is_zero() {
             let answer = async {
                 while let Some(message) = reader.next().await {
                     if message.is_terminal() {
@@ -199,8 +239,6 @@ impl Pump {
                 }
             };
             let _ = tokio::time::timeout(close_timeout, answer).await;
-        } else {
-            drop(counted);
         }
         drop(reader);
         drop(peer_closed);
@@ -228,7 +266,8 @@ async fn forward(mut tx: InboundTx, reader: &mut reader::Reader) -> bool {
         // the connection ended without a Close: dropping `tx` tells the socket
         let Some(inbound) = next else { return false };
         let terminal = inbound.is_terminal();
-        let delivered = tx.send(inbound).await.is_ok();
+        // boxed: a message's delivery is short, the wait for the next one long
+        let delivered = Box::pin(tx.send(inbound)).await.is_ok();
         if terminal {
             return false;
         }

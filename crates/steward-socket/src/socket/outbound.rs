@@ -339,7 +339,7 @@ pub(crate) async fn write_loop(
     let stats = rx.stats.clone();
     let exit = loop {
         if shared.overflow.load(Ordering::Relaxed) {
-            break slow_consumer(wire, timeouts, &stats).await;
+            break Box::pin(slow_consumer(wire, timeouts, &stats)).await;
         }
         let step = tokio::select! {
             biased;
@@ -347,17 +347,21 @@ pub(crate) async fn write_loop(
             next = rx.next() => Step::Next(next),
         };
         let frame = match step {
-            Step::Close(Some(cmd)) => break close_wire(rx, wire, cmd, timeouts, &stats).await,
+            Step::Close(Some(cmd)) => {
+                break Box::pin(close_wire(rx, wire, cmd, timeouts, &stats)).await;
+            }
             // the socket is gone without asking: nothing more to write
             Step::Close(None) | Step::Next(Next::End) => break WriterExit::Closed,
             Step::Next(Next::Overflow) => continue,
             Step::Next(Next::Frame(frame)) => frame,
         };
         let len = frame.weight();
-        match tokio::time::timeout(timeouts.write, wire.send(frame)).await {
+        // boxed, like the closing paths above: the writer waits idle far longer than it writes, and
+        // its idle state is then a few words (an inline deadline would be kept by every socket)
+        match Box::pin(tokio::time::timeout(timeouts.write, wire.send(frame))).await {
             Ok(Ok(())) => stats.sent(len),
             Ok(Err(WireClosed)) => break WriterExit::WireGone,
-            Err(_) => break slow_consumer(wire, timeouts, &stats).await,
+            Err(_) => break Box::pin(slow_consumer(wire, timeouts, &stats)).await,
         }
     };
     let _ = done.send(Some(exit));
