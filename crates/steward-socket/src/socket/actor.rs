@@ -18,21 +18,18 @@ impl Actor for Socket {
         self.rcx.touch();
         let timeouts =
             WriterTimeouts { write: self.config.write_timeout, close: self.config.close_timeout };
-        let writer = write_loop(parts.rx, parts.wire, parts.close_rx, timeouts, parts.done_tx);
+        let writer = write_loop(parts.rx, parts.wire, parts.close_rx, timeouts, parts.report);
         if self.rcx.tracker().spawn(writer).is_err() {
             // only possible when the owner is already stopping
             ctx.stop();
             return;
         }
         // learn when the writer ends on its own (slow consumer, connection gone)
-        let mut done = self.writer_done.clone();
         ctx.spawn(
-            async move {
-                let _ = done.wait_for(Option::is_some).await;
-                *done.borrow()
-            }
-            .into_actor(self)
-            .map(|exit, act, ctx| act.writer_ended(exit, ctx)),
+            self.out
+                .writer_exit()
+                .into_actor(self)
+                .map(|exit, act, ctx| act.writer_ended(exit, ctx)),
         );
         let every = self.config.ping_interval;
         self.rcx.run_interval(ctx, every, |act: &mut Self, ctx| act.ping(ctx));
@@ -75,11 +72,11 @@ impl Resource for Socket {
         };
         let sent =
             self.close_tx.take().is_some_and(|tx| tx.send(CloseCmd { frame, flush }).is_ok());
-        let mut done = self.writer_done.clone();
+        let exit = self.out.writer_exit();
         let bound = self.config.close_timeout * 2 + self.config.write_timeout;
         Box::pin(async move {
             if sent {
-                let _ = tokio::time::timeout(bound, done.wait_for(Option::is_some)).await;
+                let _ = tokio::time::timeout(bound, exit).await;
             }
         })
     }

@@ -27,13 +27,13 @@ use bytestring::ByteString;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use steward_config::SocketConfig;
 use steward_core::ResourceCtx;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 use crate::jobs::{JobHubHandle, JobId, Subscription};
 use crate::port::{StreamGuard, StreamPort};
 use crate::stats::SocketStats;
 use close::CloseFrame;
-use outbound::{CloseCmd, Outbound, QueueRx, WriterExit};
+use outbound::{CloseCmd, ExitReport, Outbound, QueueRx};
 
 /// A frame received from the client, as the edge's pump hands it over (through [`InboundTx`],
 /// into the socket actor's own mailbox).
@@ -158,8 +158,6 @@ pub struct Socket {
     parts: Option<Parts>,
     /// Tells the writer to close; taken by the one close.
     close_tx: Option<oneshot::Sender<CloseCmd>>,
-    /// Resolves once the writer has ended, with why.
-    writer_done: watch::Receiver<Option<WriterExit>>,
     /// Active subscriptions by job; dropping one ends it.
     subs: HashMap<JobId, Subscription>,
     /// Subscriptions asked of the hub and not answered yet.
@@ -191,7 +189,7 @@ struct Parts {
     wire: Box<dyn Wire>,
     rx: QueueRx,
     close_rx: oneshot::Receiver<CloseCmd>,
-    done_tx: watch::Sender<Option<WriterExit>>,
+    report: ExitReport,
 }
 
 impl Socket {
@@ -204,8 +202,8 @@ impl Socket {
     ) -> Self {
         let max_bytes = usize::try_from(config.queue_bytes.as_u64()).unwrap_or(usize::MAX);
         let (out, rx) = outbound::queue(config.queue_messages as usize, max_bytes, stats.clone());
+        let report = out.exit_report();
         let (close_tx, close_rx) = oneshot::channel();
-        let (done_tx, writer_done) = watch::channel(None);
         let bucket = RateLimiter::direct(rate_quota(&config));
         Self {
             rcx,
@@ -214,9 +212,8 @@ impl Socket {
             jobs,
             stats,
             out,
-            parts: Some(Parts { wire: conn.wire, rx, close_rx, done_tx }),
+            parts: Some(Parts { wire: conn.wire, rx, close_rx, report }),
             close_tx: Some(close_tx),
-            writer_done,
             subs: HashMap::new(),
             pending: HashSet::new(),
             streams: conn.streams,

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use bytestring::ByteString;
 use futures_util::future::LocalBoxFuture;
 use futures_util::task::AtomicWaker;
 use serde_json::Value;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 use super::close::{CloseCode, CloseFrame};
 use super::protocol;
@@ -69,11 +69,32 @@ pub trait Wire: Send + 'static {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WriterExit {
     /// It sent the Close frame the socket asked for.
-    Closed,
+    Closed = 1,
     /// The queue overflowed or a write missed its deadline: it sent 4008 and dropped the backlog.
-    SlowConsumer,
+    SlowConsumer = 2,
     /// The connection is gone.
-    WireGone,
+    WireGone = 3,
+}
+
+/// [`QueueShared::exit`] while the writer runs.
+const RUNNING: u8 = 0;
+/// [`QueueShared::exit`] of a writer dropped before it ended (aborted with its socket).
+const DROPPED: u8 = 4;
+
+/// Tells the socket that its writer ended, and why, when dropped: owned by the writer's future,
+/// so it reports even when that future is aborted (without a reason, then). It replaces a
+/// `watch` channel (344 bytes per socket) with a byte and a waker in the queue's shared state.
+pub(crate) struct ExitReport {
+    shared: Arc<QueueShared>,
+    exit: Option<WriterExit>,
+}
+
+impl Drop for ExitReport {
+    fn drop(&mut self) {
+        let code = self.exit.map_or(DROPPED, |e| e as u8);
+        self.shared.exit.store(code, Ordering::Release);
+        self.shared.exit_waker.wake();
+    }
 }
 
 /// A close the socket asks the writer for.
@@ -108,6 +129,11 @@ struct QueueShared {
     tx_closed: AtomicBool,
     /// The writer, waiting for a frame, an overflow or the end.
     writer: AtomicWaker,
+    /// How the writer ended ([`RUNNING`] until then; see [`ExitReport`]).
+    exit: AtomicU8,
+    /// The socket, waiting for the writer's end ([`Outbound::writer_exit`]): its watcher while
+    /// it runs, its cleanup while it stops (which runs alone, so one waker is enough).
+    exit_waker: AtomicWaker,
 }
 
 /// Most frames a drained queue keeps storage for; a burst beyond it is released when drained.
@@ -143,6 +169,8 @@ pub(crate) fn queue(
         rx_closed: AtomicBool::new(false),
         tx_closed: AtomicBool::new(false),
         writer: AtomicWaker::new(),
+        exit: AtomicU8::new(RUNNING),
+        exit_waker: AtomicWaker::new(),
     });
     (
         Arc::new(Outbound {
@@ -204,6 +232,32 @@ impl Outbound {
 
     fn is_closed(&self) -> bool {
         self.shared.rx_closed.load(Ordering::Acquire)
+    }
+
+    /// The writer's [`ExitReport`]: hand it to [`write_loop`].
+    pub(crate) fn exit_report(&self) -> ExitReport {
+        ExitReport { shared: self.shared.clone(), exit: None }
+    }
+
+    /// Resolves once the writer has ended: why, or `None` if it was dropped before it ended.
+    pub(crate) fn writer_exit(&self) -> impl Future<Output = Option<WriterExit>> + 'static {
+        let shared = self.shared.clone();
+        std::future::poll_fn(move |cx| {
+            for attempt in 0..2 {
+                match shared.exit.load(Ordering::Acquire) {
+                    RUNNING => {}
+                    1 => return Poll::Ready(Some(WriterExit::Closed)),
+                    2 => return Poll::Ready(Some(WriterExit::SlowConsumer)),
+                    3 => return Poll::Ready(Some(WriterExit::WireGone)),
+                    _ => return Poll::Ready(None),
+                }
+                if attempt == 0 {
+                    // registered, then checked again: an end in between is not missed
+                    shared.exit_waker.register(cx.waker());
+                }
+            }
+            Poll::Pending
+        })
     }
 }
 
@@ -326,14 +380,14 @@ pub(crate) struct WriterTimeouts {
 
 /// The writer: owns the queue's receiving end and the wire; writes frames one at a time, each
 /// within the write deadline; ends on a close request, on overflow, on a missed deadline or when
-/// the wire is gone, and reports why in `done`. Runs as a task tracked by the socket, so it is
-/// aborted at the latest when the socket stops.
+/// the wire is gone, and reports why through `report`. Runs as a task tracked by the socket, so
+/// it is aborted at the latest when the socket stops.
 pub(crate) async fn write_loop(
     mut rx: QueueRx,
     mut wire: Box<dyn Wire>,
     mut close: oneshot::Receiver<CloseCmd>,
     timeouts: WriterTimeouts,
-    done: watch::Sender<Option<WriterExit>>,
+    mut report: ExitReport,
 ) {
     let shared = rx.shared.clone();
     let stats = rx.stats.clone();
@@ -364,7 +418,7 @@ pub(crate) async fn write_loop(
             Err(_) => break Box::pin(slow_consumer(wire, timeouts, &stats)).await,
         }
     };
-    let _ = done.send(Some(exit));
+    report.exit = Some(exit);
 }
 
 /// What woke the writer.

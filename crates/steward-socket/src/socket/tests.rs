@@ -334,14 +334,18 @@ fn the_writers_idle_state_stays_small() {
     // every socket's writer waits most of its life: its future is what an idle socket keeps
     // (752 bytes while its closing paths and write deadline were inline, 312 boxed)
     let stats = std::sync::Arc::new(crate::stats::SocketStats::default());
-    let (_out, rx) = outbound::queue(8, 1024, stats);
+    let (out, rx) = outbound::queue(8, 1024, stats);
     let (seen, _seen) = mpsc::unbounded_channel();
     let (_close, close) = tokio::sync::oneshot::channel();
-    let (done, _done) = tokio::sync::watch::channel(None);
     let timeouts =
         outbound::WriterTimeouts { write: Duration::from_secs(1), close: Duration::from_secs(1) };
-    let writer =
-        outbound::write_loop(rx, Box::new(TestWire { seen, stall: false }), close, timeouts, done);
+    let writer = outbound::write_loop(
+        rx,
+        Box::new(TestWire { seen, stall: false }),
+        close,
+        timeouts,
+        out.exit_report(),
+    );
     let size = std::mem::size_of_val(&writer);
     assert!(size <= 400, "the writer's future takes {size} bytes");
 }
