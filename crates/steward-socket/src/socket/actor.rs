@@ -7,14 +7,16 @@ use futures_util::future::LocalBoxFuture;
 use steward_core::{ExitReason, Resource, ResourceCtx, StopResource, stop_resource};
 
 use super::close::{CloseCode, CloseFrame};
-use super::outbound::{CloseCmd, Outgoing, WriterExit, WriterTimeouts, write_loop};
+use super::outbound::{CloseCmd, Outgoing, WriterEnded, WriterExit, WriterTimeouts, write_loop};
 use super::{Socket, protocol};
 
 impl Actor for Socket {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let Some(parts) = self.parts.take() else { return };
+        let Some(mut parts) = self.parts.take() else { return };
+        // learn when the writer ends on its own (slow consumer, connection gone)
+        parts.report.notify(ctx.address().recipient());
         self.rcx.touch();
         let timeouts =
             WriterTimeouts { write: self.config.write_timeout, close: self.config.close_timeout };
@@ -24,13 +26,6 @@ impl Actor for Socket {
             ctx.stop();
             return;
         }
-        // learn when the writer ends on its own (slow consumer, connection gone)
-        ctx.spawn(
-            self.out
-                .writer_exit()
-                .into_actor(self)
-                .map(|exit, act, ctx| act.writer_ended(exit, ctx)),
-        );
         let every = self.config.ping_interval;
         self.rcx.run_interval(ctx, every, |act: &mut Self, ctx| act.ping(ctx));
         self.arm_pong_deadline(ctx);
@@ -79,6 +74,14 @@ impl Resource for Socket {
                 let _ = tokio::time::timeout(bound, exit).await;
             }
         })
+    }
+}
+
+impl Handler<WriterEnded> for Socket {
+    type Result = ();
+
+    fn handle(&mut self, msg: WriterEnded, ctx: &mut Context<Self>) {
+        self.writer_ended(msg.0, ctx);
     }
 }
 

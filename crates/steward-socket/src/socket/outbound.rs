@@ -87,6 +87,20 @@ const DROPPED: u8 = 4;
 pub(crate) struct ExitReport {
     shared: Arc<QueueShared>,
     exit: Option<WriterExit>,
+    /// The socket, told by a message (no future of its own waits for it while it runs).
+    to: Option<actix::Recipient<WriterEnded>>,
+}
+
+/// The writer ended by itself (slow consumer, connection gone), or was dropped (`None`).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub(crate) struct WriterEnded(pub(crate) Option<WriterExit>);
+
+impl ExitReport {
+    /// Also tell `to` when the writer ends.
+    pub(crate) fn notify(&mut self, to: actix::Recipient<WriterEnded>) {
+        self.to = Some(to);
+    }
 }
 
 impl Drop for ExitReport {
@@ -94,6 +108,12 @@ impl Drop for ExitReport {
         let code = self.exit.map_or(DROPPED, |e| e as u8);
         self.shared.exit.store(code, Ordering::Release);
         self.shared.exit_waker.wake();
+        if let Some(to) = self.to.take() {
+            #[allow(clippy::disallowed_methods)]
+            // one message, once, as the writer ends: it cannot pile up, and it must not be lost
+            // to a full mailbox (the socket would keep a dead connection until its pong deadline)
+            to.do_send(WriterEnded(self.exit));
+        }
     }
 }
 
@@ -117,7 +137,7 @@ pub(crate) struct Outbound {
 }
 
 /// State shared by both ends of the queue. The frames are a `VecDeque` that allocates on the
-/// first frame and is released again once a burst has drained, so an idle socket holds no queue
+/// first frame and is released again once drained, so an idle socket holds no queue
 /// storage (a tokio channel allocates a 32-slot block up front, about 1.3 KiB per socket).
 struct QueueShared {
     frames: Mutex<VecDeque<Outgoing>>,
@@ -131,13 +151,10 @@ struct QueueShared {
     writer: AtomicWaker,
     /// How the writer ended ([`RUNNING`] until then; see [`ExitReport`]).
     exit: AtomicU8,
-    /// The socket, waiting for the writer's end ([`Outbound::writer_exit`]): its watcher while
-    /// it runs, its cleanup while it stops (which runs alone, so one waker is enough).
+    /// The socket's cleanup, waiting for the writer's end ([`Outbound::writer_exit`]); while
+    /// the socket runs it is told by a message ([`WriterEnded`]).
     exit_waker: AtomicWaker,
 }
-
-/// Most frames a drained queue keeps storage for; a burst beyond it is released when drained.
-const KEEP_CAPACITY: usize = 8;
 
 /// The receiving end, owned by the writer. Dropping it (writer ended, or aborted with its
 /// owner) closes the queue and releases what is left in it, with the gauges: the one place the
@@ -236,7 +253,7 @@ impl Outbound {
 
     /// The writer's [`ExitReport`]: hand it to [`write_loop`].
     pub(crate) fn exit_report(&self) -> ExitReport {
-        ExitReport { shared: self.shared.clone(), exit: None }
+        ExitReport { shared: self.shared.clone(), exit: None, to: None }
     }
 
     /// Resolves once the writer has ended: why, or `None` if it was dropped before it ended.
@@ -326,7 +343,9 @@ impl QueueRx {
         let frame = {
             let mut frames = self.shared.frames();
             let frame = frames.pop_front();
-            if frames.is_empty() && frames.capacity() > KEEP_CAPACITY {
+            // an idle socket keeps no storage (a few frames' worth was 160 bytes per socket);
+            // the next frame allocates again
+            if frames.is_empty() && frames.capacity() > 0 {
                 *frames = VecDeque::new();
             }
             frame

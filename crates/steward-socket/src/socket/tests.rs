@@ -302,6 +302,11 @@ async fn the_outbound_queue_holds_no_storage_when_idle_keeps_order_and_is_bounde
         assert_eq!(t, n.to_string().as_str(), "in order");
     }
     assert_eq!(rx.storage(), 0, "a drained burst gives its storage back");
+    // and so does a single frame (a reply to a ping)
+    assert_eq!(out.push(text(0)), Offer::Queued);
+    assert!(rx.storage() > 0);
+    let _ = rx.next_for_test().await;
+    assert_eq!(rx.storage(), 0, "a drained frame gives its storage back");
     assert_eq!(stats.snapshot().queue_depth, 0);
 
     // bounded in messages: the one past the bound marks a slow consumer
