@@ -488,7 +488,8 @@ async fn publishes_without_an_ack_time_out_and_leave_nothing_waiting() {
     assert!(started.elapsed() >= Duration::from_millis(300), "answered before the deadline");
     assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     assert_eq!(publisher.waiting(), 0);
-    assert!(quiet_sub.next().await.is_some(), "the messages were published");
+    let got = tokio::time::timeout(Duration::from_secs(10), quiet_sub.next()).await;
+    assert!(matches!(got, Ok(Some(_))), "the messages were published");
 
     // a cancelled send (its future dropped) withdraws its entries at once, long before its
     // deadline
@@ -522,18 +523,23 @@ async fn a_full_window_refuses_at_once_and_frees_with_the_answers() {
     let (publisher, _quiet_sub) = quiet_publisher(&broker, &server, 8).await;
     let publisher = Arc::new(publisher);
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-    let waiting = {
+    // sends that wait (no ack comes) until they are aborted
+    let far = tokio::time::Instant::now() + Duration::from_secs(60);
+    let waiting_send = |n: usize| {
         let publisher = publisher.clone();
         #[allow(clippy::disallowed_methods)] // test-only: a send that waits meanwhile
-        tokio::spawn(async move { publisher.publish(quiet(6), deadline).await })
+        tokio::spawn(async move { publisher.publish(quiet(n), far).await })
     };
-    let patience = Instant::now() + Duration::from_secs(5);
-    while publisher.waiting() < 6 {
-        assert!(Instant::now() < patience, "the first send was not handed over");
-        tokio::task::yield_now().await;
-    }
-    // 2 of 5 fit and wait for their acks (until the deadline), the tail is refused
+    let until_waiting = async |n: usize| {
+        let patience = Instant::now() + Duration::from_secs(10);
+        while publisher.waiting() < n {
+            assert!(Instant::now() < patience, "the send was not handed over");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let first = waiting_send(6);
+    until_waiting(6).await;
+    // 2 of 5 fit and wait for their acks (until the deadline), the tail is refused at once
     let soon = tokio::time::Instant::now() + Duration::from_millis(300);
     let out = publisher.publish(quiet(5), soon).await;
     assert!(out[..2].iter().all(is_unavailable), "{out:?}");
@@ -541,30 +547,25 @@ async fn a_full_window_refuses_at_once_and_frees_with_the_answers() {
         out[2..].iter().all(|p| matches!(p, Published::Done(SendOutcome::RetryLater(_)))),
         "{out:?}"
     );
+    assert_eq!(publisher.waiting(), 6, "the 2 that timed out were freed");
     // a full window refuses the whole send at once
-    let more = {
-        let publisher = publisher.clone();
-        #[allow(clippy::disallowed_methods)] // test-only: a send that waits meanwhile
-        tokio::spawn(async move { publisher.publish(quiet(2), deadline).await })
-    };
-    let patience = Instant::now() + Duration::from_secs(5);
-    while publisher.waiting() < 8 {
-        assert!(Instant::now() < patience, "the send was not handed over");
-        tokio::task::yield_now().await;
-    }
+    let second = waiting_send(2);
+    until_waiting(8).await;
     let started = Instant::now();
-    let far = tokio::time::Instant::now() + Duration::from_secs(60);
     let out = publisher.publish(quiet(3), far).await;
-    assert!(started.elapsed() < Duration::from_millis(100), "took {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
     assert!(
         out.iter().all(|p| matches!(p, Published::Done(SendOutcome::RetryLater(_)))),
         "{out:?}"
     );
-    let first = waiting.await.expect("first send");
-    assert!(first.iter().all(is_unavailable), "{first:?}");
-    let more = more.await.expect("third send");
-    assert!(more.iter().all(is_unavailable), "{more:?}");
+    // cancelled, the waiting sends free the window
+    first.abort();
+    second.abort();
     until_nothing_waits(&publisher, Duration::from_secs(5)).await;
+    let soon = tokio::time::Instant::now() + Duration::from_millis(100);
+    let out = publisher.publish(quiet(8), soon).await;
+    assert!(out.iter().all(is_unavailable), "the whole window is free again: {out:?}");
+    assert_eq!(publisher.waiting(), 0);
     publisher.close(Duration::from_secs(5)).await;
     broker.close().await;
 }
@@ -588,7 +589,8 @@ async fn losing_the_connection_answers_what_waits_for_an_ack() {
         #[allow(clippy::disallowed_methods)] // test-only: a send that waits meanwhile
         tokio::spawn(async move { publisher.publish(quiet(4), far).await })
     };
-    assert!(quiet_sub.next().await.is_some(), "published");
+    let got = tokio::time::timeout(Duration::from_secs(10), quiet_sub.next()).await;
+    assert!(matches!(got, Ok(Some(_))), "published");
     server.stop();
     let out = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
