@@ -96,7 +96,8 @@
 //! # Runtime
 //! async-nats runs its connection on tasks of the tokio runtime where [`NatsBroker::connect`] is
 //! called (its own `tokio::spawn`, outside our clippy ban): call it on a runtime that outlives
-//! the broker (the system arbiter). The broker's own task runs wherever the [`Spawner`] puts it.
+//! the broker (the system arbiter). The broker's own tasks (release and publish) run wherever
+//! the [`Spawner`] puts them, and end when the broker is closed or dropped.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
