@@ -274,19 +274,24 @@ impl Messaging {
     }
 
     fn check_entry(&self, i: usize, e: &SendEntry) -> Result<(), Invalid> {
-        let field = |f: &str| format!("messages[{i}].{f}");
-        names::check_name(&field("topic"), &e.topic)?;
+        // the checks name the bare field; its path is formatted only for a refusal (per
+        // message on the send path, four `format!`s were a few percent of a send's CPU)
+        let at = |mut err: Invalid| {
+            err.field = format!("messages[{i}].{}", err.field);
+            err
+        };
+        names::check_name("topic", &e.topic).map_err(at)?;
         let m = &e.message;
-        names::check_client_id(&field("client_message_id"), &m.client_id)?;
+        names::check_client_id("client_message_id", &m.client_id).map_err(at)?;
         if let Some(tag) = &m.tag {
-            names::check_tag(&field("tag"), tag)?;
+            names::check_tag("tag", tag).map_err(at)?;
         }
-        names::check_keys(&field("keys"), &m.keys)?;
-        names::check_properties(&field("properties"), &m.properties)?;
+        names::check_keys("keys", &m.keys).map_err(at)?;
+        names::check_properties("properties", &m.properties).map_err(at)?;
         let max_body = self.inner.config.max_body.as_u64();
         if m.body.len() as u64 > max_body {
             return Err(Invalid::new(
-                field("body"),
+                format!("messages[{i}].body"),
                 format!("{} bytes, more than the {max_body} allowed", m.body.len()),
             ));
         }

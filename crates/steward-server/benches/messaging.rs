@@ -35,7 +35,9 @@
 //!    them (interest retention, discard new, file storage, the same limits and duplicate window,
 //!    `Nats-Msg-Id` on every message), publish acks pipelined (publish 100, then await the 100
 //!    acks). Both throughputs over all rounds, their ratio (target ≥ 0.7) and each round's, and
-//!    the messages JetStream holds afterwards on each side.
+//!    the messages JetStream holds afterwards on each side. Nobody reads the groups, so the
+//!    bench's tenant gets `stored_messages` (twice what the rounds send, at most the 1000000
+//!    maximum) and `stored_bytes` (the 1 TiB maximum) quotas that hold every round's messages.
 //!
 //! Every phase also reports the CPU seconds the server, the bench client (and nats-server) spent
 //! in it — client, server and broker share the machine's cores. Then SIGTERM and the servers'
@@ -71,6 +73,7 @@ use serde_json::{Value, json};
 use steward_proto::messaging::v1 as pb;
 use steward_proto::messaging::v1::messaging_client::MessagingClient;
 use steward_proto::messaging::v1::receive_messages_response::Event;
+use steward_tenancy::model;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tonic::service::interceptor::InterceptedService;
@@ -897,9 +900,20 @@ async fn nats_phase(p: &Params, bin: &str) -> Value {
         ("STEWARD__MESSAGING__TOPIC_MAX_MESSAGES", max_messages.to_string()),
     ];
     let mut server = Server::start(&env, p.log.as_ref().map(|l| format!("{l}.nats"))).await;
-    let token = server.tenant_token(json!({"producers": 1000, "consumers": 1000})).await;
-    let pids = [("steward", server.pid()), ("nats", nats.pid())];
     let batches = p.batches_per_task(p.nats_messages);
+    // nobody reads the groups, so JetStream keeps every message of every round: the tenant's
+    // stored quotas (defaults 100000 messages, 64 MiB) must hold them all, or Steward refuses
+    // the bench's own sends from the second round on
+    let kept = p.nats_rounds * (batches + 2) * BATCH * p.concurrency;
+    let token = server
+        .tenant_token(json!({
+            "producers": 1000,
+            "consumers": 1000,
+            "stored_messages": (2 * kept as u64).min(model::MAX_QUOTA),
+            "stored_bytes": model::MAX_STORED_BYTES,
+        }))
+        .await;
+    let pids = [("steward", server.pid()), ("nats", nats.pid())];
 
     // rounds on fresh topics and streams, alternating which side goes first
     let mut rounds = Vec::new();

@@ -13,8 +13,12 @@
 //!   100 ms, the server's floor) with `Nats-Msg-Id` = the client id: a repeat answers
 //!   `Stored { duplicate: true }` with the original's sequence. File storage, one replica.
 //! - A message's fields travel in headers (`codec.rs`); its id is the stream sequence.
-//! - Sending publishes the whole batch, then awaits every publish ack, all within
-//!   `send_timeout` (waiting for each ack in turn is 15–20 times slower).
+//! - Sending hands the batch to the broker's publish task (`publisher.rs`, started through the
+//!   [`Spawner`]), which writes the messages of every send waiting at that moment back to back
+//!   and routes the publish acks back by reply subject (one inbox subscription for all), all
+//!   within `send_timeout` (waiting for each ack in turn is 15–20 times slower). At most
+//!   16 384 messages wait for their acks at once; a send beyond that is answered
+//!   [`SendOutcome::RetryLater`] at once.
 //! - A **group** is a durable pull consumer named after it: `deliver_policy = new`,
 //!   `ack_policy = explicit`, `ack_wait` = the invisible duration of the member that created
 //!   it, `filter_subject` from the tag filter (an existing consumer with another filter is
@@ -92,7 +96,8 @@
 //! # Runtime
 //! async-nats runs its connection on tasks of the tokio runtime where [`NatsBroker::connect`] is
 //! called (its own `tokio::spawn`, outside our clippy ban): call it on a runtime that outlives
-//! the broker (the system arbiter). The broker's own task runs wherever the [`Spawner`] puts it.
+//! the broker (the system arbiter). The broker's own tasks (release and publish) run wherever
+//! the [`Spawner`] puts them, and end when the broker is closed or dropped.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,7 +107,6 @@ use std::time::Duration;
 use async_nats::connection::State;
 use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
-use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, AckKind, ErrorCode};
 use async_nats::{Client, ConnectOptions, Event, ServerAddr, Subject};
@@ -123,8 +127,10 @@ use crate::stats::MessagingStats;
 
 mod codec;
 mod naming;
+mod publisher;
 mod pull_member;
 
+use publisher::{Outgoing, Published, Publisher};
 use pull_member::NatsPull;
 
 /// Runs a background future of the broker; the owner decides where (in production the owning
@@ -271,12 +277,14 @@ struct Inner {
     release_done: Mutex<Option<oneshot::Receiver<()>>>,
     /// Nack batches handed to the release task and not sent yet (see [`Broker::returned`]).
     outstanding: Arc<watch::Sender<usize>>,
+    /// The publish task's door: every send's messages go through it.
+    publisher: Publisher,
     closed: AtomicBool,
 }
 
 impl NatsBroker {
     /// Creates the broker on one client of `url` (one or more `nats://host:port` URLs,
-    /// comma-separated) and starts its release task through `spawn`.
+    /// comma-separated) and starts its release and publish tasks through `spawn`.
     ///
     /// Returns at once: the connection is made in the background and made again whenever it is
     /// lost (forever, at most 2 s apart), so Steward starts while NATS is down; until it is up
@@ -335,6 +343,9 @@ impl NatsBroker {
             done_tx,
         );
         spawn(task.boxed());
+        let (publisher, task) =
+            Publisher::new(client.clone(), connected.clone(), publisher::WINDOW);
+        spawn(task.boxed());
         Ok(Arc::new(NatsBroker {
             inner: Arc::new(Inner {
                 client,
@@ -349,6 +360,7 @@ impl NatsBroker {
                 release_tx: Mutex::new(Some(release_tx)),
                 release_done: Mutex::new(Some(done_rx)),
                 outstanding,
+                publisher,
                 closed: AtomicBool::new(false),
             }),
         }))
@@ -526,18 +538,6 @@ async fn within<T>(
     fut: impl Future<Output = Result<T, BrokerError>>,
 ) -> Result<T, BrokerError> {
     tokio::time::timeout_at(deadline, fut).await.unwrap_or_else(|_| Err(timed_out(what)))
-}
-
-/// The JetStream API error behind an async-nats error, if the server answered with one.
-fn api_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a jetstream::Error> {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(js) = e.downcast_ref::<jetstream::Error>() {
-            return Some(js);
-        }
-        cur = e.source();
-    }
-    None
 }
 
 impl Inner {
@@ -845,17 +845,20 @@ impl Inner {
         shared
     }
 
-    /// Publishes `messages` to `topic`, all at once, then awaits every publish ack, until
-    /// `deadline`. A stream deleted behind our back is re-created once.
+    /// Publishes `messages` to `topic` through the publish task and awaits every publish ack,
+    /// until `deadline`. A stream deleted behind our back is re-created once, and the messages
+    /// it refused are published again as `again` rebuilds them (by index in `messages`).
     async fn publish_all(
         &self,
         topic: &TopicKey,
-        messages: &[(String, Bytes, async_nats::HeaderMap)],
+        messages: Vec<Outgoing>,
+        again: impl Fn(usize) -> Option<Outgoing>,
         deadline: Instant,
     ) -> Vec<SendOutcome> {
         let mut outcomes: Vec<Option<SendOutcome>> = vec![None; messages.len()];
         let mut todo: Vec<usize> = (0..messages.len()).collect();
-        for _round in 0..2 {
+        let mut batch = messages;
+        for round in 0..2 {
             let ready = within(deadline, "creating the stream", async {
                 let stream = self.ensure_stream(topic).await?;
                 if topic.is_dead_letter() {
@@ -877,40 +880,17 @@ impl Inner {
                     break;
                 }
             };
-            let mut acks = FuturesUnordered::new();
-            for &i in &todo {
-                let (subject, body, headers) = &messages[i];
-                let publish = jetstream::message::PublishMessage::build()
-                    .payload(body.clone())
-                    .headers(headers.clone());
-                match tokio::time::timeout_at(
-                    deadline,
-                    self.js.send_publish(subject.clone(), publish),
-                )
-                .await
-                {
-                    Ok(Ok(ack)) => acks.push(ack.into_future().map(move |r| (i, r))),
-                    Ok(Err(err)) => outcomes[i] = Some(publish_failed(&err)),
-                    Err(_) => {
-                        outcomes[i] =
-                            Some(SendOutcome::Unavailable(timed_out("publishing").to_string()));
-                    }
-                }
-            }
+            let published = self.publisher.publish(std::mem::take(&mut batch), deadline).await;
             let mut gone = Vec::new();
-            loop {
-                match tokio::time::timeout_at(deadline, acks.next()).await {
-                    Ok(Some((i, Ok(ack)))) => {
-                        outcomes[i] = Some(SendOutcome::Stored {
-                            message_id: ack.sequence.to_string(),
-                            duplicate: ack.duplicate,
-                        });
+            for (i, result) in todo.into_iter().zip(published) {
+                match result {
+                    Published::Done(outcome) => outcomes[i] = Some(outcome),
+                    Published::StreamNotFound if round == 0 => gone.push(i),
+                    Published::StreamNotFound => {
+                        outcomes[i] = Some(SendOutcome::Unavailable(format!(
+                            "stream {stream} vanished again"
+                        )));
                     }
-                    Ok(Some((i, Err(err)))) if err.kind() == PublishErrorKind::StreamNotFound => {
-                        gone.push(i);
-                    }
-                    Ok(Some((i, Err(err)))) => outcomes[i] = Some(publish_failed(&err)),
-                    Ok(None) | Err(_) => break,
                 }
             }
             if gone.is_empty() {
@@ -918,8 +898,22 @@ impl Inner {
             }
             debug!(stream = %stream, "stream vanished, re-creating it");
             self.forget_stream(&stream);
-            gone.sort_unstable();
-            todo = gone;
+            todo = Vec::with_capacity(gone.len());
+            for i in gone {
+                match again(i) {
+                    Some(message) => {
+                        batch.push(message);
+                        todo.push(i);
+                    }
+                    None => {
+                        outcomes[i] =
+                            Some(SendOutcome::Unavailable(format!("stream {stream} vanished")));
+                    }
+                }
+            }
+            if todo.is_empty() {
+                break;
+            }
         }
         outcomes
             .into_iter()
@@ -1078,24 +1072,19 @@ impl Inner {
     }
 }
 
-fn publish_failed(err: &async_nats::jetstream::context::PublishError) -> SendOutcome {
-    if let Some(api) = api_error(err) {
-        let code = api.error_code();
-        let text = api.to_string();
-        if code == ErrorCode::ACCOUNT_RESOURCES_EXCEEDED
-            || code == ErrorCode::INSUFFICIENT_RESOURCES
-            || (code == ErrorCode::STREAM_STORE_FAILED && text.contains("maximum"))
-        {
-            return SendOutcome::RetryLater(format!("topic is full: {text}"));
-        }
-        return SendOutcome::Unavailable(format!("NATS refused the message: {text}"));
+/// What a publish JetStream refused (its ack's `error`) means for the producer: a full
+/// stream or account is [`SendOutcome::RetryLater`], anything else
+/// [`SendOutcome::Unavailable`].
+fn refused(api: &jetstream::Error) -> SendOutcome {
+    let code = api.error_code();
+    let text = api.to_string();
+    if code == ErrorCode::ACCOUNT_RESOURCES_EXCEEDED
+        || code == ErrorCode::INSUFFICIENT_RESOURCES
+        || (code == ErrorCode::STREAM_STORE_FAILED && text.contains("maximum"))
+    {
+        return SendOutcome::RetryLater(format!("topic is full: {text}"));
     }
-    match err.kind() {
-        PublishErrorKind::MaxPayloadExceeded => {
-            SendOutcome::Unavailable(format!("larger than the NATS server accepts: {err}"))
-        }
-        _ => SendOutcome::Unavailable(format!("publishing to NATS: {err}")),
-    }
+    SendOutcome::Unavailable(format!("NATS refused the message: {text}"))
 }
 
 impl Broker for NatsBroker {
@@ -1124,6 +1113,11 @@ impl Broker for NatsBroker {
             let mut outcomes: Vec<Option<SendOutcome>> = vec![None; messages.len()];
             let mut encoded = Vec::with_capacity(messages.len());
             let mut index = Vec::with_capacity(messages.len());
+            let untagged = Subject::from(naming::subject(topic, None));
+            let subject = |m: &OutMessage| match m.tag.as_deref() {
+                None => untagged.clone(),
+                tag => Subject::from(naming::subject(topic, tag)),
+            };
             for (i, m) in messages.iter().enumerate() {
                 if let Err(refusal) = inner.take_stored(topic, m.weight() as u64) {
                     outcomes[i] = Some(SendOutcome::QuotaExceeded(refusal));
@@ -1131,11 +1125,7 @@ impl Broker for NatsBroker {
                 }
                 match codec::encode(m) {
                     Ok(headers) => {
-                        encoded.push((
-                            naming::subject(topic, m.tag.as_deref()),
-                            m.body.clone(),
-                            headers,
-                        ));
+                        encoded.push((subject(m), m.body.clone(), headers));
                         index.push(i);
                     }
                     Err(err) => {
@@ -1147,8 +1137,12 @@ impl Broker for NatsBroker {
                     }
                 }
             }
-            let published = inner.publish_all(topic, &encoded, deadline).await;
-            for (i, outcome) in index.into_iter().zip(published) {
+            let again = |k: usize| {
+                let m = &messages[index[k]];
+                codec::encode(m).ok().map(|headers| (subject(m), m.body.clone(), headers))
+            };
+            let published = inner.publish_all(topic, encoded, again, deadline).await;
+            for (i, outcome) in index.iter().copied().zip(published) {
                 if !matches!(outcome, SendOutcome::Stored { duplicate: false, .. }) {
                     inner.give_back(&topic.tenant, messages[i].weight() as u64);
                 }
@@ -1307,6 +1301,7 @@ impl Broker for NatsBroker {
                 return;
             }
             lock(&inner.release_tx).take();
+            inner.publisher.close(inner.settings.send_timeout).await;
             let done = lock(&inner.release_done).take();
             if let Some(done) = done {
                 let _ = tokio::time::timeout(inner.settings.send_timeout, done).await;

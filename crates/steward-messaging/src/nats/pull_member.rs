@@ -379,11 +379,14 @@ impl NatsPull {
         let dlq = self.key.topic.dead_letter();
         let move_id = format!("{}:{}", self.key.topic.topic, message.message_id);
         let deadline = Instant::now() + self.inner.settings.send_timeout;
-        let moved = match codec::encode_dead_letter(message, &move_id) {
-            Ok(headers) => {
-                let subject = naming::subject(&dlq, message.tag.as_deref());
-                let copy = [(subject, message.body.clone(), headers)];
-                self.inner.publish_all(&dlq, &copy, deadline).await.pop()
+        let copy = || {
+            let headers = codec::encode_dead_letter(message, &move_id)?;
+            let subject = Subject::from(naming::subject(&dlq, message.tag.as_deref()));
+            Ok::<_, codec::EncodeError>((subject, message.body.clone(), headers))
+        };
+        let moved = match copy() {
+            Ok(first) => {
+                self.inner.publish_all(&dlq, vec![first], |_| copy().ok(), deadline).await.pop()
             }
             Err(err) => Some(SendOutcome::Unavailable(err.0)),
         };

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use steward_config::BrokerBackend;
 
+use super::publisher::{Outgoing, Published, Publisher, parse_ack};
 use super::{NatsBroker, Spawner, naming};
 use crate::broker::conformance::{self, conformance_suite};
 use crate::broker::{
@@ -416,4 +418,223 @@ async fn a_group_outlives_its_last_member_by_the_grace_only() {
         pull.fetch(10, usize::MAX, Duration::from_millis(300)).await.expect("fetch").is_empty()
     );
     broker.close().await;
+}
+
+/// A publisher of its own (window `window`) on `broker`'s client, its task on this runtime,
+/// and a plain client of `server` that subscribes to `quiet.>` and never answers: what is
+/// published there gets no ack (and no "no responders" either).
+async fn quiet_publisher(
+    broker: &NatsBroker,
+    server: &NatsServer,
+    window: usize,
+) -> (Publisher, async_nats::Subscriber) {
+    let (publisher, task) =
+        Publisher::new(broker.inner.client.clone(), broker.inner.connected.clone(), window);
+    spawner()(Box::pin(task));
+    let listener = async_nats::connect(server.url()).await.expect("listener client");
+    let quiet = listener.subscribe("quiet.>").await.expect("subscribe");
+    listener.flush().await.expect("flush");
+    (publisher, quiet)
+}
+
+fn quiet(n: usize) -> Vec<Outgoing> {
+    (0..n)
+        .map(|i| {
+            (
+                async_nats::Subject::from(format!("quiet.{i}")),
+                Bytes::from_static(b"x"),
+                async_nats::HeaderMap::new(),
+            )
+        })
+        .collect()
+}
+
+/// Polls `publisher` until nothing waits for an ack, at most `patience`.
+async fn until_nothing_waits(publisher: &Publisher, patience: Duration) {
+    let deadline = Instant::now() + patience;
+    while publisher.waiting() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} publishes still wait after {patience:?}",
+            publisher.waiting()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn is_unavailable(p: &Published) -> bool {
+    matches!(p, Published::Done(SendOutcome::Unavailable(_)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_without_an_ack_time_out_and_leave_nothing_waiting() {
+    let server = NatsServer::start().expect("start nats-server");
+    let broker = NatsBroker::connect(
+        &server.url(),
+        settings(Duration::from_secs(5)),
+        Arc::new(MessagingStats::default()),
+        spawner(),
+    )
+    .await
+    .expect("connect");
+    let (publisher, mut quiet_sub) = quiet_publisher(&broker, &server, 64).await;
+
+    // no ack ever comes: every message times out at the deadline, and its entry goes
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+    let out = publisher.publish(quiet(10), deadline).await;
+    assert_eq!(out.len(), 10);
+    assert!(out.iter().all(is_unavailable), "{out:?}");
+    assert!(started.elapsed() >= Duration::from_millis(300), "answered before the deadline");
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert_eq!(publisher.waiting(), 0);
+    let got = tokio::time::timeout(Duration::from_secs(10), quiet_sub.next()).await;
+    assert!(matches!(got, Ok(Some(_))), "the messages were published");
+
+    // a cancelled send (its future dropped) withdraws its entries at once, long before its
+    // deadline
+    let far = tokio::time::Instant::now() + Duration::from_secs(60);
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(100), publisher.publish(quiet(20), far));
+    assert!(cancelled.await.is_err(), "no ack comes");
+    until_nothing_waits(&publisher, Duration::from_secs(5)).await;
+
+    // many cancelled sends at once
+    let sends: Vec<_> = (0..3).map(|_| publisher.publish(quiet(5), far)).collect();
+    let all = futures_util::future::join_all(sends);
+    assert!(tokio::time::timeout(Duration::from_millis(100), all).await.is_err());
+    until_nothing_waits(&publisher, Duration::from_secs(5)).await;
+
+    publisher.close(Duration::from_secs(5)).await;
+    broker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_window_refuses_at_once_and_frees_with_the_answers() {
+    let server = NatsServer::start().expect("start nats-server");
+    let broker = NatsBroker::connect(
+        &server.url(),
+        settings(Duration::from_secs(5)),
+        Arc::new(MessagingStats::default()),
+        spawner(),
+    )
+    .await
+    .expect("connect");
+    let (publisher, _quiet_sub) = quiet_publisher(&broker, &server, 8).await;
+    let publisher = Arc::new(publisher);
+
+    // sends that wait (no ack comes) until they are aborted
+    let far = tokio::time::Instant::now() + Duration::from_secs(60);
+    let waiting_send = |n: usize| {
+        let publisher = publisher.clone();
+        #[allow(clippy::disallowed_methods)] // test-only: a send that waits meanwhile
+        tokio::spawn(async move { publisher.publish(quiet(n), far).await })
+    };
+    let until_waiting = async |n: usize| {
+        let patience = Instant::now() + Duration::from_secs(10);
+        while publisher.waiting() < n {
+            assert!(Instant::now() < patience, "the send was not handed over");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let first = waiting_send(6);
+    until_waiting(6).await;
+    // 2 of 5 fit and wait for their acks (until the deadline), the tail is refused at once
+    let soon = tokio::time::Instant::now() + Duration::from_millis(300);
+    let out = publisher.publish(quiet(5), soon).await;
+    assert!(out[..2].iter().all(is_unavailable), "{out:?}");
+    assert!(
+        out[2..].iter().all(|p| matches!(p, Published::Done(SendOutcome::RetryLater(_)))),
+        "{out:?}"
+    );
+    assert_eq!(publisher.waiting(), 6, "the 2 that timed out were freed");
+    // a full window refuses the whole send at once
+    let second = waiting_send(2);
+    until_waiting(8).await;
+    let started = Instant::now();
+    let out = publisher.publish(quiet(3), far).await;
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    assert!(
+        out.iter().all(|p| matches!(p, Published::Done(SendOutcome::RetryLater(_)))),
+        "{out:?}"
+    );
+    // cancelled, the waiting sends free the window
+    first.abort();
+    second.abort();
+    until_nothing_waits(&publisher, Duration::from_secs(5)).await;
+    let soon = tokio::time::Instant::now() + Duration::from_millis(100);
+    let out = publisher.publish(quiet(8), soon).await;
+    assert!(out.iter().all(is_unavailable), "the whole window is free again: {out:?}");
+    assert_eq!(publisher.waiting(), 0);
+    publisher.close(Duration::from_secs(5)).await;
+    broker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_connection_answers_what_waits_for_an_ack() {
+    let mut server = NatsServer::start().expect("start nats-server");
+    let broker = NatsBroker::connect(
+        &server.url(),
+        settings(Duration::from_secs(5)),
+        Arc::new(MessagingStats::default()),
+        spawner(),
+    )
+    .await
+    .expect("connect");
+    let (publisher, mut quiet_sub) = quiet_publisher(&broker, &server, 64).await;
+    let publisher = Arc::new(publisher);
+    let far = tokio::time::Instant::now() + Duration::from_secs(60);
+    let waiting = {
+        let publisher = publisher.clone();
+        #[allow(clippy::disallowed_methods)] // test-only: a send that waits meanwhile
+        tokio::spawn(async move { publisher.publish(quiet(4), far).await })
+    };
+    let got = tokio::time::timeout(Duration::from_secs(10), quiet_sub.next()).await;
+    assert!(matches!(got, Ok(Some(_))), "published");
+    server.stop();
+    let out = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("answered at the disconnect, not at the deadline")
+        .expect("send");
+    assert!(out.iter().all(is_unavailable), "{out:?}");
+    assert_eq!(publisher.waiting(), 0);
+    publisher.close(Duration::from_secs(5)).await;
+    broker.close().await;
+}
+
+#[test]
+fn publish_acks_are_parsed_like_async_nats_does() {
+    let stored = parse_ack(None, br#"{"stream":"s","seq":42}"#);
+    assert!(
+        matches!(&stored, Published::Done(SendOutcome::Stored { message_id, duplicate: false })
+            if message_id == "42"),
+        "{stored:?}"
+    );
+    let dup = parse_ack(None, br#"{"stream":"s","domain":"","seq":7,"duplicate":true}"#);
+    assert!(
+        matches!(&dup, Published::Done(SendOutcome::Stored { message_id, duplicate: true })
+            if message_id == "7"),
+        "{dup:?}"
+    );
+    let full = parse_ack(
+        None,
+        br#"{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}"#,
+    );
+    assert!(matches!(full, Published::Done(SendOutcome::RetryLater(_))), "{full:?}");
+    let gone = parse_ack(
+        None,
+        br#"{"error":{"code":404,"err_code":10059,"description":"stream not found"}}"#,
+    );
+    assert!(matches!(gone, Published::StreamNotFound), "{gone:?}");
+    let nobody = parse_ack(Some(async_nats::StatusCode::NO_RESPONDERS), b"");
+    assert!(matches!(nobody, Published::StreamNotFound), "{nobody:?}");
+    let other = parse_ack(
+        None,
+        br#"{"error":{"code":400,"err_code":10999,"description":"something else"}}"#,
+    );
+    assert!(
+        matches!(&other, Published::Done(SendOutcome::Unavailable(why)) if why.contains("something else")),
+        "{other:?}"
+    );
+    assert!(is_unavailable(&parse_ack(None, b"not json")));
 }
