@@ -17,8 +17,8 @@
 //!   [`Spawner`]), which writes the messages of every send waiting at that moment back to back
 //!   and routes the publish acks back by reply subject (one inbox subscription for all), all
 //!   within `send_timeout` (waiting for each ack in turn is 15–20 times slower). At most
-//!   16 384 messages wait for their acks at once; a send beyond that is answered
-//!   [`SendOutcome::RetryLater`] at once.
+//!   16 384 messages wait for their acks at once, at most 4 096 of one tenant's; a send beyond
+//!   either is answered [`SendOutcome::RetryLater`] at once.
 //! - A **group** is a durable pull consumer named after it: `deliver_policy = new`,
 //!   `ack_policy = explicit`, `ack_wait` = the invisible duration of the member that created
 //!   it, `filter_subject` from the tag filter (an existing consumer with another filter is
@@ -343,8 +343,12 @@ impl NatsBroker {
             done_tx,
         );
         spawn(task.boxed());
-        let (publisher, task) =
-            Publisher::new(client.clone(), connected.clone(), publisher::WINDOW);
+        let (publisher, task) = Publisher::new(
+            client.clone(),
+            connected.clone(),
+            publisher::WINDOW,
+            publisher::TENANT_SHARE,
+        );
         spawn(task.boxed());
         Ok(Arc::new(NatsBroker {
             inner: Arc::new(Inner {
@@ -880,7 +884,10 @@ impl Inner {
                     break;
                 }
             };
-            let published = self.publisher.publish(std::mem::take(&mut batch), deadline).await;
+            let published = self
+                .publisher
+                .publish(topic.tenant.clone(), std::mem::take(&mut batch), deadline)
+                .await;
             let mut gone = Vec::new();
             for (i, result) in todo.into_iter().zip(published) {
                 match result {

@@ -7,8 +7,9 @@
 //! quarter of Steward's CPU per message. Here instead:
 //!
 //! - A send reserves room in a bounded window ([`WINDOW`] messages waiting for their acks, over
-//!   all sends); what does not fit is refused at once with [`SendOutcome::RetryLater`], so
-//!   memory never grows with the load.
+//!   all sends, at most [`TENANT_SHARE`] of one tenant's, so a tenant that sends as fast as it
+//!   can does not starve the others); what does not fit is refused at once with
+//!   [`SendOutcome::RetryLater`], so memory never grows with the load.
 //! - It hands its messages to the task as one job over a channel. The task takes every job that
 //!   is waiting, publishes their messages back to back (core publishes, each with the reply
 //!   subject `<inbox>.<n>`; async-nats writes what is queued in one go) and keeps each job
@@ -26,7 +27,7 @@
 //! it drops them) from filling: at most [`WINDOW`] acks are ever expected at once.
 
 use std::collections::{BTreeMap, BinaryHeap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,6 +45,56 @@ use crate::broker::SendOutcome;
 
 /// Most messages waiting for their publish acks at once, over every send of the broker.
 pub(super) const WINDOW: usize = 16_384;
+/// Most of the window one tenant may hold: a tenant that sends as fast as it can fills its
+/// share and is answered RETRY_LATER, while the other tenants' sends still find room.
+pub(super) const TENANT_SHARE: usize = WINDOW / 4;
+
+/// The window: messages handed to the task and not answered yet, in all and per tenant. Room is
+/// taken before a job is handed over and given back, message by message, as acks, deadlines,
+/// withdrawals or the task's end answer them.
+pub(super) struct Window {
+    state: Mutex<WindowState>,
+    /// Most messages waiting at once ([`WINDOW`] outside tests).
+    size: usize,
+    /// Most of them one tenant may hold ([`TENANT_SHARE`] outside tests).
+    share: usize,
+}
+
+#[derive(Default)]
+struct WindowState {
+    waiting: usize,
+    by_tenant: std::collections::HashMap<Arc<str>, usize>,
+}
+
+impl Window {
+    /// Takes room for up to `n` of `tenant`'s messages; answers how many it took.
+    fn reserve(&self, tenant: &Arc<str>, n: usize) -> usize {
+        let mut state = lock(&self.state);
+        let held = state.by_tenant.get(tenant).copied().unwrap_or(0);
+        let taken =
+            n.min(self.size.saturating_sub(state.waiting)).min(self.share.saturating_sub(held));
+        if taken > 0 {
+            state.waiting += taken;
+            *state.by_tenant.entry(tenant.clone()).or_default() += taken;
+        }
+        taken
+    }
+
+    /// Gives back room for `n` of `tenant`'s messages.
+    fn give_back(&self, tenant: &str, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let mut state = lock(&self.state);
+        state.waiting = state.waiting.saturating_sub(n);
+        if let Some(held) = state.by_tenant.get_mut(tenant) {
+            *held = held.saturating_sub(n);
+            if *held == 0 {
+                state.by_tenant.remove(tenant);
+            }
+        }
+    }
+}
 /// How long a send waits past its deadline for the task's answer before it gives up on the task
 /// (which answers at the deadline itself; the margin covers its scheduling).
 const ANSWER_GRACE: Duration = Duration::from_millis(50);
@@ -68,9 +119,7 @@ pub(super) struct Publisher {
     /// Jobs and withdrawals for the task; `None` once closed.
     tx: Mutex<Option<mpsc::UnboundedSender<Command>>>,
     /// Messages handed to the task and not answered yet (reserved before handing over).
-    waiting: Arc<AtomicUsize>,
-    /// Most messages waiting at once ([`WINDOW`] outside tests).
-    window: usize,
+    window: Arc<Window>,
     /// The next reply number: each job takes as many as it has messages.
     next: AtomicU64,
     /// Fires when the task ended.
@@ -86,6 +135,8 @@ enum Command {
 }
 
 struct Job {
+    /// Whose messages (their room in the window is the tenant's).
+    tenant: Arc<str>,
     /// Reply number of the first message; the others follow.
     first: u64,
     messages: Vec<Outgoing>,
@@ -94,21 +145,22 @@ struct Job {
 }
 
 impl Publisher {
-    /// Creates the publisher, with room for `window` messages waiting for their acks, and its
-    /// task; the caller starts the task (through the broker's spawner). The task ends when the
-    /// publisher is closed or dropped.
+    /// Creates the publisher, with room for `window` messages waiting for their acks (at most
+    /// `share` of them one tenant's), and its task; the caller starts the task (through the
+    /// broker's spawner). The task ends when the publisher is closed or dropped.
     pub(super) fn new(
         client: Client,
         connected: watch::Receiver<bool>,
         window: usize,
+        share: usize,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = oneshot::channel();
-        let waiting = Arc::new(AtomicUsize::new(0));
-        let task = publish_task(client, rx, connected, waiting.clone(), done_tx);
+        let window =
+            Arc::new(Window { state: Mutex::default(), size: window, share: share.min(window) });
+        let task = publish_task(client, rx, connected, window.clone(), done_tx);
         let publisher = Self {
             tx: Mutex::new(Some(tx)),
-            waiting,
             window,
             next: AtomicU64::new(0),
             done: Mutex::new(Some(done_rx)),
@@ -119,28 +171,36 @@ impl Publisher {
     /// Messages waiting for their acks right now (each one's routing entry included).
     #[cfg(test)]
     pub(super) fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::Acquire)
+        lock(&self.window.state).waiting
     }
 
-    /// Publishes `messages` and waits for their acks until `deadline`; answers one outcome per
-    /// message, in order. Past the window's room the tail of the batch is refused at once
-    /// ([`SendOutcome::RetryLater`]: the head may be stored, so a retry of the tail keeps the
-    /// order).
+    /// `tenant`'s messages waiting for their acks right now.
+    #[cfg(test)]
+    pub(super) fn waiting_of(&self, tenant: &str) -> usize {
+        lock(&self.window.state).by_tenant.get(tenant).copied().unwrap_or(0)
+    }
+
+    /// Publishes `tenant`'s `messages` and waits for their acks until `deadline`; answers one
+    /// outcome per message, in order. Past the room left in the window, or in the tenant's share
+    /// of it, the tail of the batch is refused at once ([`SendOutcome::RetryLater`]: the head may
+    /// be stored, so a retry of the tail keeps the order).
     ///
     /// # Cancel safety
     /// Dropping the future withdraws the job from the task at once (the messages may have been
     /// published; their acks are dropped).
     pub(super) async fn publish(
         &self,
+        tenant: Arc<str>,
         mut messages: Vec<Outgoing>,
         deadline: Instant,
     ) -> Vec<Published> {
         let wanted = messages.len();
-        let taken = self.reserve(wanted);
-        let window = self.window;
+        let taken = self.window.reserve(&tenant, wanted);
+        let (size, share) = (self.window.size, self.window.share);
         let full = || {
             Published::Done(SendOutcome::RetryLater(format!(
-                "{window} messages are waiting for NATS to store them; send again later"
+                "too many messages wait for NATS to store them (at most {size}, {share} of one \
+                 tenant's); send again later"
             )))
         };
         if taken == 0 {
@@ -149,7 +209,7 @@ impl Publisher {
         let refused = messages.split_off(taken);
         let first = self.next.fetch_add(taken as u64, Ordering::Relaxed);
         let (answer, answered) = oneshot::channel();
-        let job = Job { first, messages, deadline, answer };
+        let job = Job { tenant: tenant.clone(), first, messages, deadline, answer };
         let handed =
             lock(&self.tx).as_ref().is_some_and(|tx| tx.send(Command::Publish(job)).is_ok());
         let mut out = if handed {
@@ -163,21 +223,11 @@ impl Publisher {
                 Err(_) => unavailable(taken, TIMED_OUT),
             }
         } else {
-            self.waiting.fetch_sub(taken, Ordering::AcqRel);
+            self.window.give_back(&tenant, taken);
             unavailable(taken, "the NATS broker is closed")
         };
         out.extend(refused.iter().map(|_| full()));
         out
-    }
-
-    /// Takes room for up to `n` messages in the window; answers how many it took.
-    fn reserve(&self, n: usize) -> usize {
-        let mut taken = 0;
-        let _ = self.waiting.fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
-            taken = n.min(self.window.saturating_sub(cur));
-            Some(cur + taken)
-        });
-        taken
     }
 
     /// Ends the task (it answers what waits `Unavailable`) and waits for it, at most `wait`.
@@ -215,6 +265,8 @@ fn unavailable(n: usize, why: &str) -> Vec<Published> {
 
 /// A job the task published and waits on.
 struct Pending {
+    /// Whose messages.
+    tenant: Arc<str>,
     /// Outcome per message (`None`: no ack yet).
     outcomes: Vec<Option<Published>>,
     /// Messages without an outcome.
@@ -224,13 +276,13 @@ struct Pending {
 }
 
 /// The task's table of jobs waiting for acks, by first reply number. Every message without an
-/// outcome counts in `waiting`; whatever removes a job (answered, expired, withdrawn, the task
-/// ending) gives its count back.
+/// outcome counts in the [`Window`]; whatever removes a job (answered, expired, withdrawn, the
+/// task ending) gives its count back.
 struct Table {
     jobs: BTreeMap<u64, Pending>,
     /// Deadlines, earliest first (stale entries of jobs already gone are skipped).
     deadlines: BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
-    waiting: Arc<AtomicUsize>,
+    window: Arc<Window>,
 }
 
 impl Table {
@@ -251,7 +303,7 @@ impl Table {
         }
         *slot = Some(outcome);
         job.left -= 1;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.window.give_back(&job.tenant, 1);
         if job.left == 0 {
             self.finish(first, TIMED_OUT);
         }
@@ -260,7 +312,7 @@ impl Table {
     /// Removes the job at `first` and answers it; messages without an outcome get `why`.
     fn finish(&mut self, first: u64, why: &str) {
         let Some(job) = self.jobs.remove(&first) else { return };
-        self.waiting.fetch_sub(job.left, Ordering::AcqRel);
+        self.window.give_back(&job.tenant, job.left);
         let out = job
             .outcomes
             .into_iter()
@@ -272,7 +324,7 @@ impl Table {
     /// Forgets the job at `first` without answering (its send is gone).
     fn withdraw(&mut self, first: u64) {
         if let Some(job) = self.jobs.remove(&first) {
-            self.waiting.fetch_sub(job.left, Ordering::AcqRel);
+            self.window.give_back(&job.tenant, job.left);
         }
     }
 
@@ -311,8 +363,9 @@ impl Table {
 impl Drop for Table {
     fn drop(&mut self) {
         // the task ends (or was aborted by its owner): nothing waits any more
-        let left: usize = self.jobs.values().map(|j| j.left).sum();
-        self.waiting.fetch_sub(left, Ordering::AcqRel);
+        for job in self.jobs.values() {
+            self.window.give_back(&job.tenant, job.left);
+        }
     }
 }
 
@@ -323,12 +376,11 @@ async fn publish_task(
     client: Client,
     mut rx: mpsc::UnboundedReceiver<Command>,
     mut connected: watch::Receiver<bool>,
-    waiting: Arc<AtomicUsize>,
+    window: Arc<Window>,
     done: oneshot::Sender<()>,
 ) {
     let inbox = client.new_inbox();
-    let mut table =
-        Table { jobs: BTreeMap::new(), deadlines: BinaryHeap::new(), waiting: waiting.clone() };
+    let mut table = Table { jobs: BTreeMap::new(), deadlines: BinaryHeap::new(), window };
     let mut sub = match client.subscribe(format!("{inbox}.*")).await {
         Ok(sub) => Some(sub),
         Err(err) => {
@@ -405,9 +457,9 @@ async fn write(
                 continue;
             }
         };
-        let Job { first, messages, deadline, answer } = job;
+        let Job { tenant, first, messages, deadline, answer } = job;
         let n = messages.len();
-        table.insert(first, Pending { outcomes: vec![None; n], left: n, deadline, answer });
+        table.insert(first, Pending { tenant, outcomes: vec![None; n], left: n, deadline, answer });
         if !subscribed {
             table.finish(first, "cannot receive publish acks from NATS");
             continue;

@@ -427,14 +427,19 @@ async fn quiet_publisher(
     broker: &NatsBroker,
     server: &NatsServer,
     window: usize,
+    share: usize,
 ) -> (Publisher, async_nats::Subscriber) {
     let (publisher, task) =
-        Publisher::new(broker.inner.client.clone(), broker.inner.connected.clone(), window);
+        Publisher::new(broker.inner.client.clone(), broker.inner.connected.clone(), window, share);
     spawner()(Box::pin(task));
     let listener = async_nats::connect(server.url()).await.expect("listener client");
     let quiet = listener.subscribe("quiet.>").await.expect("subscribe");
     listener.flush().await.expect("flush");
     (publisher, quiet)
+}
+
+fn tenant(name: &str) -> Arc<str> {
+    name.into()
 }
 
 fn quiet(n: usize) -> Vec<Outgoing> {
@@ -477,12 +482,12 @@ async fn publishes_without_an_ack_time_out_and_leave_nothing_waiting() {
     )
     .await
     .expect("connect");
-    let (publisher, mut quiet_sub) = quiet_publisher(&broker, &server, 64).await;
+    let (publisher, mut quiet_sub) = quiet_publisher(&broker, &server, 64, 64).await;
 
     // no ack ever comes: every message times out at the deadline, and its entry goes
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
-    let out = publisher.publish(quiet(10), deadline).await;
+    let out = publisher.publish(tenant("acme"), quiet(10), deadline).await;
     assert_eq!(out.len(), 10);
     assert!(out.iter().all(is_unavailable), "{out:?}");
     assert!(started.elapsed() >= Duration::from_millis(300), "answered before the deadline");
@@ -494,13 +499,15 @@ async fn publishes_without_an_ack_time_out_and_leave_nothing_waiting() {
     // a cancelled send (its future dropped) withdraws its entries at once, long before its
     // deadline
     let far = tokio::time::Instant::now() + Duration::from_secs(60);
-    let cancelled =
-        tokio::time::timeout(Duration::from_millis(100), publisher.publish(quiet(20), far));
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(100),
+        publisher.publish(tenant("acme"), quiet(20), far),
+    );
     assert!(cancelled.await.is_err(), "no ack comes");
     until_nothing_waits(&publisher, Duration::from_secs(5)).await;
 
     // many cancelled sends at once
-    let sends: Vec<_> = (0..3).map(|_| publisher.publish(quiet(5), far)).collect();
+    let sends: Vec<_> = (0..3).map(|_| publisher.publish(tenant("acme"), quiet(5), far)).collect();
     let all = futures_util::future::join_all(sends);
     assert!(tokio::time::timeout(Duration::from_millis(100), all).await.is_err());
     until_nothing_waits(&publisher, Duration::from_secs(5)).await;
@@ -520,7 +527,7 @@ async fn a_full_window_refuses_at_once_and_frees_with_the_answers() {
     )
     .await
     .expect("connect");
-    let (publisher, _quiet_sub) = quiet_publisher(&broker, &server, 8).await;
+    let (publisher, _quiet_sub) = quiet_publisher(&broker, &server, 8, 8).await;
     let publisher = Arc::new(publisher);
 
     // sends that wait (no ack comes) until they are aborted
@@ -528,7 +535,7 @@ async fn a_full_window_refuses_at_once_and_frees_with_the_answers() {
     let waiting_send = |n: usize| {
         let publisher = publisher.clone();
         #[allow(clippy::disallowed_methods)] // test-only: a send that waits meanwhile
-        tokio::spawn(async move { publisher.publish(quiet(n), far).await })
+        tokio::spawn(async move { publisher.publish(tenant("acme"), quiet(n), far).await })
     };
     let until_waiting = async |n: usize| {
         let patience = Instant::now() + Duration::from_secs(10);
@@ -541,7 +548,7 @@ async fn a_full_window_refuses_at_once_and_frees_with_the_answers() {
     until_waiting(6).await;
     // 2 of 5 fit and wait for their acks (until the deadline), the tail is refused at once
     let soon = tokio::time::Instant::now() + Duration::from_millis(300);
-    let out = publisher.publish(quiet(5), soon).await;
+    let out = publisher.publish(tenant("acme"), quiet(5), soon).await;
     assert!(out[..2].iter().all(is_unavailable), "{out:?}");
     assert!(
         out[2..].iter().all(|p| matches!(p, Published::Done(SendOutcome::RetryLater(_)))),
@@ -552,7 +559,7 @@ async fn a_full_window_refuses_at_once_and_frees_with_the_answers() {
     let second = waiting_send(2);
     until_waiting(8).await;
     let started = Instant::now();
-    let out = publisher.publish(quiet(3), far).await;
+    let out = publisher.publish(tenant("acme"), quiet(3), far).await;
     assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
     assert!(
         out.iter().all(|p| matches!(p, Published::Done(SendOutcome::RetryLater(_)))),
@@ -563,7 +570,7 @@ async fn a_full_window_refuses_at_once_and_frees_with_the_answers() {
     second.abort();
     until_nothing_waits(&publisher, Duration::from_secs(5)).await;
     let soon = tokio::time::Instant::now() + Duration::from_millis(100);
-    let out = publisher.publish(quiet(8), soon).await;
+    let out = publisher.publish(tenant("acme"), quiet(8), soon).await;
     assert!(out.iter().all(is_unavailable), "the whole window is free again: {out:?}");
     assert_eq!(publisher.waiting(), 0);
     publisher.close(Duration::from_secs(5)).await;
@@ -581,13 +588,13 @@ async fn losing_the_connection_answers_what_waits_for_an_ack() {
     )
     .await
     .expect("connect");
-    let (publisher, mut quiet_sub) = quiet_publisher(&broker, &server, 64).await;
+    let (publisher, mut quiet_sub) = quiet_publisher(&broker, &server, 64, 64).await;
     let publisher = Arc::new(publisher);
     let far = tokio::time::Instant::now() + Duration::from_secs(60);
     let waiting = {
         let publisher = publisher.clone();
         #[allow(clippy::disallowed_methods)] // test-only: a send that waits meanwhile
-        tokio::spawn(async move { publisher.publish(quiet(4), far).await })
+        tokio::spawn(async move { publisher.publish(tenant("acme"), quiet(4), far).await })
     };
     let got = tokio::time::timeout(Duration::from_secs(10), quiet_sub.next()).await;
     assert!(matches!(got, Ok(Some(_))), "published");
@@ -637,4 +644,48 @@ fn publish_acks_are_parsed_like_async_nats_does() {
         "{other:?}"
     );
     assert!(is_unavailable(&parse_ack(None, b"not json")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenant_cannot_take_more_than_its_share_of_the_window() {
+    let server = NatsServer::start().expect("start nats-server");
+    let broker = NatsBroker::connect(
+        &server.url(),
+        settings(Duration::from_secs(5)),
+        Arc::new(MessagingStats::default()),
+        spawner(),
+    )
+    .await
+    .expect("connect");
+    // a window of 8, at most 4 of one tenant's (no ack ever comes for these subjects)
+    let (publisher, _quiet_sub) = quiet_publisher(&broker, &server, 8, 4).await;
+    let publisher = Arc::new(publisher);
+    let far = tokio::time::Instant::now() + Duration::from_secs(60);
+    // the hostile tenant sends 6: 4 fit its share and wait, the tail is refused at once
+    let hog = {
+        let publisher = publisher.clone();
+        #[allow(clippy::disallowed_methods)] // test-only: a send that waits meanwhile
+        tokio::spawn(async move { publisher.publish(tenant("hog"), quiet(6), far).await })
+    };
+    let patience = Instant::now() + Duration::from_secs(10);
+    while publisher.waiting_of("hog") < 4 {
+        assert!(Instant::now() < patience, "the send was not handed over");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // more from it is refused at once, whatever room the window has
+    let started = Instant::now();
+    let out = publisher.publish(tenant("hog"), quiet(1), far).await;
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    assert!(matches!(&out[..], [Published::Done(SendOutcome::RetryLater(_))]), "{out:?}");
+    // another tenant still finds room: its messages are published and wait for their acks
+    let soon = tokio::time::Instant::now() + Duration::from_millis(300);
+    let out = publisher.publish(tenant("acme"), quiet(4), soon).await;
+    assert!(out.iter().all(is_unavailable), "published, no ack in time: {out:?}");
+    assert_eq!(publisher.waiting_of("acme"), 0, "its room was given back at the deadline");
+    assert_eq!(publisher.waiting(), 4);
+    hog.abort();
+    until_nothing_waits(&publisher, Duration::from_secs(5)).await;
+    assert_eq!(publisher.waiting_of("hog"), 0);
+    publisher.close(Duration::from_secs(5)).await;
+    broker.close().await;
 }
