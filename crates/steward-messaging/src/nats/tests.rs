@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
 use steward_config::BrokerBackend;
 
 use super::publisher::{Outgoing, Published, Publisher, parse_ack};
@@ -429,12 +429,34 @@ async fn quiet_publisher(
     window: usize,
     share: usize,
 ) -> (Publisher, async_nats::Subscriber) {
+    // the broker connects in the background; the broker's sends wait for it
+    // (`wait_connected`), a bare publisher does not: a publish before the first connection fails
+    let patience = Instant::now() + Duration::from_secs(10);
+    while !broker.is_connected() {
+        assert!(Instant::now() < patience, "the broker did not connect");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let (publisher, task) =
         Publisher::new(broker.inner.client.clone(), broker.inner.connected.clone(), window, share);
     spawner()(Box::pin(task));
     let listener = async_nats::connect(server.url()).await.expect("listener client");
-    let quiet = listener.subscribe("quiet.>").await.expect("subscribe");
+    let mut quiet = listener.subscribe("quiet.>").await.expect("subscribe");
     listener.flush().await.expect("flush");
+    // `flush` only writes the SUB out; until the server has it, a publish to `quiet.*` is
+    // answered "no responders" at once (its send then ends, not waits). A probe from the
+    // broker's own client that reaches the listener shows the interest is in place.
+    let client = &broker.inner.client;
+    loop {
+        assert!(Instant::now() < patience, "the listener's subscription never became active");
+        client.publish("quiet.probe", Bytes::from_static(b"probe")).await.expect("probe");
+        client.flush().await.expect("flush the probe");
+        if tokio::time::timeout(Duration::from_millis(100), quiet.next()).await.is_ok() {
+            break;
+        }
+    }
+    // a probe that arrived late must not pass for a test's publish
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    while quiet.next().now_or_never().flatten().is_some() {}
     (publisher, quiet)
 }
 
