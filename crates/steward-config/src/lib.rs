@@ -276,6 +276,7 @@ impl Config {
         self.validate_socket()?;
         self.validate_jobs()?;
         self.validate_streams()?;
+        self.validate_rtc()?;
         self.validate_messaging()?;
         self.validate_browser()?;
         if self.log.level.trim().is_empty() {
@@ -528,6 +529,51 @@ impl Config {
             return Err(Error::invalid(
                 if j.max_kind_len == 0 { "jobs.max_kind_len" } else { "jobs.watch_buffer" },
                 "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_rtc(&self) -> Result<()> {
+        let r = &self.rtc;
+        if r.udp_port_range().is_none() {
+            return Err(Error::invalid(
+                "rtc.udp_ports",
+                "must be \"<first>-<last>\", 0 < first <= last",
+            ));
+        }
+        for (field, d) in [
+            ("rtc.candidate_ttl", r.candidate_ttl),
+            ("rtc.join_timeout", r.join_timeout),
+            ("rtc.negotiation_timeout", r.negotiation_timeout),
+            ("rtc.ice_timeout", r.ice_timeout),
+            ("rtc.disconnected_grace", r.disconnected_grace),
+            ("rtc.empty_timeout", r.empty_timeout),
+            ("rtc.departure_timeout", r.departure_timeout),
+            ("rtc.shutdown_timeout", r.shutdown_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(Error::invalid(field, "must be greater than 0s"));
+            }
+        }
+        for (field, n) in [
+            ("rtc.max_peers", r.max_peers),
+            ("rtc.max_rooms", r.max_rooms),
+            ("rtc.max_participants", r.max_participants),
+            ("rtc.max_candidates", r.max_candidates),
+            ("rtc.forward_queue", r.forward_queue),
+            ("rtc.shutdown_concurrency", r.shutdown_concurrency),
+        ] {
+            if n == 0 {
+                return Err(Error::invalid(field, "must be at least 1"));
+            }
+        }
+        if r.data_channel_buffer.as_u64() < r.max_data_message.as_u64()
+            || r.max_data_message.as_u64() == 0
+        {
+            return Err(Error::invalid(
+                "rtc.max_data_message",
+                "must be at least 1B and at most rtc.data_channel_buffer",
             ));
         }
         Ok(())

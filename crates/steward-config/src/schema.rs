@@ -46,6 +46,8 @@ pub struct Config {
     /// `[streams]`: streams with a last-value cache, history and recovery
     /// (`steward.streams.v1.Streams`, WebSocket `subscribe {stream}`).
     pub streams: StreamsConfig,
+    /// `[rtc]`: WebRTC rooms (`GET /v1/rtc` signaling, `steward.rtc.v1.Rooms`).
+    pub rtc: RtcConfig,
     /// `[tls]`: TLS on the public HTTP listener and the gRPC listeners (rustls). Off by default:
     /// plain TCP, for running behind a proxy that terminates TLS.
     pub tls: TlsConfig,
@@ -572,6 +574,86 @@ pub struct StreamsConfig {
     /// Default 5 s.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+}
+
+/// `[rtc]`: WebRTC rooms, an SFU (`docs/protocol/rtc.md`). One peer actor per peer connection,
+/// one room actor per tenant and room name. Deadlines follow the issue and LiveKit's defaults
+/// (empty/departure timeouts); the candidate cap and its expiry follow seed 004 and Janus.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtcConfig {
+    /// Most live peers on this node (the `peers` supervisor's `max_children`). Default 500.
+    pub max_peers: u32,
+    /// Most live rooms on this node (the `rooms` supervisor's `max_children`). Default 500.
+    pub max_rooms: u32,
+    /// Most participants of one room; the next `join` is refused `room_full`. Default 16.
+    pub max_participants: u32,
+    /// Address the peers' UDP sockets bind (ICE host candidates). Default `0.0.0.0`.
+    pub bind_address: IpAddr,
+    /// UDP ports the peers bind, `"<first>-<last>"` inclusive: one port per live peer, so the
+    /// range also caps live peers. Default `"50000-50999"`.
+    pub udp_ports: String,
+    /// Public addresses announced instead of the bound one (a host behind 1:1 NAT). Default
+    /// none.
+    pub nat_1to1_ips: Vec<IpAddr>,
+    /// Whether a client's mDNS (`.local`) candidates are resolved; off, they are ignored
+    /// (counted, not an error). Default false.
+    pub allow_mdns: bool,
+    /// Most ICE candidates a peer may send; the next one is answered `too_many_candidates`
+    /// (seed 004: 50). Default 50.
+    pub max_candidates: u32,
+    /// Candidates that arrive before the remote description are buffered (within
+    /// `max_candidates`) at most this long (Janus' pending-candidate expiry). Default 45 s.
+    #[serde(with = "humantime_serde")]
+    pub candidate_ttl: Duration,
+    /// From the upgrade to `join`. Default 15 s.
+    #[serde(with = "humantime_serde")]
+    pub join_timeout: Duration,
+    /// From `joined` to the client's offer, and from any offer to its answer. Default 15 s.
+    #[serde(with = "humantime_serde")]
+    pub negotiation_timeout: Duration,
+    /// From the first answer to ICE `connected`; past it the peer closes `ice_failed`.
+    /// Default 25 s.
+    #[serde(with = "humantime_serde")]
+    pub ice_timeout: Duration,
+    /// How long a `disconnected` connection may take to recover before it closes
+    /// `disconnected`. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub disconnected_grace: Duration,
+    /// Longest life of one peer; "0s": no limit. Default 0 s.
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Duration,
+    /// A room nobody ever joined stops after this long (LiveKit `empty_timeout`). Default 300 s.
+    #[serde(with = "humantime_serde")]
+    pub empty_timeout: Duration,
+    /// A room stops this long after its last participant left (LiveKit `departure_timeout`).
+    /// Default 20 s.
+    #[serde(with = "humantime_serde")]
+    pub departure_timeout: Duration,
+    /// Bytes a peer's data channel may hold unsent; a message that does not fit is dropped
+    /// (counted): a slow receiver loses messages, never grows memory. Default 1 MiB.
+    pub data_channel_buffer: ByteSize,
+    /// Largest data-channel message forwarded (and of `SendData`). Default 64 KiB.
+    pub max_data_message: ByteSize,
+    /// RTP packets queued per forwarded track and subscriber; beyond, packets are dropped
+    /// (counted). Default 256.
+    pub forward_queue: u32,
+    /// At shutdown, how long each peer's connection may take to close. Default 2 s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// At shutdown, how many peers close at once. Default 16.
+    pub shutdown_concurrency: u32,
+}
+
+impl RtcConfig {
+    /// The inclusive UDP port range of `udp_ports`; `None` when it is not `"<first>-<last>"`
+    /// with `0 < first <= last`.
+    #[must_use]
+    pub fn udp_port_range(&self) -> Option<(u16, u16)> {
+        let (a, b) = self.udp_ports.trim().split_once('-')?;
+        let (a, b) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
+        (a > 0 && a <= b).then_some((a, b))
+    }
 }
 
 /// Which broker stores messages (`[messaging] backend`).

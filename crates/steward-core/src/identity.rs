@@ -72,13 +72,15 @@ pub enum ResourceKind {
     Peer,
     /// A stream of publications (last-value cache and history), one per tenant and stream name.
     Stream,
+    /// A WebRTC room (an SFU), one per tenant and room name.
+    Room,
     /// One of Steward's own long-lived actors.
     Service,
 }
 
 impl ResourceKind {
     /// How many kinds there are.
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
 
     /// Every kind, in a fixed order (used for per-kind tables and metrics).
     pub const ALL: [Self; Self::COUNT] = [
@@ -89,6 +91,7 @@ impl ResourceKind {
         Self::Socket,
         Self::Peer,
         Self::Stream,
+        Self::Room,
         Self::Service,
     ];
 
@@ -103,6 +106,7 @@ impl ResourceKind {
             Self::Socket => "socket",
             Self::Peer => "peer",
             Self::Stream => "stream",
+            Self::Room => "room",
             Self::Service => "service",
         }
     }
@@ -125,7 +129,7 @@ impl FromStr for ResourceKind {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or(ParseError(
-            "kind must be one of browser, session, producer, consumer, socket, peer, stream, service",
+            "kind must be one of browser, session, producer, consumer, socket, peer, stream, room, service",
         ))
     }
 }

@@ -15,6 +15,7 @@ mod json;
 mod listener;
 mod metrics;
 mod public;
+mod rtc_port;
 mod streams_port;
 mod tenants;
 mod ws;

@@ -109,6 +109,8 @@ async fn run(
             "streams on redis"
         ),
     }
+    // the peers' webrtc-rs drivers and forwarding tasks run on tonic's runtime too
+    let rtc = steward_rtc::Rtc::new(config.rtc.clone(), registry.clone(), grpc_runtime.clone());
     let listener_grace = config.supervisor.child_shutdown;
     let doors = DoorStats::new(
         AuthFailures::new(
@@ -150,7 +152,13 @@ async fn run(
         config.http.listen,
         config.http.workers,
         listener_grace,
-        public_app_config(tenancy.clone(), sockets.clone(), registry.clone(), stream_cache.clone()),
+        public_app_config(
+            tenancy.clone(),
+            sockets.clone(),
+            registry.clone(),
+            stream_cache.clone(),
+            rtc.clone(),
+        ),
     )
     .on_bound(wall_off(&browsers, "public"))
     .tls(tls.clone())
@@ -190,6 +198,7 @@ async fn run(
         .children(messaging.child_specs(&config.supervisor))
         .children(browsers.child_specs(&config.supervisor))
         .children(stream_cache.child_specs(&config.supervisor))
+        .children(rtc.child_specs(&config.supervisor))
         .children(tls.as_ref().map(steward_tls::Tls::child_spec))
         .child(admin.child_spec())
         .child(public.clone().child_spec())

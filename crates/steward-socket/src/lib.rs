@@ -22,4 +22,4 @@ pub mod socket;
 pub mod stats;
 
 pub use error::{Error, Result};
-pub use service::{OpenError, SocketService};
+pub use service::{OpenError, RTC_PREFIX, SocketService};

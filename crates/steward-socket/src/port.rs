@@ -1,3 +1,5 @@
+//! The ports of a socket: how it reaches what other crates serve without knowing them.
+//!
 //! The streams port: how a socket reaches streams (`subscribe {stream}`) without knowing the
 //! streams crate. The edge (steward-http) implements [`StreamPort`] over `steward-streams` for
 //! each admitted connection (it knows the caller's quotas) and hands it to the socket; the
@@ -62,4 +64,37 @@ pub trait StreamPort: Send + Sync {
         request: StreamRequest,
         sink: Arc<dyn FrameSink>,
     ) -> BoxFuture<'static, Result<Box<dyn StreamGuard>, PortError>>;
+}
+
+/// What a socket serves: the jobs and streams protocol of `GET /v1/ws`, or the signaling of a
+/// WebRTC peer (`GET /v1/rtc`).
+#[derive(Clone)]
+pub enum Protocol {
+    /// `docs/protocol/websocket.md`; streams through the port when given (`None`: `subscribe
+    /// {stream}` is answered `unavailable`).
+    Jobs(Option<Arc<dyn StreamPort>>),
+    /// `docs/protocol/rtc.md`: every text message goes to the peer behind the port.
+    Rtc(Arc<dyn RtcPort>),
+}
+
+/// Closes a signaling socket when its peer ends: 1000 "call ended", or 1001 while the server
+/// shuts down. Handled by the socket actor.
+#[derive(Debug, Clone, Copy, actix::Message)]
+#[rtype(result = "()")]
+pub struct CloseSocket;
+
+/// A WebRTC peer as its signaling socket sees it. The edge implements it over `steward-rtc`;
+/// dropping it (with the socket) tells the peer its signaling is lost.
+pub trait RtcPort: Send + Sync {
+    /// Called once as the socket starts: where the peer's frames go (the socket's bounded
+    /// queue) and how it closes the socket.
+    fn attach(&self, sink: Arc<dyn FrameSink>, close: actix::Recipient<CloseSocket>);
+
+    /// One text message of the client (after the socket's rate limit), handed over without
+    /// waiting.
+    ///
+    /// # Errors
+    /// A [`PortError`] (`rate_limited` when the peer is busy) to answer with; the socket stays
+    /// open.
+    fn signal(&self, text: ByteString) -> Result<(), PortError>;
 }

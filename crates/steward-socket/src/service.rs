@@ -17,7 +17,10 @@ use tokio::sync::oneshot;
 
 use crate::admission::{IpLimiter, IpSlot, client_ip};
 use crate::jobs::JobHubHandle;
-use crate::port::StreamPort;
+use crate::port::Protocol;
+
+/// The name prefix of a signaling socket (`GET /v1/rtc`) in the registry: `rtc <client ip>`.
+pub const RTC_PREFIX: &str = "rtc ";
 use crate::socket::{Connection, InboundTx, Socket, Wire};
 use crate::stats::{SocketStats, SocketStatsSnapshot};
 
@@ -133,25 +136,29 @@ impl SocketService {
         tenant: Arc<str>,
         ip: IpAddr,
         wire: Box<dyn Wire>,
-        streams: Option<Arc<dyn StreamPort>>,
+        protocol: Protocol,
         hold: impl Any + Send + Sync,
     ) -> Result<(ResourceId, InboundTx), OpenError> {
         let (alive, alive_rx) = oneshot::channel();
+        // a signaling socket is named apart: its peer closes it at shutdown, after `closing`
+        let name = match protocol {
+            Protocol::Rtc(_) => format!("{RTC_PREFIX}{ip}"),
+            Protocol::Jobs(_) => ip.to_string(),
+        };
         let conn =
-            Mutex::new(Some(Connection { tenant: tenant.clone(), ip, alive, wire, streams }));
+            Mutex::new(Some(Connection { tenant: tenant.clone(), ip, alive, wire, protocol }));
         let (config, jobs, stats) = (self.config.clone(), self.jobs.clone(), self.stats.clone());
-        let spec =
-            ChildSpec::new_in(ip.to_string(), ResourceKind::Socket, &self.arbiters, move |rcx| {
-                let conn = conn
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .take()
-                    .ok_or("a socket cannot be restarted: its connection is gone")?;
-                Ok::<_, &str>(Socket::new(rcx, conn, config.clone(), jobs.clone(), stats.clone()))
-            })
-            .restart(RestartType::Temporary)
-            .tenant(tenant)
-            .hold(hold);
+        let spec = ChildSpec::new_in(name, ResourceKind::Socket, &self.arbiters, move |rcx| {
+            let conn = conn
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+                .ok_or("a socket cannot be restarted: its connection is gone")?;
+            Ok::<_, &str>(Socket::new(rcx, conn, config.clone(), jobs.clone(), stats.clone()))
+        })
+        .restart(RestartType::Temporary)
+        .tenant(tenant)
+        .hold(hold);
         match self.supervisor.start_child::<Socket>(spec).await {
             Ok((id, addr)) => {
                 self.stats.accepted();
@@ -163,11 +170,17 @@ impl SocketService {
         }
     }
 
-    /// Closes every socket with 1001 "server shutting down", `shutdown_batch` at a time: the
+    /// Closes every socket but the signaling ones (their peers close them in the `peers`
+    /// phase, after telling them `closing`) with 1001 "server shutting down", `shutdown_batch` at a time: the
     /// next batch is asked once the current one is gone (or `deadline` passed). Returns how
     /// many were asked. For the shutdown's `notify_clients` phase.
     pub async fn close_all(&self, registry: &Registry, deadline: Instant) -> usize {
-        let ids = registry.ids_of(&[ResourceKind::Socket]);
+        // signaling sockets are closed by their peers, in the `peers` phase, after `closing`
+        let ids: Vec<_> = registry
+            .ids_of(&[ResourceKind::Socket])
+            .into_iter()
+            .filter(|id| registry.get(*id).is_some_and(|r| !r.name.starts_with(RTC_PREFIX)))
+            .collect();
         let control = Control::new(registry.clone());
         let batch = (self.config.shutdown_batch as usize).max(1);
         for chunk in ids.chunks(batch) {

@@ -192,7 +192,7 @@ impl QuotaKind {
             ResourceKind::Socket => Some(Self::Sockets),
             ResourceKind::Peer => Some(Self::Peers),
             ResourceKind::Stream => Some(Self::Streams),
-            ResourceKind::Browser | ResourceKind::Service => None,
+            ResourceKind::Browser | ResourceKind::Room | ResourceKind::Service => None,
         }
     }
 }

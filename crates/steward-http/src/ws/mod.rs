@@ -17,9 +17,12 @@ use std::time::Duration;
 use actix_web::body::MessageBody;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use std::sync::Arc;
 use steward_core::tracker::CountedTask;
 use steward_core::{Registry, ResourceKind};
+
 use steward_socket::SocketService;
+use steward_socket::port::Protocol;
 use steward_socket::socket::InboundTx;
 use steward_socket::stats::Rejection;
 use steward_tenancy::Tenancy;
@@ -27,7 +30,11 @@ use steward_tenancy::Tenancy;
 use crate::conn::ConnFd;
 use crate::{ApiError, Tenant};
 
-/// The upgrade handler.
+/// What a door hands the socket once the tenant is admitted: its protocol, and what the
+/// socket's child spec holds (released when the socket is gone).
+type Opened = (Protocol, Box<dyn std::any::Any + Send + Sync>);
+
+/// `GET /v1/ws`: the jobs and streams protocol; the tenant's `sockets` quota.
 pub(crate) async fn upgrade(
     req: HttpRequest,
     body: web::Payload,
@@ -36,6 +43,75 @@ pub(crate) async fn upgrade(
     registry: web::Data<Registry>,
     streams: web::Data<steward_streams::Streams>,
 ) -> Result<HttpResponse, ApiError> {
+    let door = Door { kind: ResourceKind::Socket, node_cap: None };
+    let streams = streams.get_ref().clone();
+    let tenancy2 = tenancy.get_ref().clone();
+    accept(req, body, &sockets, &tenancy, &registry, door, move |tenant, reservation| async move {
+        let port: Arc<dyn steward_socket::port::StreamPort> =
+            Arc::new(crate::streams_port::TenantStreams { streams, tenancy: tenancy2, tenant });
+        let hold: Box<dyn std::any::Any + Send + Sync> = Box::new(reservation);
+        Ok((Protocol::Jobs(Some(port)), hold))
+    })
+    .await
+}
+
+/// `GET /v1/rtc`: a WebRTC peer's signaling (`docs/protocol/rtc.md`); the tenant's `peers`
+/// quota (held by the peer) and the node's `[rtc] max_peers`.
+pub(crate) async fn upgrade_rtc(
+    req: HttpRequest,
+    body: web::Payload,
+    sockets: web::Data<SocketService>,
+    tenancy: web::Data<Tenancy>,
+    registry: web::Data<Registry>,
+    rtc: web::Data<steward_rtc::Rtc>,
+) -> Result<HttpResponse, ApiError> {
+    let max_peers = rtc.config().max_peers;
+    let door = Door { kind: ResourceKind::Peer, node_cap: Some((ResourceKind::Peer, max_peers)) };
+    let rtc = rtc.get_ref().clone();
+    accept(req, body, &sockets, &tenancy, &registry, door, move |tenant, reservation| async move {
+        let tenant_id: Arc<str> = tenant.tenant_id().as_str().into();
+        let link = rtc.open_peer(tenant_id, reservation).await.map_err(rtc_refusal)?;
+        let port: Arc<dyn steward_socket::port::RtcPort> =
+            Arc::new(crate::rtc_port::PeerPort::new(link));
+        let hold: Box<dyn std::any::Any + Send + Sync> = Box::new(());
+        Ok((Protocol::Rtc(port), hold))
+    })
+    .await
+}
+
+fn rtc_refusal(e: steward_rtc::Error) -> ApiError {
+    match e {
+        steward_rtc::Error::NodeFull { what, max } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node_full",
+            format!("this node holds its maximum of {max} {what}"),
+        ),
+        steward_rtc::Error::ShuttingDown => shutting_down(1),
+        e => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
+    }
+}
+
+/// Which resource a door admits: the tenant quota's kind, and a node cap of its own beyond
+/// `[socket] max_connections`.
+struct Door {
+    kind: ResourceKind,
+    node_cap: Option<(ResourceKind, u32)>,
+}
+
+/// Admission and the upgrade, for both doors.
+async fn accept<F, Fut>(
+    req: HttpRequest,
+    body: web::Payload,
+    sockets: &SocketService,
+    tenancy: &Tenancy,
+    registry: &Registry,
+    door: Door,
+    open: F,
+) -> Result<HttpResponse, ApiError>
+where
+    F: FnOnce(steward_tenancy::TenantContext, steward_tenancy::Reservation) -> Fut,
+    Fut: std::future::Future<Output = Result<Opened, ApiError>>,
+{
     let stats = sockets.counters().clone();
     let config = sockets.config();
     let retry_after = config.retry_after.as_secs().max(1);
@@ -46,7 +122,7 @@ pub(crate) async fn upgrade(
     if registry.is_shutting_down() {
         return Err(refuse(Rejection::ShuttingDown, shutting_down(retry_after)));
     }
-    // the cheap walls first (per-IP cap, node cap), then the token: a client over its cap
+    // the cheap walls first (per-IP cap, node caps), then the token: a client over its cap
     // costs no token lookup
     let peer = req.peer_addr().map_or(std::net::Ipv4Addr::LOCALHOST.into(), |a| a.ip());
     let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
@@ -65,8 +141,13 @@ pub(crate) async fn upgrade(
     if registry.count_of(&[ResourceKind::Socket]) >= u64::from(config.max_connections) {
         return Err(refuse(
             Rejection::NodeCap,
-            node_full(config.max_connections as usize, retry_after),
+            node_full(config.max_connections as usize, "sockets", retry_after),
         ));
+    }
+    if let Some((kind, max)) = door.node_cap
+        && registry.count_of(&[kind]) >= u64::from(max)
+    {
+        return Err(refuse(Rejection::NodeCap, node_full(max as usize, "peers", retry_after)));
     }
     let Tenant(tenant) =
         Tenant::authenticate(&req, ip).await.map_err(|e| refuse(Rejection::Unauthenticated, e))?;
@@ -81,23 +162,17 @@ pub(crate) async fn upgrade(
         )
     })?;
     let reservation = tenancy
-        .admit(&tenant, ResourceKind::Socket)
+        .admit(&tenant, door.kind)
         .map_err(|e| refuse(Rejection::Quota, ApiError::from(e)))?;
+    let tenant_id: Arc<str> = tenant.tenant_id().as_str().into();
+    let (protocol, hold) = open(tenant, reservation).await?;
     let (peer_closed, peer) = tokio::sync::oneshot::channel();
     let (wire, response_body, watch) = wire::pair(peer, config.close_timeout);
     let wire = Box::new(wire);
-    let tenant_id: std::sync::Arc<str> = tenant.tenant_id().as_str().into();
-    let port: std::sync::Arc<dyn steward_socket::port::StreamPort> =
-        std::sync::Arc::new(crate::streams_port::TenantStreams {
-            streams: streams.get_ref().clone(),
-            tenancy: tenancy.get_ref().clone(),
-            tenant,
-        });
-    let (id, tx) = match sockets.open(tenant_id, ip, wire, Some(port), (ip_slot, reservation)).await
-    {
+    let (id, tx) = match sockets.open(tenant_id, ip, wire, protocol, (ip_slot, hold)).await {
         Ok(opened) => opened,
         Err(steward_socket::OpenError::NodeCap(max)) => {
-            return Err(refuse(Rejection::NodeCap, node_full(max, retry_after)));
+            return Err(refuse(Rejection::NodeCap, node_full(max, "sockets", retry_after)));
         }
         Err(steward_socket::OpenError::ShuttingDown) => {
             return Err(refuse(Rejection::ShuttingDown, shutting_down(retry_after)));
@@ -117,7 +192,7 @@ pub(crate) async fn upgrade(
         byte_limit(config.max_frame.as_u64()),
         byte_limit(config.max_message.as_u64()),
     );
-    let counted = steward_core::tracker::CountedTask::for_owner(&registry, id);
+    let counted = steward_core::tracker::CountedTask::for_owner(registry, id);
     // the builder holds no error: the handshake set only valid headers
     let response = handshake
         .message_body(response_body.boxed())
@@ -151,11 +226,11 @@ fn shutting_down(retry_after: u64) -> ApiError {
         .retry_after(retry_after)
 }
 
-fn node_full(max: usize, retry_after: u64) -> ApiError {
+fn node_full(max: usize, what: &str, retry_after: u64) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "node_full",
-        format!("this node holds its maximum of {max} sockets"),
+        format!("this node holds its maximum of {max} {what}"),
     )
     .retry_after(retry_after)
 }

@@ -26,6 +26,9 @@ impl Actor for Socket {
             ctx.stop();
             return;
         }
+        if let Some(rtc) = &self.rtc {
+            rtc.attach(self.out.clone(), ctx.address().recipient());
+        }
         let every = self.config.ping_interval;
         self.rcx.run_interval(ctx, every, |act: &mut Self, ctx| act.ping(ctx));
         self.arm_pong_deadline(ctx);

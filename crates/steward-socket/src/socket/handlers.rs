@@ -26,7 +26,14 @@ impl Handler<Inbound> for Socket {
                 self.stats.received(text.len());
                 if self.admit_event(ctx) {
                     self.rcx.touch();
-                    self.request(&text, ctx);
+                    if let Some(rtc) = &self.rtc {
+                        // the peer parses and answers its own protocol
+                        if let Err(e) = rtc.signal(text) {
+                            self.reply(protocol::error(e.code, &e.message, None, None));
+                        }
+                    } else {
+                        self.request(&text, ctx);
+                    }
                 }
             }
             Inbound::Binary(len) => {
@@ -43,6 +50,9 @@ impl Handler<Inbound> for Socket {
             Inbound::Ping(payload) => {
                 self.reply_frame(Outgoing::Pong(payload));
             }
+            // a call may go minutes without signaling: on a signaling socket the client's
+            // answers to pings are its activity
+            Inbound::Pong if self.rtc.is_some() => self.rcx.touch(),
             Inbound::Pong => {}
             Inbound::Close(_) => {
                 self.close_with(CloseFrame::new(CloseCode::Normal), ctx);
@@ -55,6 +65,20 @@ impl Handler<Inbound> for Socket {
             // the connection ended without a Close frame: it is gone
             Inbound::Lost => self.connection_lost(ctx),
         }
+    }
+}
+
+impl Handler<crate::port::CloseSocket> for Socket {
+    type Result = ();
+
+    /// The peer behind this signaling socket ended (it has sent its `closing`).
+    fn handle(&mut self, _: crate::port::CloseSocket, ctx: &mut Context<Self>) {
+        let frame = if self.rcx.registry().is_shutting_down() {
+            CloseFrame::new(CloseCode::GoingAway)
+        } else {
+            CloseFrame { code: CloseCode::Normal, reason: "call ended" }
+        };
+        self.close_with(frame, ctx);
     }
 }
 

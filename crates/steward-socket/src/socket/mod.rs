@@ -30,7 +30,7 @@ use steward_core::ResourceCtx;
 use tokio::sync::oneshot;
 
 use crate::jobs::{JobHubHandle, JobId, Subscription};
-use crate::port::{StreamGuard, StreamPort};
+use crate::port::{Protocol, RtcPort, StreamGuard, StreamPort};
 use crate::stats::SocketStats;
 use close::CloseFrame;
 use outbound::{CloseCmd, ExitReport, Outbound, QueueRx};
@@ -134,9 +134,8 @@ pub(crate) struct Connection {
     /// Dropped with the actor: the edge's [`InboundTx::closed`] resolves.
     pub(crate) alive: oneshot::Sender<()>,
     pub(crate) wire: Box<dyn Wire>,
-    /// Streams as this connection's tenant sees them (`None`: `subscribe {stream}` is
-    /// answered `unavailable`).
-    pub(crate) streams: Option<Arc<dyn StreamPort>>,
+    /// What it serves.
+    pub(crate) protocol: Protocol,
 }
 
 /// The socket actor. Other crates reach sockets only through the registry and
@@ -164,6 +163,9 @@ pub struct Socket {
     pending: HashSet<JobId>,
     /// Streams of this connection's tenant.
     streams: Option<Arc<dyn StreamPort>>,
+    /// The WebRTC peer whose signaling this socket carries (`GET /v1/rtc`); dropped with the
+    /// actor, which tells the peer.
+    rtc: Option<Arc<dyn RtcPort>>,
     /// Active stream subscriptions by stream name; dropping one ends it.
     stream_subs: HashMap<String, Box<dyn StreamGuard>>,
     /// Stream subscriptions asked for and not answered yet.
@@ -216,7 +218,14 @@ impl Socket {
             close_tx: Some(close_tx),
             subs: HashMap::new(),
             pending: HashSet::new(),
-            streams: conn.streams,
+            streams: match &conn.protocol {
+                Protocol::Jobs(streams) => streams.clone(),
+                Protocol::Rtc(_) => None,
+            },
+            rtc: match conn.protocol {
+                Protocol::Rtc(port) => Some(port),
+                Protocol::Jobs(_) => None,
+            },
             stream_subs: HashMap::new(),
             stream_pending: HashSet::new(),
             bucket,

@@ -80,7 +80,11 @@ impl Harness {
         let ip: IpAddr = Ipv4Addr::LOCALHOST.into();
         let slot = self.sockets.admit_ip(ip).unwrap();
         let wire = Box::new(TestWire { seen: seen_tx, stall });
-        let (id, tx) = self.sockets.open("acme".into(), ip, wire, None, slot).await.unwrap();
+        let (id, tx) = self
+            .sockets
+            .open("acme".into(), ip, wire, crate::port::Protocol::Jobs(None), slot)
+            .await
+            .unwrap();
         Client { tx, seen, id }
     }
 
