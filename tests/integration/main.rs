@@ -14,6 +14,8 @@ mod jobs;
 mod lifecycle;
 mod messaging;
 mod panics;
+mod rtc;
+mod rtc_client;
 mod socket_cores;
 mod sockets;
 mod streams;

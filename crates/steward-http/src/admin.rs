@@ -61,6 +61,8 @@ pub struct AdminState {
     pub browsers: steward_browser::Browsers,
     /// The streams (for `/metrics`).
     pub streams: steward_streams::Streams,
+    /// The rooms and peers (for `/metrics`).
+    pub rtc: steward_rtc::Rtc,
 }
 
 /// Configures the admin routes with `state`.
@@ -175,6 +177,7 @@ async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
         &crate::BrowserMetrics::of(&state.browsers),
         &crate::DoorMetrics::of(&state.doors, &state.tenancy, state.tls.as_ref()),
         &crate::StreamMetrics::of(&state.streams),
+        &crate::RtcMetrics::of(&state.rtc),
     );
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

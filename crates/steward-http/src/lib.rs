@@ -26,6 +26,7 @@ pub use error::ApiError;
 pub use json::{MAX_JSON_BODY, ValidJson};
 pub use listener::{HttpListener, ListenerSpec};
 pub use metrics::{
-    BrowserMetrics, DoorMetrics, MessagingMetrics, SocketMetrics, StreamMetrics, render_metrics,
+    BrowserMetrics, DoorMetrics, MessagingMetrics, RtcMetrics, SocketMetrics, StreamMetrics,
+    render_metrics,
 };
 pub use public::public_app_config;

@@ -180,7 +180,11 @@ impl BrowserMetrics {
 /// `steward_stream_latest_lookups_total{outcome}`, `steward_stream_recoveries_total{outcome}`,
 /// `steward_stream_expirations_total{kind}`, `steward_stream_slow_subscribers_total`,
 /// `steward_stream_live_feed_lost_total`, `steward_stream_gap_fills_total` and
-/// `steward_stream_timer_fires_total`.
+/// `steward_stream_timer_fires_total`; and WebRTC's `steward_rtc_peer_connections_live`,
+/// `steward_rtc_tasks_live`, `steward_rtc_rooms`, `steward_rtc_free_udp_ports`,
+/// `steward_rtc_peer_closes_total{reason}`, `steward_rtc_candidates_refused_total{why}`,
+/// `steward_rtc_data_messages_total{outcome}`, `steward_rtc_rtp_packets_total{outcome}` and
+/// `steward_rtc_forced_closes_total`.
 #[must_use]
 #[allow(clippy::too_many_arguments)] // one reading per subsystem, each owned by its own crate
 pub fn render_metrics(
@@ -193,6 +197,7 @@ pub fn render_metrics(
     browsers: &BrowserMetrics,
     doors: &DoorMetrics,
     streams: &StreamMetrics,
+    rtc: &RtcMetrics,
 ) -> String {
     let mut prom = PromRegistry::default();
     prom.register_collector(Box::new(Snapshot {
@@ -205,6 +210,7 @@ pub fn render_metrics(
         browsers: browsers.clone(),
         doors: doors.clone(),
         streams: streams.clone(),
+        rtc: rtc.clone(),
     }));
     let mut out = String::new();
     // encoding into a String cannot fail
@@ -223,6 +229,7 @@ struct Snapshot {
     browsers: BrowserMetrics,
     doors: DoorMetrics,
     streams: StreamMetrics,
+    rtc: RtcMetrics,
 }
 
 type Labels = Vec<(Cow<'static, str>, Cow<'static, str>)>;
@@ -548,6 +555,7 @@ impl Collector for Snapshot {
         encode_sockets(&mut enc, &self.sockets)?;
         encode_messaging(&mut enc, &self.messaging)?;
         streams::encode_streams(&mut enc, &self.streams)?;
+        rtc::encode_rtc(&mut enc, &self.rtc)?;
         encode_browsers(&mut enc, &self.browsers)
     }
 }
@@ -934,8 +942,10 @@ fn encode_browsers(
     )
 }
 
+mod rtc;
 mod streams;
 #[cfg(test)]
 mod tests;
 
+pub use rtc::RtcMetrics;
 pub use streams::StreamMetrics;

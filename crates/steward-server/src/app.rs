@@ -144,6 +144,7 @@ async fn run(
             messaging: messaging.clone(),
             browsers: browsers.clone(),
             streams: stream_cache.clone(),
+            rtc: rtc.clone(),
         }),
     )
     .on_bound(wall_off(&browsers, "admin"));

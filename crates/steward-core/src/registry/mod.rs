@@ -53,7 +53,7 @@ struct Inner {
     changed: Notify,
     shutting_down: AtomicBool,
     config: RegistryConfig,
-    idle: [Option<Duration>; 8],
+    idle: [Option<Duration>; ResourceKind::COUNT],
     epoch: Instant,
     epoch_system: SystemTime,
 }
@@ -188,6 +188,8 @@ impl Registry {
             idle_of(idle.socket),
             idle_of(idle.peer),
             idle_of(idle.stream),
+            // a room owns its timeouts (`[rtc] empty_timeout`, `departure_timeout`)
+            None,
             idle_of(idle.service),
         ];
         let (events, _) = broadcast::channel(EVENT_CAPACITY);

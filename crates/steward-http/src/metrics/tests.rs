@@ -29,6 +29,7 @@ fn render(browsers: &BrowserMetrics) -> String {
         browsers,
         &DoorMetrics::default(),
         &StreamMetrics::default(),
+        &crate::RtcMetrics::default(),
     )
 }
 
