@@ -95,3 +95,190 @@ async fn two_peers_exchange_audio_and_data_messages_through_the_room() {
     drop(alice);
     let _ = json!({});
 }
+
+/// An offer for one data channel that no client will ever complete: a real shape, made-up ICE
+/// credentials and fingerprint, and no candidates.
+fn dead_end_offer() -> String {
+    let fingerprint = (0..32).map(|i| format!("{i:02X}")).collect::<Vec<_>>().join(":");
+    [
+        "v=0",
+        "o=- 4611731400430051336 2 IN IP4 127.0.0.1",
+        "s=-",
+        "t=0 0",
+        "a=group:BUNDLE 0",
+        "m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
+        "c=IN IP4 0.0.0.0",
+        "a=ice-ufrag:deadbeef",
+        "a=ice-pwd:deadbeefdeadbeefdeadbeef",
+        &format!("a=fingerprint:sha-256 {fingerprint}"),
+        "a=setup:actpass",
+        "a=mid:0",
+        "a=sctp-port:5000",
+        "",
+    ]
+    .join("\r\n")
+}
+
+fn host_candidate(port: u16) -> Value {
+    json!({
+        "candidate": format!("candidate:{port} 1 udp 2130706431 127.0.0.1 {port} typ host"),
+        "sdpMid": "0",
+        "sdpMLineIndex": 0,
+    })
+}
+
+#[tokio::test]
+async fn bad_input_gets_its_typed_error_and_disturbs_nothing() {
+    let s = Steward::start(&rtc_env("41020-41039")).await;
+    let token = tenant(&s, "acme").await;
+    let other = tenant(&s, "globex").await;
+    let bob = joined(&s, &token, "standup", "bob", false).await;
+    let alice = joined(&s, &token, "standup", "alice", false).await;
+
+    // each refusal is a typed error on alice's socket, which stays open
+    let expect = |code: &'static str| {
+        let alice = &alice;
+        async move {
+            let e = alice.next_message_of_type("error", WITHIN).await.unwrap();
+            assert_eq!(e["code"], code, "{e}");
+        }
+    };
+    alice.send_raw_text("not json").unwrap();
+    expect("bad_request").await;
+    alice.send_raw_json(&json!({"type": "offer", "sdp": "v=0 garbage"})).unwrap();
+    expect("malformed_sdp").await;
+    alice.send_raw_json(&json!({"type": "answer", "sdp": dead_end_offer()})).unwrap();
+    expect("wrong_state").await;
+    alice.send_raw_json(&json!({"type": "offer", "sdp": "a".repeat(50 * 1024)})).unwrap();
+    expect("malformed_sdp").await;
+    alice.send_raw_json(&json!({"type": "join", "room": "other"})).unwrap();
+    expect("already_joined").await;
+    alice.send_raw_json(&json!({"type": "join", "room": "../etc"})).unwrap();
+    expect("bad_request").await;
+
+    // candidates past the cap (50): refused one by one, counted (sent under the socket's
+    // rate limit, 50 events/s)
+    let before = alice.messages_of_type("error").len();
+    for port in 0..55u16 {
+        alice
+            .send_raw_json(&json!({"type": "candidate", "candidate": host_candidate(9000 + port)}))
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(
+        eventually(WITHIN, || async {
+            alice
+                .messages_of_type("error")
+                .iter()
+                .skip(before)
+                .any(|e| e["code"] == "too_many_candidates")
+        })
+        .await,
+        "{:?}",
+        alice.messages()
+    );
+    assert!(metric(&s, "steward_rtc_candidates_refused_total{why=\"too_many\"}").await >= 1.0);
+
+    // an oversize frame closes that socket (1009) and ends only its peer
+    let mallory = RtcClient::connect(&rtc_url(&s, &token)).await.unwrap();
+    mallory.join("standup", "mallory").await.unwrap();
+    mallory.send_raw_text(&"x".repeat(2 * 1024 * 1024)).unwrap();
+    let closed = mallory.wait_ws_closed(WITHIN).await.unwrap();
+    assert_eq!(closed.map(|c| c.0), Some(1009));
+    let left = bob.next_message_of_type("participant_left", WITHIN).await.unwrap();
+    assert_eq!(left["reason"], "signaling_lost", "{left}");
+
+    // another tenant's room of the same name is another room
+    let eve = RtcClient::connect(&rtc_url(&s, &other)).await.unwrap();
+    let eve_joined = eve.join("standup", "eve").await.unwrap();
+    assert!(eve_joined.participants.is_empty(), "{:?}", eve_joined.participants);
+    assert!(bob.messages_of_type("participant_joined").iter().all(|m| m["name"] != "eve"));
+
+    // nothing else was disturbed: alice's socket is open and data still flows both ways
+    assert!(!alice.ws_ended());
+    alice.send_data(b"still here").await.unwrap();
+    assert_eq!(bob.wait_data(1, WITHIN).await.unwrap()[0].as_ref(), b"still here");
+    assert_eq!(s.resources("?kind=peer").await.len(), 3, "bob, alice, eve");
+    for c in [bob, alice, eve] {
+        c.close().await.unwrap();
+    }
+    drop(mallory);
+}
+
+/// Short deadlines for the fault tests.
+fn fault_env(ports: &'static str) -> Vec<(&'static str, &'static str)> {
+    let mut env = rtc_env(ports);
+    env.extend([
+        ("STEWARD__RTC__JOIN_TIMEOUT", "2s"),
+        ("STEWARD__RTC__NEGOTIATION_TIMEOUT", "2s"),
+        ("STEWARD__RTC__ICE_TIMEOUT", "3s"),
+        ("STEWARD__RTC__DISCONNECTED_GRACE", "2s"),
+    ]);
+    env
+}
+
+/// The `closing` frame a client got, then its socket's close code.
+async fn closing_of(c: &RtcClient) -> (String, bool, Option<u16>) {
+    let closing = c.next_message_of_type("closing", WITHIN).await.unwrap();
+    let code = c.wait_ws_closed(WITHIN).await.unwrap().map(|c| c.0);
+    (closing["reason"].as_str().unwrap().to_owned(), closing["reconnect"] == true, code)
+}
+
+#[tokio::test]
+async fn every_fault_ends_its_peer_with_its_typed_reason() {
+    let s = Steward::start(&fault_env("41040-41059")).await;
+    let token = tenant(&s, "acme").await;
+
+    // never joins
+    let idle = RtcClient::connect(&rtc_url(&s, &token)).await.unwrap();
+    // joins, never offers
+    let mute = RtcClient::connect(&rtc_url(&s, &token)).await.unwrap();
+    mute.join("faults", "mute").await.unwrap();
+    // offers, and its ICE never connects
+    let deaf = RtcClient::connect(&rtc_url(&s, &token)).await.unwrap();
+    deaf.join("faults", "deaf").await.unwrap();
+    deaf.send_raw_json(&json!({"type": "offer", "sdp": dead_end_offer()})).unwrap();
+    deaf.next_message_of_type("answer", WITHIN).await.unwrap();
+
+    assert_eq!(closing_of(&idle).await, ("join_timeout".into(), false, Some(1000)));
+    assert_eq!(closing_of(&mute).await, ("negotiation_timeout".into(), true, Some(1000)));
+    assert_eq!(closing_of(&deaf).await, ("ice_failed".into(), true, Some(1000)));
+
+    // a connected client that closes its connection (its socket stays) is closed as
+    // disconnected; one that vanishes (TCP dropped) is gone as signaling_lost
+    let watcher = joined(&s, &token, "calls", "watcher", false).await;
+    let quitter = joined(&s, &token, "calls", "quitter", false).await;
+    let vanisher = joined(&s, &token, "calls", "vanisher", false).await;
+    quitter.close_pc().await.unwrap();
+    assert_eq!(closing_of(&quitter).await.0, "disconnected");
+    vanisher.drop_tcp();
+    let mut reasons = Vec::new();
+    for _ in 0..2 {
+        let left = watcher.next_message_of_type("participant_left", WITHIN).await.unwrap();
+        reasons.push(left["reason"].as_str().unwrap().to_owned());
+    }
+    reasons.sort();
+    assert_eq!(reasons, ["disconnected", "signaling_lost"]);
+
+    watcher.close().await.unwrap();
+    assert!(
+        eventually(WITHIN, || async {
+            s.resources("?kind=peer").await.is_empty()
+                && metric(&s, "steward_rtc_peer_connections_live").await == 0.0
+        })
+        .await,
+        "{}",
+        s.dump()
+    );
+    for (reason, at_least) in [
+        ("join_timeout", 1.0),
+        ("negotiation_timeout", 1.0),
+        ("ice_failed", 1.0),
+        ("disconnected", 1.0),
+        ("signaling_lost", 1.0),
+    ] {
+        let series = format!("steward_rtc_peer_closes_total{{reason=\"{reason}\"}}");
+        assert!(metric(&s, &series).await >= at_least, "{series}");
+    }
+    drop((idle, mute, deaf, quitter, vanisher));
+}

@@ -426,7 +426,7 @@ fn server_side_open((server, client): (u16, u16)) -> bool {
     })
 }
 
-fn server_rss(s: &Steward) -> u64 {
+pub(crate) fn server_rss(s: &Steward) -> u64 {
     let statm = std::fs::read_to_string(format!("/proc/{}/statm", s.pid())).unwrap();
     let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
     pages * 4096
@@ -618,12 +618,12 @@ async fn subscriptions_are_gone_after_every_kind_of_close() {
 /// Open descriptors of the server process, without the store's: the SQLite pool opens up to
 /// `[store] max_connections` connections lazily under concurrent token lookups, a bounded pool
 /// rather than a per-socket cost.
-fn server_fds(s: &Steward) -> usize {
+pub(crate) fn server_fds(s: &Steward) -> usize {
     server_fd_targets(s).iter().filter(|t| !t.contains("steward.db")).count()
 }
 
 /// What the server's descriptors point at (for assertion messages).
-fn server_fd_targets(s: &Steward) -> Vec<String> {
+pub(crate) fn server_fd_targets(s: &Steward) -> Vec<String> {
     let mut targets: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
         .unwrap()
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
@@ -634,7 +634,7 @@ fn server_fd_targets(s: &Steward) -> Vec<String> {
 }
 
 /// `steward_tracked_handles{type=…}` of the server.
-async fn tracked(s: &Steward, kind: &str) -> f64 {
+pub(crate) async fn tracked(s: &Steward, kind: &str) -> f64 {
     metric(s, &format!("steward_tracked_handles{{type=\"{kind}\"}}")).await
 }
 

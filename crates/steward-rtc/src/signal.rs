@@ -12,8 +12,9 @@ use crate::CloseReason;
 pub const MAX_ROOM_NAME: usize = 64;
 /// Longest display name, in bytes.
 pub const MAX_DISPLAY_NAME: usize = 128;
-/// Largest SDP accepted, in bytes (a browser's offer with a few tracks is 3–10 KiB).
-pub const MAX_SDP: usize = 64 * 1024;
+/// Largest SDP accepted, in bytes (a browser's offer with a few tracks is 3–10 KiB; a frame is
+/// at most `[socket] max_frame`, 64 KiB by default).
+pub const MAX_SDP: usize = 48 * 1024;
 
 /// A client message, parsed for shape.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

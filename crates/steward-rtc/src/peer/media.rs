@@ -68,6 +68,8 @@ impl PeerActor {
                 }));
             }
             RTCPeerConnectionState::Failed => self.close(CloseReason::IceFailed, ctx),
+            // the client closed its side (DTLS close_notify): the call is over for it
+            RTCPeerConnectionState::Closed => self.close(CloseReason::Disconnected, ctx),
             _ => {}
         }
     }
