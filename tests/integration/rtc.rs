@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use crate::rtc_client::RtcClient;
@@ -37,7 +38,15 @@ async fn joined(s: &Steward, token: &str, room: &str, name: &str, audio: bool) -
     let c = RtcClient::connect(&rtc_url(s, token)).await.expect("upgrade");
     c.join(room, name).await.expect("joined");
     c.start(audio).await.expect("offer/answer");
-    c.wait_connected(WITHIN).await.expect("connected");
+    if let Err(e) = c.wait_connected(WITHIN).await {
+        let log: Vec<String> = s
+            .dump()
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("rtc"))
+            .map(str::to_owned)
+            .collect();
+        panic!("{name} in {room}: {e}; got {:?}\n{}", kinds(&c.messages()), log.join("\n"));
+    }
     c
 }
 
@@ -281,4 +290,128 @@ async fn every_fault_ends_its_peer_with_its_typed_reason() {
         assert!(metric(&s, &series).await >= at_least, "{series}");
     }
     drop((idle, mute, deaf, quitter, vanisher));
+}
+
+#[tokio::test]
+async fn sigterm_with_20_connected_peers_tells_every_one_and_exits_0() {
+    let mut s = Steward::start(&rtc_env("41060-41089")).await;
+    let token = tenant(&s, "acme").await;
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        let room = if i % 2 == 0 { "even" } else { "odd" };
+        clients.push(joined(&s, &token, room, &format!("p{i}"), false).await);
+    }
+    assert_eq!(metric(&s, "steward_rtc_peer_connections_live").await, 20.0);
+    s.signal(nix::sys::signal::Signal::SIGTERM);
+    let mut told = std::collections::BTreeMap::new();
+    for c in &clients {
+        *told.entry(closing_of(c).await).or_insert(0) += 1;
+    }
+    assert_eq!(
+        told,
+        std::collections::BTreeMap::from([(("shutdown".to_owned(), true, Some(1001)), 20)])
+    );
+    let status = s.wait_exit(Duration::from_secs(40)).await.expect("steward exits");
+    assert!(status.success(), "{status:?}\n{}", s.dump());
+    let report = s.find_message("shutdown complete").expect("the shutdown report");
+    assert_eq!(report["forced"], 0, "{report}");
+    for c in clients {
+        c.close().await.unwrap();
+    }
+}
+
+/// Everything a peer or room can leave behind in the server, read at once.
+#[derive(Debug, PartialEq)]
+struct Leftovers {
+    peers: usize,
+    rooms: f64,
+    connections: f64,
+    webrtc_tasks: f64,
+    free_ports: f64,
+    tasks: f64,
+    timers: f64,
+    orphans: f64,
+}
+
+async fn leftovers(s: &Steward) -> Leftovers {
+    Leftovers {
+        peers: s.resources("?kind=peer").await.len(),
+        rooms: metric(s, "steward_rtc_rooms").await,
+        connections: metric(s, "steward_rtc_peer_connections_live").await,
+        webrtc_tasks: metric(s, "steward_rtc_tasks_live").await,
+        free_ports: metric(s, "steward_rtc_free_udp_ports").await,
+        tasks: crate::sockets::tracked(s, "task").await,
+        timers: crate::sockets::tracked(s, "timer").await,
+        orphans: metric(s, "steward_orphaned_handles").await,
+    }
+}
+
+/// One call: a listener and a publisher join a room, the listener hears the publisher's audio
+/// and gets a data message, then both go (the publisher leaves, the listener closes).
+async fn call(s: &Steward, token: &str, room: &str) {
+    let listener = joined(s, token, room, "listener", false).await;
+    let publisher = joined(s, token, room, "publisher", true).await;
+    let _sending = publisher.start_audio().await.unwrap();
+    if let Err(e) = listener.wait_rtp(3, WITHIN).await {
+        panic!(
+            "the listener hears the publisher: {e}; listener got {:?}, errors {:?}; publisher got {:?}",
+            kinds(&listener.messages()),
+            listener.negotiation_errors(),
+            kinds(&publisher.messages())
+        );
+    }
+    publisher.send_data(b"bye").await.unwrap();
+    listener.wait_data(1, WITHIN).await.unwrap();
+    publisher.stop_audio();
+    publisher.leave().unwrap();
+    publisher.wait_ws_closed(WITHIN).await.unwrap();
+    publisher.close().await.unwrap();
+    listener.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn churn_of_500_calls_with_tracks_leaves_nothing_behind() {
+    let _cpu = crate::support::exclusive().await;
+    let s = Steward::start(&rtc_env("41300-41399")).await;
+    let token = tenant(&s, "acme").await;
+    s.request(reqwest::Method::PATCH, "/v1/tenants/acme")
+        .json(&json!({"quotas": {"peers": 100}}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    // one call first, so that everything created once per process exists in the baseline
+    call(&s, &token, "warmup").await;
+    assert!(eventually(WITHIN, || async { leftovers(&s).await.rooms == 0.0 }).await);
+    let base = leftovers(&s).await;
+    let base_fds = crate::sockets::server_fds(&s);
+    let base_rss = crate::sockets::server_rss(&s);
+
+    // 500 join/publish/leave cycles: 250 calls of two peers, 10 at a time
+    let calls = (0..250).map(|i| {
+        let (s, token) = (&s, &token);
+        async move { call(s, token, &format!("churn-{i}")).await }
+    });
+    futures_util::stream::iter(calls).buffer_unordered(10).collect::<Vec<_>>().await;
+
+    let settled = eventually(Duration::from_secs(30), || async {
+        leftovers(&s).await == base && crate::sockets::server_fds(&s) <= base_fds
+    })
+    .await;
+    assert!(
+        settled,
+        "{:?} (baseline {base:?}); fds {} (baseline {base_fds}): {:?}",
+        leftovers(&s).await,
+        crate::sockets::server_fds(&s),
+        crate::sockets::server_fd_targets(&s)
+    );
+    assert_eq!(base.peers, 0);
+    assert_eq!(base.connections, 0.0);
+    assert_eq!(base.webrtc_tasks, 0.0);
+    assert!(metric(&s, "steward_rtc_peer_closes_total{reason=\"client_leave\"}").await >= 250.0);
+    let grown = crate::sockets::server_rss(&s).saturating_sub(base_rss);
+    eprintln!("500 peer churn: RSS grew {grown} bytes");
+    assert!(grown < 10 * 1024 * 1024, "RSS grew {grown} bytes");
+    assert_eq!(crate::rtc_client::live_handlers(), 0, "the clients freed theirs too");
 }
