@@ -78,6 +78,7 @@ fn forbidden(krate: &str) -> &'static [&'static str] {
             "steward-messaging",
             "steward-browser",
             "steward-streams",
+            "steward-rtc",
             "steward-server",
         ],
         // messaging knows brokers (async-nats) but no front door: the edge hands it validated
@@ -97,6 +98,7 @@ fn forbidden(krate: &str) -> &'static [&'static str] {
             "steward-socket",
             "steward-browser",
             "steward-streams",
+            "steward-rtc",
             "steward-server",
         ],
         // streams know Redis (the redis crate) but no front door, no tenancy and no socket: the
@@ -116,6 +118,7 @@ fn forbidden(krate: &str) -> &'static [&'static str] {
             "steward-socket",
             "steward-messaging",
             "steward-browser",
+            "steward-rtc",
             "steward-server",
         ],
         // browsers know Chromium (chromiumoxide) but no front door and no tenancy: the edge
@@ -136,6 +139,28 @@ fn forbidden(krate: &str) -> &'static [&'static str] {
             "steward-socket",
             "steward-messaging",
             "steward-streams",
+            "steward-rtc",
+            "steward-server",
+        ],
+        // rooms know WebRTC (webrtc-rs) but no front door and no tenancy: the edge admits, owns
+        // the signaling socket (a `Signaling`) and hands in the quota slot; resource crates do
+        // not depend on each other
+        "steward-rtc" => &[
+            "actix-web",
+            "actix-ws",
+            "actix-http",
+            "tonic",
+            "prost",
+            "hyper",
+            "chromiumoxide",
+            "steward-http",
+            "steward-grpc",
+            "steward-proto",
+            "steward-tenancy",
+            "steward-socket",
+            "steward-messaging",
+            "steward-browser",
+            "steward-streams",
             "steward-server",
         ],
         // TLS holds certificates and handshakes for the edges; it knows none of them
@@ -154,6 +179,7 @@ fn forbidden(krate: &str) -> &'static [&'static str] {
             "steward-messaging",
             "steward-browser",
             "steward-streams",
+            "steward-rtc",
             "steward-server",
         ],
         _ => &[],
