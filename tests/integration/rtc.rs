@@ -415,3 +415,50 @@ async fn churn_of_500_calls_with_tracks_leaves_nothing_behind() {
     assert!(grown < 10 * 1024 * 1024, "RSS grew {grown} bytes");
     assert_eq!(crate::rtc_client::live_handlers(), 0, "the clients freed theirs too");
 }
+
+#[tokio::test]
+async fn a_receiver_whose_buffer_is_full_loses_data_messages_counted_and_nothing_waits() {
+    let mut env = rtc_env("41200-41219");
+    env.extend([
+        ("STEWARD__RTC__DATA_CHANNEL_BUFFER", "4KiB"),
+        ("STEWARD__RTC__MAX_DATA_MESSAGE", "1KiB"),
+    ]);
+    let s = Steward::start(&env).await;
+    let token = tenant(&s, "acme").await;
+    let bob = joined(&s, &token, "burst", "bob", false).await;
+    let alice = joined(&s, &token, "burst", "alice", false).await;
+    let message = vec![7u8; 1000];
+    for _ in 0..300 {
+        alice.send_data(&message).await.unwrap();
+    }
+    // one over max_data_message is not forwarded at all
+    alice.send_data(&vec![8u8; 2000]).await.unwrap();
+    let outcomes = || async {
+        (
+            metric(&s, "steward_rtc_data_messages_total{outcome=\"forwarded\"}").await,
+            metric(&s, "steward_rtc_data_messages_total{outcome=\"dropped\"}").await,
+        )
+    };
+    assert!(
+        eventually(WITHIN, || async {
+            let (forwarded, dropped) = outcomes().await;
+            forwarded + dropped == 301.0
+        })
+        .await,
+        "{:?}",
+        outcomes().await
+    );
+    let (forwarded, dropped) = outcomes().await;
+    assert!(dropped >= 2.0, "a 4 KiB buffer cannot take a 300 KiB burst: {forwarded} {dropped}");
+    assert!(
+        eventually(WITHIN, || async { bob.data_received().len() as f64 == forwarded }).await,
+        "bob got {} of {forwarded}",
+        bob.data_received().len()
+    );
+    assert!(bob.data_received().iter().all(|m| m.len() == 1000));
+    // the call goes on
+    bob.send_data(b"ok").await.unwrap();
+    assert_eq!(alice.wait_data(1, WITHIN).await.unwrap()[0].as_ref(), b"ok");
+    bob.close().await.unwrap();
+    alice.close().await.unwrap();
+}

@@ -14,10 +14,11 @@ use rtc::rtp_transceiver::rtp_sender::{
 use tokio::sync::{broadcast, mpsc};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::media_stream::MediaStreamTrack;
-use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState};
+use webrtc::rtp_transceiver::RtpSender;
 
 use super::{Event, PeerActor, Subscribe, Subscription, Unsubscribe};
 use crate::CloseReason;
@@ -174,7 +175,17 @@ impl PeerActor {
             };
             let (task, registration) = AbortHandle::new_pair();
             let feeding = Abortable::new(
-                feed_track(local, ssrc, forward.packets.subscribe(), act.env.stats.clone()),
+                feed_track(
+                    Leg {
+                        local,
+                        ssrc,
+                        sender: sender.clone(),
+                        mime: forward.codec.mime_type.clone(),
+                    },
+                    forward.packets.subscribe(),
+                    forward.pli.clone(),
+                    act.env.stats.clone(),
+                ),
                 registration,
             );
             let spawned = act.rcx.tracker().spawn_on(&act.env.io, async move {
@@ -257,24 +268,66 @@ async fn read_track(
     }
 }
 
-/// Writes a forwarded track's packets to the subscriber's own outgoing track.
-async fn feed_track(
+/// The subscriber's side of a forwarded track.
+struct Leg {
     local: Arc<TrackLocalStaticRTP>,
+    /// Its own SSRC.
     ssrc: u32,
+    sender: Arc<dyn RtpSender>,
+    /// The publisher's codec, whose payload type on this leg the packets must carry.
+    mime: String,
+}
+
+impl Leg {
+    /// The payload type this leg negotiated for the codec (the subscriber's numbering may not
+    /// be the publisher's; webrtc-rs refuses a packet whose type the leg did not negotiate).
+    async fn payload_type(&self) -> Option<u8> {
+        let parameters = self.sender.get_parameters().await.ok()?;
+        parameters
+            .rtp_parameters
+            .codecs
+            .iter()
+            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&self.mime))
+            .map(|c| c.payload_type)
+    }
+}
+
+/// Writes a forwarded track's packets to the subscriber's own outgoing track (its SSRC, its
+/// payload type), and passes the subscriber's keyframe requests (PLI, FIR) back to the
+/// publisher (at most one pending).
+async fn feed_track(
+    leg: Leg,
     mut packets: broadcast::Receiver<rtc::rtp::Packet>,
+    pli: mpsc::Sender<()>,
     stats: Arc<crate::RtcStats>,
 ) {
+    let mut payload_type = None;
     loop {
-        match packets.recv().await {
-            Ok(mut packet) => {
-                packet.header.ssrc = ssrc;
-                if local.write_rtp(packet).await.is_err() {
-                    return;
+        tokio::select! {
+            received = packets.recv() => match received {
+                Ok(mut packet) => {
+                    if payload_type.is_none() {
+                        payload_type = leg.payload_type().await;
+                    }
+                    let Some(pt) = payload_type else {
+                        stats.rtp_dropped(1);
+                        continue;
+                    };
+                    packet.header.ssrc = leg.ssrc;
+                    packet.header.payload_type = pt;
+                    if leg.local.write_rtp(packet).await.is_err() {
+                        return;
+                    }
+                    stats.rtp_forwarded();
                 }
-                stats.rtp_forwarded();
+                Err(broadcast::error::RecvError::Lagged(n)) => stats.rtp_dropped(n),
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            Some(TrackLocalEvent::OnRtcpPacket(feedback)) = leg.local.poll() => {
+                if feedback.iter().any(|p| super::keyframes::is_keyframe_request(p.as_ref())) {
+                    let _ = pli.try_send(());
+                }
             }
-            Err(broadcast::error::RecvError::Lagged(n)) => stats.rtp_dropped(n),
-            Err(broadcast::error::RecvError::Closed) => return,
         }
     }
 }

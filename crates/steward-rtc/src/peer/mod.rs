@@ -11,6 +11,7 @@
 
 mod actor;
 mod events;
+mod keyframes;
 mod media;
 mod negotiation;
 

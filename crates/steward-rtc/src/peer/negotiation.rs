@@ -337,7 +337,11 @@ impl PeerActor {
         let mut media = MediaEngine::default();
         media.register_default_codecs().map_err(|e| unavailable(e.to_string()))?;
         let interceptors = register_default_interceptors(Registry::new(), &mut media)
-            .map_err(|e| unavailable(e.to_string()))?;
+            .map_err(|e| unavailable(e.to_string()))?
+            .with(
+                rtc::interceptor::Slot::from(super::keyframes::SLOT),
+                super::keyframes::KeyframeRequests::default(),
+            );
         let settings = SettingEngineBuilder::new()
             .with_include_loopback_candidate(config.bind_address.is_loopback())
             .with_multicast_dns_mode(if config.allow_mdns {
