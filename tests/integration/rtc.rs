@@ -462,3 +462,49 @@ async fn a_receiver_whose_buffer_is_full_loses_data_messages_counted_and_nothing
     bob.close().await.unwrap();
     alice.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_tenant_cannot_aim_candidates_at_the_host_nor_hoard_the_nodes_rooms() {
+    // bound beyond loopback, as in production: loopback candidates are refused
+    let mut env = rtc_env("41220-41239");
+    env.retain(|(k, _)| *k != "STEWARD__RTC__BIND_ADDRESS");
+    env.push(("STEWARD__RTC__BIND_ADDRESS", "0.0.0.0"));
+    let s = Steward::start(&env).await;
+    let token = tenant(&s, "acme").await;
+    let c = RtcClient::connect(&rtc_url(&s, &token)).await.unwrap();
+    c.join("walls", "c").await.unwrap();
+    for (ip, port) in [("127.0.0.1", 9090), ("169.254.169.254", 80), ("224.0.0.251", 5353)] {
+        let candidate = format!("candidate:1 1 udp 2130706431 {ip} {port} typ host");
+        c.send_raw_json(&json!({"type": "candidate", "candidate": {"candidate": candidate, "sdpMid": "0", "sdpMLineIndex": 0}}))
+            .unwrap();
+        let e = c.next_message_of_type("error", WITHIN).await.unwrap();
+        assert_eq!(e["code"], "bad_request", "{e}");
+        assert!(e["message"].as_str().unwrap().contains(ip), "{e}");
+    }
+    assert_eq!(metric(&s, "steward_rtc_candidates_refused_total{why=\"address\"}").await, 3.0);
+    c.close().await.unwrap();
+
+    // a tenant holds at most its `peers` quota of rooms: an emptied room lingers
+    // (departure_timeout), so joining room after room could otherwise fill the node
+    let small = s.tenant_with_token("small", None).await.1;
+    s.request(reqwest::Method::PATCH, "/v1/tenants/small")
+        .json(&json!({"quotas": {"peers": 2}}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let a = RtcClient::connect(&rtc_url(&s, &small)).await.unwrap();
+    a.join("a", "a").await.unwrap();
+    let b = RtcClient::connect(&rtc_url(&s, &small)).await.unwrap();
+    b.join("b", "b").await.unwrap();
+    a.leave().unwrap();
+    a.wait_ws_closed(WITHIN).await.unwrap();
+    let c = RtcClient::connect(&rtc_url(&s, &small)).await.unwrap();
+    let refused = c.join("c", "c").await.unwrap_err().to_string();
+    assert!(refused.contains("quota_exceeded"), "{refused}");
+    // its own rooms are still open to it, and once "a" is gone a new one may start
+    c.join("b", "c").await.unwrap();
+    b.close().await.unwrap();
+    c.close().await.unwrap();
+}

@@ -146,6 +146,9 @@ pub enum Error {
         /// Its value.
         max: usize,
     },
+    /// The tenant holds as many rooms as it may on this node (its `peers` quota).
+    #[error("the tenant holds its maximum of {0} rooms on this node")]
+    TenantRooms(u64),
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,

@@ -63,8 +63,18 @@ impl Env {
         }
     }
 
-    /// The live room `key`, started if there is none.
-    pub(crate) async fn room(self: &Arc<Self>, key: &RoomKey) -> Result<Addr<RoomActor>> {
+    /// Live rooms of `tenant`.
+    fn rooms_of(&self, tenant: &str) -> usize {
+        self.rooms().keys().filter(|(t, _)| &**t == tenant).count()
+    }
+
+    /// The live room `key`, started if there is none and the tenant holds fewer than
+    /// `max_rooms` rooms.
+    pub(crate) async fn room(
+        self: &Arc<Self>,
+        key: &RoomKey,
+        max_rooms: u64,
+    ) -> Result<Addr<RoomActor>> {
         if self.registry.is_shutting_down() {
             return Err(Error::ShuttingDown);
         }
@@ -74,6 +84,9 @@ impl Env {
         let _starting = self.starting.lock().await;
         if let Some(addr) = self.room_of(key) {
             return Ok(addr);
+        }
+        if self.rooms_of(&key.0) as u64 >= max_rooms {
+            return Err(Error::TenantRooms(max_rooms));
         }
         let (env, spec_key) = (self.clone(), key.clone());
         let spec = ChildSpec::new(key.1.to_string(), ResourceKind::Room, move |rcx| {
@@ -190,13 +203,17 @@ impl Rtc {
 
     /// Starts the peer of an admitted signaling socket, under `peers`; `hold` (the tenant's
     /// `peers` quota slot) is released when the peer is gone. The peer waits for its `join`
-    /// (at most `join_timeout`); attach its socket with [`PeerLink::attach`].
+    /// (at most `join_timeout`); attach its socket with [`PeerLink::attach`]. A `join` may
+    /// start a room only while the tenant holds fewer than `max_rooms` (the edge passes the
+    /// tenant's `peers` quota: a room needs a peer, and an emptied room lingers
+    /// `departure_timeout`, so without it one tenant could fill the node's `[rtc] max_rooms`).
     ///
     /// # Errors
     /// [`Error::NodeFull`] at `max_peers`, [`Error::ShuttingDown`], [`Error::Unavailable`].
     pub async fn open_peer(
         &self,
         tenant: Arc<str>,
+        max_rooms: u64,
         hold: impl std::any::Any + Send + Sync,
     ) -> Result<PeerLink> {
         if self.env.registry.is_shutting_down() {
@@ -205,7 +222,12 @@ impl Rtc {
         let env = self.env.clone();
         let spec_tenant = tenant.clone();
         let spec = ChildSpec::new(tenant.to_string(), ResourceKind::Peer, move |rcx| {
-            Ok::<_, std::convert::Infallible>(PeerActor::new(rcx, env.clone(), spec_tenant.clone()))
+            Ok::<_, std::convert::Infallible>(PeerActor::new(
+                rcx,
+                env.clone(),
+                spec_tenant.clone(),
+                max_rooms,
+            ))
         })
         .restart(RestartType::Temporary)
         .tenant(tenant)

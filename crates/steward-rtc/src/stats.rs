@@ -11,6 +11,7 @@ pub struct RtcStats {
     closes: [AtomicU64; CloseReason::ALL.len()],
     candidates_refused: AtomicU64,
     mdns_ignored: AtomicU64,
+    candidates_walled: AtomicU64,
     candidates_expired: AtomicU64,
     data_dropped: AtomicU64,
     data_forwarded: AtomicU64,
@@ -53,6 +54,16 @@ impl RtcStats {
     #[must_use]
     pub fn mdns_candidates_ignored(&self) -> u64 {
         self.mdns_ignored.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn candidate_walled(&self) {
+        self.candidates_walled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Candidates refused for their address (loopback, link-local, multicast…).
+    #[must_use]
+    pub fn candidates_walled(&self) -> u64 {
+        self.candidates_walled.load(Ordering::Relaxed)
     }
 
     pub(crate) fn candidates_expired(&self, n: usize) {

@@ -19,8 +19,8 @@ pub struct RtcMetrics {
     /// UDP ports of `[rtc] udp_ports` not leased.
     pub free_udp_ports: u64,
     /// Candidates refused past `max_candidates`, mDNS candidates ignored, buffered candidates
-    /// expired.
-    pub candidates: [u64; 3],
+    /// expired, candidates refused for their address.
+    pub candidates: [u64; 4],
     /// Data-channel messages forwarded and dropped.
     pub data: [u64; 2],
     /// RTP packets forwarded and dropped.
@@ -44,6 +44,7 @@ impl RtcMetrics {
                 s.candidates_refused(),
                 s.mdns_candidates_ignored(),
                 s.candidates_expired_total(),
+                s.candidates_walled(),
             ],
             data: [s.data_messages_forwarded(), s.data_messages_dropped()],
             rtp: [s.rtp_packets_forwarded(), s.rtp_packets_dropped()],
@@ -74,16 +75,18 @@ pub(super) fn encode_rtc(
     let closes: Vec<(Labels, u64)> =
         m.closes.iter().map(|(reason, n)| (label("reason", reason.as_str()), *n)).collect();
     counter(enc, "steward_rtc_peer_closes", "Peers closed, per reason.", closes)?;
-    let [refused, mdns, expired] = m.candidates;
+    let [refused, mdns, expired, walled] = m.candidates;
     counter(
         enc,
         "steward_rtc_candidates_refused",
         "ICE candidates not used: past max_candidates (too_many), mDNS ones ignored (mdns), \
-         buffered ones expired (expired).",
+         buffered ones expired (expired), ones at an address Steward does not send to \
+         (address: loopback, link-local, multicast…).",
         vec![
             (label("why", "too_many"), refused),
             (label("why", "mdns"), mdns),
             (label("why", "expired"), expired),
+            (label("why", "address"), walled),
         ],
     )?;
     counter(

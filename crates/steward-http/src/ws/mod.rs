@@ -70,7 +70,9 @@ pub(crate) async fn upgrade_rtc(
     let rtc = rtc.get_ref().clone();
     accept(req, body, &sockets, &tenancy, &registry, door, move |tenant, reservation| async move {
         let tenant_id: Arc<str> = tenant.tenant_id().as_str().into();
-        let link = rtc.open_peer(tenant_id, reservation).await.map_err(rtc_refusal)?;
+        // the tenant's rooms on this node are capped at its `peers` quota
+        let max_rooms = tenant.quotas().peers;
+        let link = rtc.open_peer(tenant_id, max_rooms, reservation).await.map_err(rtc_refusal)?;
         let port: Arc<dyn steward_socket::port::RtcPort> =
             Arc::new(crate::rtc_port::PeerPort::new(link));
         let hold: Box<dyn std::any::Any + Send + Sync> = Box::new(());

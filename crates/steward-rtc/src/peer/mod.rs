@@ -157,6 +157,8 @@ struct Subscription {
 pub struct PeerActor {
     env: Arc<Env>,
     tenant: Arc<str>,
+    /// Rooms its tenant may hold on this node (its `peers` quota).
+    max_rooms: u64,
     peer_id: Arc<str>,
     signaling: Option<Arc<dyn Signaling>>,
     stage: Stage,
@@ -197,11 +199,12 @@ pub struct PeerActor {
 }
 
 impl PeerActor {
-    pub(crate) fn new(rcx: ResourceCtx, env: Arc<Env>, tenant: Arc<str>) -> Self {
+    pub(crate) fn new(rcx: ResourceCtx, env: Arc<Env>, tenant: Arc<str>, max_rooms: u64) -> Self {
         Self {
             peer_id: rcx.id().to_string().into(),
             env,
             tenant,
+            max_rooms,
             signaling: None,
             stage: Stage::Lobby,
             room: None,

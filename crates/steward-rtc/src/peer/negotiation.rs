@@ -60,11 +60,14 @@ impl PeerActor {
         let name: Arc<str> = name.map_or_else(|| self.peer_id.clone(), Arc::from);
         let room_name = room;
         let (peer_id, data, addr) = (self.peer_id.clone(), self.data.clone(), ctx.address());
+        let max_rooms = self.max_rooms;
         let joining = async move {
             // a room that is closing refuses: the next try starts a new one
             for _ in 0..2 {
-                let room =
-                    env.room(&key).await.map_err(|e| Refusal::new("unavailable", e.to_string()))?;
+                let room = env.room(&key, max_rooms).await.map_err(|e| match e {
+                    crate::Error::TenantRooms(_) => Refusal::new("quota_exceeded", e.to_string()),
+                    e => Refusal::new("unavailable", e.to_string()),
+                })?;
                 let join = Join {
                     peer_id: peer_id.clone(),
                     name: name.clone(),
@@ -263,6 +266,16 @@ impl PeerActor {
             self.env.stats.mdns_ignored();
             return;
         }
+        if let Ok(ip) = address.parse::<std::net::IpAddr>()
+            && !reachable(ip, config.bind_address)
+        {
+            self.env.stats.candidate_walled();
+            self.send(signal::error(
+                "bad_request",
+                &format!("a candidate at {ip} is refused: Steward does not send to such addresses"),
+            ));
+            return;
+        }
         let Some(pc) = self.pc.clone().filter(|_| self.remote_set) else {
             self.prune_early_candidates();
             self.early_candidates.push((Instant::now(), candidate));
@@ -371,5 +384,42 @@ impl PeerActor {
             .with_runtime(runtime)
             .with_udp_addrs(vec![addr])
             .with_data_channel_send_buffer_limit(buffer))
+    }
+}
+
+/// Whether the ICE agent may send to a client's candidate at `ip`. A hostile tenant's candidate
+/// would otherwise make Steward send STUN to any address it names: never to this host's
+/// loopback (unless Steward itself is bound to loopback, as on a test machine), an unspecified,
+/// multicast or broadcast address, or (for IPv4) link-local ones (cloud metadata services).
+fn reachable(ip: std::net::IpAddr, bind: std::net::IpAddr) -> bool {
+    if ip.is_unspecified() || ip.is_multicast() {
+        return false;
+    }
+    if ip.is_loopback() {
+        return bind.is_loopback();
+    }
+    match ip {
+        std::net::IpAddr::V4(v4) => !v4.is_broadcast() && !v4.is_link_local(),
+        std::net::IpAddr::V6(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reachable;
+
+    #[test]
+    fn candidates_never_aim_the_agent_at_loopback_metadata_or_multicast() {
+        let any: std::net::IpAddr = "0.0.0.0".parse().unwrap();
+        let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        for refused in
+            ["127.0.0.1", "::1", "0.0.0.0", "169.254.169.254", "224.0.0.251", "255.255.255.255"]
+        {
+            assert!(!reachable(refused.parse().unwrap(), any), "{refused}");
+        }
+        for allowed in ["203.0.113.9", "10.1.2.3", "2001:db8::7"] {
+            assert!(reachable(allowed.parse().unwrap(), any), "{allowed}");
+        }
+        assert!(reachable(lo, lo), "a loopback-bound Steward talks to loopback clients");
     }
 }
