@@ -560,6 +560,7 @@ impl Config {
             ("rtc.max_peers", r.max_peers),
             ("rtc.max_rooms", r.max_rooms),
             ("rtc.max_participants", r.max_participants),
+            ("rtc.max_tracks", r.max_tracks),
             ("rtc.max_candidates", r.max_candidates),
             ("rtc.forward_queue", r.forward_queue),
             ("rtc.shutdown_concurrency", r.shutdown_concurrency),

@@ -588,6 +588,9 @@ pub struct RtcConfig {
     pub max_rooms: u32,
     /// Most participants of one room; the next `join` is refused `room_full`. Default 16.
     pub max_participants: u32,
+    /// Most tracks one peer may publish; more are not forwarded (`too_many_tracks`): each
+    /// costs a track, a queue and a task per subscriber. Default 4.
+    pub max_tracks: u32,
     /// Address the peers' UDP sockets bind (ICE host candidates). Default `0.0.0.0`.
     pub bind_address: IpAddr,
     /// UDP ports the peers bind, `"<first>-<last>"` inclusive: one port per live peer, so the

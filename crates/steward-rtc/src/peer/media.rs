@@ -96,6 +96,16 @@ impl PeerActor {
             if act.published.contains_key(&track_id) || act.rcx.is_stopping() {
                 return;
             }
+            let max = act.env.config.max_tracks as usize;
+            if act.published.len() >= max {
+                act.send(signal::error(
+                    "too_many_tracks",
+                    &format!(
+                        "at most {max} published tracks per peer: `{track_id}` is not forwarded"
+                    ),
+                ));
+                return;
+            }
             let (packets, _) = broadcast::channel(queue);
             let (pli, pli_rx) = mpsc::channel(1);
             let info = TrackInfo { track_id: track_id.clone(), kind: kind_name(kind) };
