@@ -3,8 +3,6 @@
 //! its typed error and disturbs nothing, every fault ends in a typed close, and nothing of a
 //! peer or a room outlives it.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
 use crate::rtc_client::RtcClient;
