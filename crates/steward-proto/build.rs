@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "proto/steward/browser/v1/browser.proto",
     "proto/steward/jobs/v1/jobs.proto",
     "proto/steward/messaging/v1/messaging.proto",
+    "proto/steward/rtc/v1/rtc.proto",
     "proto/steward/streams/v1/streams.proto",
     "proto/steward/tenancy/v1/tenancy.proto",
 ];
@@ -41,6 +42,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         .bytes(".steward.browser.v1")
         // publication data as `bytes::Bytes`, shared with the stream's store
         .bytes(".steward.streams.v1")
+        // data messages as `bytes::Bytes`, handed to the room's data plane without a copy
+        .bytes(".steward.rtc.v1")
         .file_descriptor_set_path(out_dir.join("steward_descriptor.bin"))
         .compile_with_config(config, &protos, &includes)?;
 

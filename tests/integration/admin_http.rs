@@ -44,7 +44,9 @@ async fn lists_its_own_supervised_services() {
             "http-public",
             "job-hub",
             "messaging",
+            "peers",
             "producers",
+            "rooms",
             "sessions",
             "socket-monitor",
             "sockets",
@@ -61,7 +63,7 @@ async fn lists_its_own_supervised_services() {
 
     let tree: Value = s.get("/v1/supervisors").send().await.unwrap().json().await.unwrap();
     assert_eq!(tree[0]["name"], "steward");
-    // the six supervisors (five dynamic, and `browsers`) are listed under `supervisors`, the
+    // the eight supervisors (seven dynamic, and `browsers`) are listed under `supervisors`, the
     // other nine services as members
     assert_eq!(tree[0]["members"].as_array().unwrap().len(), 9);
     let subs: Vec<&str> = tree[0]["supervisors"]
@@ -70,7 +72,10 @@ async fn lists_its_own_supervised_services() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(subs, ["sockets", "producers", "consumers", "browsers", "sessions", "streams"]);
+    assert_eq!(
+        subs,
+        ["sockets", "producers", "consumers", "browsers", "sessions", "streams", "peers", "rooms"]
+    );
 
     let one: Value = s
         .get(&format!("/v1/resources/{}", root["id"].as_str().unwrap()))
@@ -95,8 +100,8 @@ async fn lists_its_own_supervised_services() {
         .unwrap();
     assert_eq!(
         rest["resources"].as_array().unwrap().len(),
-        14,
-        "16 resources, 2 on the first page"
+        16,
+        "18 resources, 2 on the first page"
     );
     assert!(rest["next"].is_null());
 }
@@ -142,7 +147,7 @@ async fn bad_input_gets_a_typed_400_and_disturbs_nothing() {
         assert!(json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     // nothing else was disturbed
-    assert_eq!(s.resources("?kind=service").await.len(), 16);
+    assert_eq!(s.resources("?kind=service").await.len(), 18);
     let r = s.http.get(format!("{}/readyz", s.admin)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
@@ -174,7 +179,7 @@ async fn a_resource_stopped_through_the_api_disappears_from_the_registry() {
     assert_eq!(entry["last_exit_reason"], "shutdown");
     // it really stopped serving, and it was not restarted
     assert!(s.http.get(format!("{}/healthz", s.public)).send().await.is_err());
-    assert_eq!(s.resources("?kind=service").await.len(), 15);
+    assert_eq!(s.resources("?kind=service").await.len(), 17);
 }
 
 #[tokio::test]
@@ -202,8 +207,8 @@ async fn metrics_watchdog_and_openapi() {
     let text =
         s.http.get(format!("{}/metrics", s.admin)).send().await.unwrap().text().await.unwrap();
     for needle in [
-        "steward_resources_live{kind=\"service\"} 16",
-        "steward_resources_started_total{kind=\"service\"} 16",
+        "steward_resources_live{kind=\"service\"} 18",
+        "steward_resources_started_total{kind=\"service\"} 18",
         "steward_restart_backoff_pending{kind=\"session\"} 0",
         "steward_resources_killed_total{kind=\"session\"} 0",
         "steward_process_resident_memory_bytes",

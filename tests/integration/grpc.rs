@@ -61,7 +61,7 @@ async fn health_and_admin_service() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(list.resources.len(), 16);
+    assert_eq!(list.resources.len(), 18, "with the RTC `peers` and `rooms` supervisors");
     let root = list.resources.iter().find(|r| r.name == "steward").unwrap();
     let got = admin
         .get_resource(authed(GetResourceRequest { id: root.id.clone() }))

@@ -16,6 +16,7 @@ mod messaging;
 mod panics;
 mod rtc;
 mod rtc_client;
+mod rtc_rooms;
 mod socket_cores;
 mod sockets;
 mod streams;

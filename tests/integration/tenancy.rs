@@ -511,5 +511,5 @@ async fn a_store_outage_is_a_503_that_tells_the_caller_nothing_and_harms_nothing
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     // nothing else is disturbed: liveness, readiness, resources
     assert!(s.wait_readyz(StatusCode::OK).await);
-    assert_eq!(s.resources("?kind=service").await.len(), 16);
+    assert_eq!(s.resources("?kind=service").await.len(), 18);
 }

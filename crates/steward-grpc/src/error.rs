@@ -184,6 +184,32 @@ pub fn status_from_messaging(e: &steward_messaging::MessagingError) -> Status {
     }
 }
 
+/// The gRPC status for an RTC error (`steward.rtc.v1.Rooms`); the message starts with a
+/// snake_case `code`, as the other mappings do:
+///
+/// | error | code | message |
+/// |---|---|---|
+/// | `Invalid` | `INVALID_ARGUMENT` | ``bad_request: `room` must be 1 to 64 characters of …`` (naming the field) |
+/// | `NotFound` | `NOT_FOUND` | ``not_found: no room `standup` `` |
+/// | `NodeFull` | `RESOURCE_EXHAUSTED` | `resource_exhausted: this node holds its maximum of 100 rooms` |
+/// | `TenantRooms` | `RESOURCE_EXHAUSTED` | `quota_exceeded: the tenant holds its maximum of 50 rooms on this node` |
+/// | `ShuttingDown` | `UNAVAILABLE` | `shutting_down: the server is shutting down` |
+/// | `Unavailable` | `UNAVAILABLE` | `unavailable: the room did not answer in time` |
+///
+/// Another tenant's room is `NOT_FOUND` like a room that never existed (the façade answers so).
+#[must_use]
+pub fn status_from_rtc(e: &steward_rtc::Error) -> Status {
+    use steward_rtc::Error as E;
+    match e {
+        E::Invalid(_) => Status::invalid_argument(format!("bad_request: {e}")),
+        E::NotFound(_) => Status::not_found(format!("not_found: {e}")),
+        E::NodeFull { .. } => Status::resource_exhausted(format!("resource_exhausted: {e}")),
+        E::TenantRooms(_) => Status::resource_exhausted(format!("quota_exceeded: {e}")),
+        E::ShuttingDown => Status::unavailable(format!("shutting_down: {e}")),
+        E::Unavailable(why) => Status::unavailable(format!("unavailable: {why}")),
+    }
+}
+
 /// `after` in whole seconds, rounded up.
 pub(crate) fn retry_after_secs(after: Duration) -> u64 {
     after.as_secs() + u64::from(after.subsec_nanos() > 0)

@@ -19,6 +19,7 @@ use steward_proto::admin::v1::admin_server::{AdminServer, SERVICE_NAME as ADMIN_
 use steward_proto::browser::v1::browser_server::SERVICE_NAME as BROWSER_SERVICE;
 use steward_proto::jobs::v1::jobs_server::{JobsServer, SERVICE_NAME as JOBS_SERVICE};
 use steward_proto::messaging::v1::messaging_server::SERVICE_NAME as MESSAGING_SERVICE;
+use steward_proto::rtc::v1::rooms_server::{RoomsServer, SERVICE_NAME as ROOMS_SERVICE};
 use steward_proto::streams::v1::streams_server::{SERVICE_NAME as STREAMS_SERVICE, StreamsServer};
 use steward_proto::tenancy::v1::tenancy_server::{SERVICE_NAME as TENANCY_SERVICE, TenancyServer};
 use steward_tenancy::DoorStats;
@@ -34,8 +35,8 @@ use steward_socket::jobs::JobHubHandle;
 use crate::deadline::DeadlineLayer;
 use crate::incoming::{AcceptOptions, accept_stream};
 use crate::{
-    AdminService, BearerInterceptor, BrowserService, JobsService, MessagingService, StreamsService,
-    TenancyService, TenantAuth, TenantAuthLayer,
+    AdminService, BearerInterceptor, BrowserService, JobsService, MessagingService, RoomsService,
+    StreamsService, TenancyService, TenantAuth, TenantAuthLayer,
 };
 
 /// How long a stopping listener waits for tonic's graceful stop (open streams were cancelled
@@ -74,6 +75,8 @@ pub struct GrpcSpec {
     pub browsers: steward_browser::Browsers,
     /// The streams, served as `steward.streams.v1.Streams`.
     pub stream_cache: steward_streams::Streams,
+    /// The WebRTC rooms, served as `steward.rtc.v1.Rooms` (room admin).
+    pub rtc: steward_rtc::Rtc,
     /// TLS (`[tls]`) on both listeners, or `None` for plain TCP (h2c). With it, every accepted
     /// connection completes its handshake under `[tls] handshake_timeout` before tonic sees it.
     pub tls: Option<steward_tls::Tls>,
@@ -136,9 +139,19 @@ impl GrpcSpec {
             ),
         ));
 
+        let rooms = TenantAuthLayer::new(self.tenancy.clone())
+            .layer(RoomsServer::new(RoomsService::new(self.rtc.clone())));
+
         let health = self.health(
             &rcx,
-            &[TENANCY_SERVICE, JOBS_SERVICE, MESSAGING_SERVICE, BROWSER_SERVICE, STREAMS_SERVICE],
+            &[
+                TENANCY_SERVICE,
+                JOBS_SERVICE,
+                MESSAGING_SERVICE,
+                BROWSER_SERVICE,
+                STREAMS_SERVICE,
+                ROOMS_SERVICE,
+            ],
         )?;
         let mut routes = RoutesBuilder::default();
         routes
@@ -148,7 +161,8 @@ impl GrpcSpec {
             .add_service(jobs)
             .add_service(messaging)
             .add_service(browser)
-            .add_service(streams);
+            .add_service(streams)
+            .add_service(rooms);
         self.serve(rcx, "grpc", listener, routes.routes())
     }
 

@@ -23,7 +23,7 @@ use tonic::{Code, Request, Status};
 use tower::Layer as _;
 
 use crate::{
-    AdminService, BearerInterceptor, TenancyService, TenantAuth, TenantAuthLayer,
+    AdminService, BearerInterceptor, TenancyService, TenantAuth, TenantAuthLayer, status_from_rtc,
     status_from_tenancy,
 };
 
@@ -629,6 +629,35 @@ fn tenancy_errors_map_to_codes_and_messages() {
     ];
     for (error, code, message) in cases {
         let status = status_from_tenancy(&error);
+        assert_eq!((status.code(), status.message()), (code, message), "{error:?}");
+    }
+}
+
+#[test]
+fn rtc_errors_map_to_codes_and_messages() {
+    use steward_rtc::Error as E;
+
+    let cases = [
+        (
+            E::Invalid("`room` must be 1 to 64 characters".into()),
+            Code::InvalidArgument,
+            "bad_request: `room` must be 1 to 64 characters",
+        ),
+        (E::NotFound("no room `standup`".into()), Code::NotFound, "not_found: no room `standup`"),
+        (
+            E::NodeFull { what: "rooms", max: 3 },
+            Code::ResourceExhausted,
+            "resource_exhausted: this node holds its maximum of 3 rooms",
+        ),
+        (E::ShuttingDown, Code::Unavailable, "shutting_down: the server is shutting down"),
+        (
+            E::Unavailable("the room did not answer in time".into()),
+            Code::Unavailable,
+            "unavailable: the room did not answer in time",
+        ),
+    ];
+    for (error, code, message) in cases {
+        let status = status_from_rtc(&error);
         assert_eq!((status.code(), status.message()), (code, message), "{error:?}");
     }
 }

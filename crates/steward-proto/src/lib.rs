@@ -3,12 +3,14 @@
 //! [`admin::v1::admin_server::Admin`], [`browser::v1::browser_server::Browser`],
 //! [`jobs::v1::jobs_server::Jobs`],
 //! [`messaging::v1::messaging_server::Messaging`],
+//! [`rtc::v1::rooms_server::Rooms`],
 //! [`streams::v1::streams_server::Streams`] and
 //! [`tenancy::v1::tenancy_server::Tenancy`]) and clients use the generated
 //! clients (for example [`admin::v1::admin_client::AdminClient`],
 //! [`browser::v1::browser_client::BrowserClient`],
 //! [`jobs::v1::jobs_client::JobsClient`],
-//! [`messaging::v1::messaging_client::MessagingClient`] and
+//! [`messaging::v1::messaging_client::MessagingClient`],
+//! [`rtc::v1::rooms_client::RoomsClient`] and
 //! [`tenancy::v1::tenancy_client::TenancyClient`]).
 //!
 //! The .proto files live in this crate's `proto/` directory;
@@ -54,6 +56,17 @@ pub mod messaging {
     #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
     pub mod v1 {
         tonic::include_proto!("steward.messaging.v1");
+    }
+}
+
+/// The `steward.rtc` protobuf packages.
+pub mod rtc {
+    /// The `steward.rtc.v1` protobuf package: the `Rooms` service (room admin: list rooms and
+    /// participants, remove a participant, close a room, send a data message), called with a
+    /// tenant's API token. Its `bytes` fields are `bytes::Bytes`.
+    #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("steward.rtc.v1");
     }
 }
 

@@ -87,3 +87,20 @@ fn descriptor_set_has_the_jobs_service() {
         assert_eq!(method.server_streaming(), name == "WatchJob", "only WatchJob streams");
     }
 }
+
+#[test]
+fn descriptor_set_has_the_rooms_service() {
+    let set = FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).expect("a valid FileDescriptorSet");
+    let service = service(&set, "steward.rtc.v1", "Rooms");
+
+    assert_eq!(
+        method_names(&service),
+        ["CloseRoom", "ListParticipants", "ListRooms", "RemoveParticipant", "SendData"]
+    );
+    for method in &service.method {
+        let name = method.name();
+        assert_eq!(method.input_type(), format!(".steward.rtc.v1.{name}Request"));
+        assert_eq!(method.output_type(), format!(".steward.rtc.v1.{name}Response"));
+        assert!(!method.client_streaming() && !method.server_streaming(), "{name} is unary");
+    }
+}

@@ -184,6 +184,7 @@ async fn run(
         messaging: messaging.clone(),
         browsers: browsers.clone(),
         stream_cache: stream_cache.clone(),
+        rtc: rtc.clone(),
         tls: tls.clone(),
     };
     let root_spec = SupervisorSpec::from_config("steward", Strategy::OneForOne, &config.supervisor)
