@@ -51,16 +51,20 @@ impl DataSlot {
         *self.channel.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = channel;
     }
 
-    /// Hands `data` to the channel without waiting: a full send buffer (`[rtc]
-    /// data_channel_buffer`) or no open channel drops it, counted.
-    async fn offer(&self, data: &Bytes, stats: &RtcStats) -> bool {
+    /// Hands `data` to the channel without waiting, as text or binary as it came: a full send
+    /// buffer (`[rtc] data_channel_buffer`) or no open channel drops it, counted.
+    async fn offer(&self, data: &Bytes, text: bool, stats: &RtcStats) -> bool {
         let channel =
             self.channel.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let Some(channel) = channel else {
             stats.data_dropped();
             return false;
         };
-        if channel.try_send(BytesMut::from(&data[..])).await.is_ok() {
+        let sent = match std::str::from_utf8(data) {
+            Ok(text_data) if text => channel.try_send_text(text_data).await,
+            _ => channel.try_send(BytesMut::from(&data[..])).await,
+        };
+        if sent.is_ok() {
             stats.data_forwarded();
             true
         } else {
@@ -77,8 +81,15 @@ pub(crate) struct DataPlane {
 }
 
 impl DataPlane {
-    /// Offers `data` to every participant but `from`; answers how many took it.
-    pub(crate) async fn send(&self, from: Option<&str>, data: Bytes, stats: &RtcStats) -> usize {
+    /// Offers `data` (a text message when `text`, else binary) to every participant but
+    /// `from`; answers how many took it.
+    pub(crate) async fn send(
+        &self,
+        from: Option<&str>,
+        data: Bytes,
+        text: bool,
+        stats: &RtcStats,
+    ) -> usize {
         let targets: Vec<Arc<DataSlot>> = self
             .receivers
             .read()
@@ -89,7 +100,7 @@ impl DataPlane {
             .collect();
         let mut taken = 0;
         for slot in targets {
-            taken += usize::from(slot.offer(&data, stats).await);
+            taken += usize::from(slot.offer(&data, text, stats).await);
         }
         taken
     }

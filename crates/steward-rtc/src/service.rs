@@ -299,8 +299,8 @@ impl Rtc {
         ask(&addr, room::CloseRoom).await
     }
 
-    /// Sends `data` to every participant's data channel (lossy, like forwarded messages);
-    /// answers to how many it was handed.
+    /// Sends `data` to every participant's data channel as a binary message (lossy, like
+    /// forwarded messages); answers to how many it was handed.
     ///
     /// # Errors
     /// As [`Rtc::participants`]; [`Error::Invalid`] over `[rtc] max_data_message`.
@@ -314,7 +314,7 @@ impl Rtc {
         }
         let addr = self.existing(tenant, room)?;
         let plane = ask(&addr, room::Plane).await?;
-        Ok(plane.send(None, data, &self.env.stats).await)
+        Ok(plane.send(None, data, false, &self.env.stats).await)
     }
 }
 

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use bytes::Bytes;
 use futures_util::future::{AbortHandle, Abortable};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -132,8 +131,9 @@ impl PeerActor {
             while let Some(event) = channel.poll().await {
                 match event {
                     DataChannelEvent::OnMessage(message) if message.data.len() <= max => {
-                        let data = Bytes::from(message.data.to_vec());
-                        plane.send(Some(&from), data, &stats).await;
+                        let text = message.is_string;
+                        let data = message.data.freeze();
+                        plane.send(Some(&from), data, text, &stats).await;
                     }
                     DataChannelEvent::OnMessage(_) => stats.data_dropped(),
                     DataChannelEvent::OnClose => break,
@@ -204,11 +204,13 @@ impl PeerActor {
             if spawned.is_err() {
                 return;
             }
-            // a new subscriber of video needs a key frame
-            if kind == RtpCodecKind::Video {
-                let _ = forward.pli.try_send(());
+            // a new subscriber of video needs a key frame: asked for now, and again once its
+            // answer is applied (what comes before that may not reach it)
+            let keyframes = (kind == RtpCodecKind::Video).then(|| forward.pli.clone());
+            if let Some(pli) = &keyframes {
+                let _ = pli.try_send(());
             }
-            act.subscriptions.insert(key, Subscription { sender, task });
+            act.subscriptions.insert(key, Subscription { sender, task, keyframes });
             act.renegotiate(ctx);
         }));
     }

@@ -151,6 +151,8 @@ struct InRoom {
 struct Subscription {
     sender: Arc<dyn RtpSender>,
     task: AbortHandle,
+    /// Asks the publisher for a key frame (video only).
+    keyframes: Option<tokio::sync::mpsc::Sender<()>>,
 }
 
 /// The peer actor.

@@ -232,6 +232,10 @@ impl PeerActor {
         ctx.wait(applying.into_actor(self).map(|result, act, ctx| match result {
             Ok(()) => {
                 act.awaiting_answer = false;
+                // the tracks this answer accepted can be decoded from their next key frame
+                for pli in act.subscriptions.values().filter_map(|s| s.keyframes.as_ref()) {
+                    let _ = pli.try_send(());
+                }
                 if act.connected {
                     act.disarm_deadline(ctx);
                 } else {
