@@ -15,6 +15,7 @@ mod lifecycle;
 mod messaging;
 mod panics;
 mod rtc;
+mod rtc_chromium;
 mod rtc_client;
 mod socket_cores;
 mod sockets;
