@@ -100,7 +100,7 @@ struct Chromium {
     pgid: Pid,
     stderr: Arc<Mutex<Vec<String>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    _profile: tempfile::TempDir,
+    profile: tempfile::TempDir,
 }
 
 impl Chromium {
@@ -123,11 +123,14 @@ impl Chromium {
             "--disable-dev-shm-usage",
             "--disable-background-networking",
             "--disable-component-update",
+            "--disable-crash-reporter",
+            "--disable-breakpad",
             "--autoplay-policy=no-user-gesture-required",
             "--mute-audio",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("about:blank")
+        .env(MARK, profile.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -160,7 +163,7 @@ impl Chromium {
         });
         let (browser, mut handler) = Browser::connect(endpoint).await.expect("CDP connect");
         let cdp = tokio::spawn(async move { while handler.next().await.is_some() {} });
-        Self { browser, process, pgid, stderr, tasks: vec![drain, cdp], _profile: profile }
+        Self { browser, process, pgid, stderr, tasks: vec![drain, cdp], profile }
     }
 
     async fn open(&self, url: &str) -> Page {
@@ -172,16 +175,25 @@ impl Chromium {
     }
 
     /// Closes the browser (CDP `Browser.close`), then kills what is left of its process group
-    /// and reaps Chromium; returns the group's processes still alive after that (none, or a
-    /// leak).
+    /// and reaps Chromium; returns the processes still alive after that, of its group or
+    /// marked with its profile (none, or a leak).
     async fn stop(mut self) -> Vec<i32> {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.browser.close()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.process.wait()).await;
         let _ = killpg(self.pgid, Signal::SIGKILL);
         let _ = tokio::time::timeout(WITHIN, self.process.wait()).await;
-        let pgid = self.pgid.as_raw();
-        eventually(WITHIN, || std::future::ready(group(pgid).is_empty())).await;
-        group(pgid)
+        let (pgid, profile) = (self.pgid.as_raw(), self.profile.path().to_owned());
+        let left = || {
+            let mut left = group(pgid);
+            for pid in marked(&profile.display().to_string()) {
+                if !left.contains(&pid) {
+                    left.push(pid);
+                }
+            }
+            left
+        };
+        eventually(WITHIN, || std::future::ready(left().is_empty())).await;
+        left()
     }
 }
 
@@ -191,7 +203,26 @@ impl Drop for Chromium {
             task.abort();
         }
         let _ = killpg(self.pgid, Signal::SIGKILL);
+        for pid in marked(&self.profile.path().display().to_string()) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
     }
+}
+
+/// The environment variable every process of the test's Chromium inherits (the crashpad
+/// handlers too, which leave its process group), with its profile directory as the value.
+const MARK: &str = "STEWARD_TEST_CHROMIUM";
+
+/// Live processes whose environment holds `MARK=<mark>`.
+fn marked(mark: &str) -> Vec<i32> {
+    let entry = format!("{MARK}={mark}");
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            environ.split(|b| *b == 0).any(|v| v == entry.as_bytes())
+        })
+        .collect()
 }
 
 /// `window.stats()` of the example page.
@@ -224,7 +255,10 @@ async fn report(s: &Steward, chromium: &Chromium, pages: &[(&str, &Page)]) -> St
     for (name, page) in pages {
         let mut st = stats(page).await;
         let log = st.get_mut("log").map(Value::take).unwrap_or_default();
-        let lines: Vec<&str> = log.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        // the log shows every message already
+        st.as_object_mut().map(|o| o.remove("messages"));
+        let lines: Vec<&str> =
+            log.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
         out += &format!("--- page {name}: {st}\n{}\n", lines.join("\n"));
     }
     let steward: Vec<String> = s
@@ -233,7 +267,11 @@ async fn report(s: &Steward, chromium: &Chromium, pages: &[(&str, &Page)]) -> St
         .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("rtc"))
         .map(|l| l.chars().take(600).collect())
         .collect();
-    out += &format!("--- steward\n{}\n--- chromium stderr\n{}\n", steward.join("\n"), chromium.stderr());
+    out += &format!(
+        "--- steward\n{}\n--- chromium stderr\n{}\n",
+        steward.join("\n"),
+        chromium.stderr()
+    );
     out
 }
 
@@ -256,20 +294,30 @@ async fn chromium_publishes_its_fake_camera_and_another_page_decodes_the_frames(
 
     // B first, publishing nothing: A's track reaches it through a server re-offer
     let b = chromium
-        .open(&server.page(&[("ws", &signaling), ("room", "lobby"), ("name", "b"), ("publish", "none")]))
+        .open(&server.page(&[
+            ("ws", &signaling),
+            ("room", "lobby"),
+            ("name", "b"),
+            ("publish", "none"),
+        ]))
         .await;
     let (ok, st) = wait_stats(&b, WITHIN, |st| st["dataChannelState"] == "open").await;
     assert!(ok, "page B never connected: {st}\n{}", report(&s, &chromium, &[("b", &b)]).await);
 
     let a = chromium
-        .open(&server.page(&[("ws", &signaling), ("room", "lobby"), ("name", "a"), ("publish", "video")]))
+        .open(&server.page(&[
+            ("ws", &signaling),
+            ("room", "lobby"),
+            ("name", "a"),
+            ("publish", "video"),
+        ]))
         .await;
     let (ok, st) = wait_stats(&a, WITHIN, |st| st["dataChannelState"] == "open").await;
+    let connected = Instant::now();
     let pages = [("a", &a), ("b", &b)];
     assert!(ok, "page A never connected: {st}\n{}", report(&s, &chromium, &pages).await);
 
     // B decodes A's fake camera
-    let started = Instant::now();
     let (ok, st) = wait_stats(&b, FRAMES_WITHIN, |st| frames(st) > 10).await;
     assert!(
         ok,
@@ -282,7 +330,7 @@ async fn chromium_publishes_its_fake_camera_and_another_page_decodes_the_frames(
         frames(&st),
         st["packetsReceived"],
         st["bytesReceived"],
-        started.elapsed()
+        connected.elapsed()
     );
 
     // a webrtc-rs client in the same room gets A's video as RTP
@@ -293,7 +341,11 @@ async fn chromium_publishes_its_fake_camera_and_another_page_decodes_the_frames(
         panic!("rust client: {e}\n{}", report(&s, &chromium, &pages).await);
     }
     let rtp = rust.wait_rtp(50, WITHIN).await.unwrap_or(0);
-    assert!(rtp >= 50, "rust client got {rtp} RTP packets\n{}", report(&s, &chromium, &pages).await);
+    assert!(
+        rtp >= 50,
+        "rust client got {rtp} RTP packets\n{}",
+        report(&s, &chromium, &pages).await
+    );
     assert!(
         rust.remote_tracks().iter().any(|t| t.2.to_lowercase().contains("video")),
         "{:?}",
@@ -303,6 +355,7 @@ async fn chromium_publishes_its_fake_camera_and_another_page_decodes_the_frames(
     // A's data-channel message reaches B and the Rust client
     let sent = a.evaluate_expression("window.sendData('hello from a')").await.unwrap();
     assert_eq!(sent.into_value::<bool>().ok(), Some(true));
+    // sent as text, so received as text (the page marks binary messages "(binary) …")
     let (ok, st) = wait_stats(&b, WITHIN, |st| received(st, "hello from a")).await;
     assert!(ok, "B got no data: {}\n{}", st["dataReceived"], report(&s, &chromium, &pages).await);
     let data = rust.wait_data(1, WITHIN).await.expect("the rust client got A's message");
