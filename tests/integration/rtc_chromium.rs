@@ -279,6 +279,12 @@ fn frames(st: &Value) -> u64 {
     st["framesDecoded"].as_u64().unwrap_or(0)
 }
 
+/// The sum of `field` over a page's RTP streams of `kind` (`inbound-rtp`, `outbound-rtp`).
+fn rtp_sum(st: &Value, kind: &str, field: &str) -> u64 {
+    let streams = st["rtp"].as_array().into_iter().flatten();
+    streams.filter(|r| r["type"] == kind).filter_map(|r| r[field].as_u64()).sum()
+}
+
 fn received(st: &Value, text: &str) -> bool {
     st["dataReceived"].as_array().is_some_and(|d| d.iter().any(|m| m == text))
 }
@@ -319,12 +325,19 @@ async fn chromium_publishes_its_fake_camera_and_another_page_decodes_the_frames(
 
     // B decodes A's fake camera
     let (ok, st) = wait_stats(&b, FRAMES_WITHIN, |st| frames(st) > 10).await;
-    assert!(
-        ok,
-        "page B decoded {} frames in {FRAMES_WITHIN:?}\n{}",
-        frames(&st),
-        report(&s, &chromium, &pages).await
-    );
+    if !ok {
+        // a decoder starts at a key frame: B asks for them (its PLIs), A makes one per PLI it gets
+        let a_st = stats(&a).await;
+        panic!(
+            "page B decoded {} frames in {FRAMES_WITHIN:?}: B sent {} PLIs, A got {} and encoded \
+             {} key frames\n{}",
+            frames(&st),
+            rtp_sum(&st, "inbound-rtp", "pliCount"),
+            rtp_sum(&a_st, "outbound-rtp", "pliCount"),
+            rtp_sum(&a_st, "outbound-rtp", "keyFramesEncoded"),
+            report(&s, &chromium, &pages).await
+        );
+    }
     eprintln!(
         "page B decoded {} frames ({} packets, {} bytes) {:?} after A connected",
         frames(&st),
