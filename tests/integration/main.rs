@@ -15,6 +15,7 @@ mod lifecycle;
 mod messaging;
 mod panics;
 mod rtc;
+mod rtc_chromium;
 mod rtc_client;
 mod rtc_rooms;
 mod socket_cores;
