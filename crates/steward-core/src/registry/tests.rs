@@ -231,7 +231,10 @@ fn resource_kinds_parse_from_their_names() {
     let names: Vec<&str> = ResourceKind::ALL.iter().map(|k| k.as_str()).collect();
     assert_eq!(
         names,
-        ["browser", "session", "producer", "consumer", "socket", "peer", "stream", "service"]
+        [
+            "browser", "session", "producer", "consumer", "socket", "peer", "stream", "room",
+            "service"
+        ]
     );
     let err = "bogus".parse::<ResourceKind>().unwrap_err();
     assert!(err.to_string().contains("browser, session"), "{err}");
