@@ -28,7 +28,7 @@ async fn sigterm_flips_readiness_then_exits_zero_within_the_grace_with_a_report(
     let report =
         s.find_message("shutdown complete").unwrap_or_else(|| panic!("no report:\n{}", s.dump()));
     assert_eq!(report["forced"], 0, "{report}");
-    assert_eq!(report["closed"], 16, "the sixteen services closed gracefully: {report}");
+    assert_eq!(report["closed"], 18, "the eighteen services closed gracefully: {report}");
     for phase in [
         "readiness_off",
         "stop_accepting",
