@@ -603,10 +603,17 @@ async fn fanout(p: &Params, server: &Server, url: &str) -> Value {
     let verdict = if reached {
         format!("Steward reached {last_cores} cores (>= {CPU_LIMIT}) at N = {largest}")
     } else {
+        let extrapolation = if extrapolated > 0.0 {
+            format!(
+                "linear extrapolation from {us} µs per packet: N ≈ {extrapolated} at \
+                 {CPU_LIMIT} of a core"
+            )
+        } else {
+            "no CPU measured to extrapolate from".to_owned()
+        };
         format!(
             "Steward did not reach {CPU_LIMIT} of a core: {last_cores} cores at the largest N \
-             tried, {largest} ({}); linear extrapolation from {us} µs per packet: N ≈ \
-             {extrapolated} at {CPU_LIMIT} of a core",
+             tried, {largest} ({}); {extrapolation}",
             stopped.clone().unwrap_or_else(|| "BENCH_MAX_SUBSCRIBERS".to_owned())
         )
     };
