@@ -40,7 +40,7 @@
 //!
 //! Run with `cargo bench -p steward-server --bench rtc`; a quick run: `BENCH_JOINS=10
 //! BENCH_PEERS=10 BENCH_MAX_SUBSCRIBERS=20 BENCH_WINDOW=3 cargo bench -p steward-server --bench
-//! rtc`. Without `--bench` among its arguments (`cargo test --benches`) it is a smoke run (3
+//! rtc`. `BENCH_LOG=<file>` copies the server's JSON log there. Without `--bench` among its arguments (`cargo test --benches`) it is a smoke run (3
 //! joins, 4 peers, up to 2 subscribers, 1 s windows) unless the variables say otherwise.
 //!
 //! Measured on 2026-12-06 (`cargo bench -p steward-server --bench rtc`, release, 2 cores shared
@@ -649,7 +649,7 @@ async fn run(p: Params) {
         p.window.as_secs(),
         if p.smoke { " (smoke run: no --bench argument)" } else { "" },
     );
-    let mut server = Server::start(&steward_env(), None).await;
+    let mut server = Server::start(&steward_env(), std::env::var("BENCH_LOG").ok()).await;
     let token = server.tenant_token(json!({ "peers": MAX_PEERS })).await;
     let url = format!("ws://{}/v1/rtc?token={token}", server.public);
 
