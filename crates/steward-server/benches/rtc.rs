@@ -40,8 +40,9 @@
 //!
 //! Run with `cargo bench -p steward-server --bench rtc`; a quick run: `BENCH_JOINS=10
 //! BENCH_PEERS=10 BENCH_MAX_SUBSCRIBERS=20 BENCH_WINDOW=3 cargo bench -p steward-server --bench
-//! rtc`. `BENCH_LOG=<file>` copies the server's JSON log there. Without `--bench` among its arguments (`cargo test --benches`) it is a smoke run (3
-//! joins, 4 peers, up to 2 subscribers, 1 s windows) unless the variables say otherwise.
+//! rtc`. `BENCH_LOG=<file>` copies the server's JSON log there. Without `--bench` among its
+//! arguments (`cargo test --benches`) it is a smoke run (3 joins, 4 peers, up to 2 subscribers,
+//! 1 s windows) unless the variables say otherwise.
 //!
 //! Measured on 2026-12-06 (`cargo bench -p steward-server --bench rtc`, release, 2 cores shared
 //! with Steward, every client PeerConnection and two other compile jobs: load average 1.8 at the
