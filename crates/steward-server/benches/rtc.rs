@@ -65,9 +65,9 @@
 //!   per packet is N ≈ 650. The bench process used 0.05 cores at N=40.
 #![allow(missing_docs, clippy::print_stdout, clippy::print_stderr)]
 
-mod support;
 #[path = "../../../tests/integration/rtc_client.rs"]
 mod rtc_client;
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -295,7 +295,9 @@ async fn plain_peer() -> Result<PlainPeer> {
 }
 
 /// Waits until `state` is `connected` (an error if it failed or closed).
-async fn plain_connected(state: &mut watch::Receiver<Option<RTCPeerConnectionState>>) -> Result<()> {
+async fn plain_connected(
+    state: &mut watch::Receiver<Option<RTCPeerConnectionState>>,
+) -> Result<()> {
     let reached = state
         .wait_for(|s| {
             matches!(
@@ -579,7 +581,11 @@ async fn fanout(p: &Params, server: &Server, url: &str) -> Value {
             expected,
             step["dropped"],
             step["received"],
-            if silent > 0 { format!(" ({silent} new subscribers heard nothing)") } else { "".into() },
+            if silent > 0 {
+                format!(" ({silent} new subscribers heard nothing)")
+            } else {
+                "".into()
+            },
             step["bench_cores"],
         );
         let cores = step["steward_cores"].as_f64().unwrap_or(0.0);
