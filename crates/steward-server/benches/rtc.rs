@@ -3,9 +3,10 @@
 //!
 //! Starts the `steward` of the profile being built (release under `cargo bench`) as a child
 //! process on loopback ports chosen by the OS (UDP ports `42000-42999` on 127.0.0.1 for the
-//! peers), creates a tenant and a token through the admin API (its `peers` quota, `[rtc]
-//! max_peers` and `max_participants` raised to fit), drives it with webrtc-rs clients on the
-//! same machine, and prints, in this order:
+//! peers), creates a tenant and a token through the admin API (its `peers` and `sockets` quotas,
+//! `[rtc] max_peers`, `max_rooms`, `max_participants` and `[socket] max_per_ip`,
+//! `max_connections` raised to fit), drives it with webrtc-rs clients on the same machine, and
+//! prints, in this order:
 //!
 //! 1. `join`: `BENCH_JOINS` (default 50) sequential joins through Steward, each timed from
 //!    `connect` of the signaling socket (`ws://…/v1/rtc?token=…`) through `join`, the client's
@@ -163,6 +164,9 @@ fn steward_env() -> Vec<(&'static str, String)> {
         ("STEWARD__RTC__MAX_PEERS", MAX_PEERS.to_string()),
         ("STEWARD__RTC__MAX_ROOMS", MAX_PEERS.to_string()),
         ("STEWARD__RTC__MAX_PARTICIPANTS", MAX_PEERS.to_string()),
+        // every signaling socket is a socket of the one client IP: `[socket] max_per_ip` (100)
+        ("STEWARD__SOCKET__MAX_PER_IP", (2 * MAX_PEERS).to_string()),
+        ("STEWARD__SOCKET__MAX_CONNECTIONS", (2 * MAX_PEERS).to_string()),
         // rooms of closed peers go away quickly between the phases
         ("STEWARD__RTC__DEPARTURE_TIMEOUT", "1s".to_owned()),
     ]
@@ -657,7 +661,7 @@ async fn run(p: Params) {
         if p.smoke { " (smoke run: no --bench argument)" } else { "" },
     );
     let mut server = Server::start(&steward_env(), std::env::var("BENCH_LOG").ok()).await;
-    let token = server.tenant_token(json!({ "peers": MAX_PEERS })).await;
+    let token = server.tenant_token(json!({ "peers": MAX_PEERS, "sockets": 2 * MAX_PEERS })).await;
     let url = format!("ws://{}/v1/rtc?token={token}", server.public);
 
     // 1. join → connected, Steward and plain
