@@ -45,30 +45,28 @@
 //! arguments (`cargo test --benches`) it is a smoke run (3 joins, 4 peers, up to 2 subscribers,
 //! 1 s windows) unless the variables say otherwise.
 //!
-//! Measured on 2026-12-06 (`cargo bench -p steward-server --bench rtc`, release, 2 cores shared
-//! with Steward, every client PeerConnection and two other compile jobs: load average 1.8 at the
-//! start, 10.4 at the end; figures rounded):
+//! Measured on 2026-12-06, two full default runs (`cargo bench -p steward-server --bench rtc`,
+//! release; 2 cores shared by Steward, every client PeerConnection and two other compile jobs:
+//! load average 1.8-10.4 in the first, 2.6-0.4 in the second); run 1 / run 2:
 //!
-//! - join → connected through Steward: p50 809 ms, p95 1613 ms, max 1615 ms (50 joins). Plain
-//!   webrtc-rs pair: p50 204 ms, p95 1012 ms to both connected; p50 606 ms, p95 1413 ms to the
-//!   data channel open as well. Ratio Steward/plain (to the data channel open) 1.33 at p50,
-//!   1.14 at p95 (target ≤ 1.2: missed at p50). Both sides move in ~200 ms steps (webrtc-rs
-//!   timers), so one step more or less moves the ratio by ~0.3.
-//! - memory: 270 KiB per connected peer with a data channel only (RSS 27.6 → 40.7 MiB for 50
-//!   peers), 279 KiB per peer each also publishing audio to the other of its room (40.8 → 54.4
-//!   MiB; all 50 heard their partner).
-//! - fan-out of one publisher's 50 packets/s, Steward CPU per forwarded packet and cores: N=1
-//!   242 µs (0.01 cores; fixed per-peer costs dominate), N=5 77 µs (0.02), N=10 46 µs (0.02),
-//!   N=20 34 µs (0.03), N=40 24.6 µs (0.05 cores; 1992 packets/s forwarded, all received, none
-//!   dropped). At N=80, 5 of the 40 new subscribers did not connect within 30 s (their
-//!   PeerConnections never left `new`; the server logged 5 peers exiting with an error), so the
-//!   ramp stopped at N=40: 80% of a core was not reached; the linear extrapolation from 24.6 µs
-//!   per packet is N ≈ 650. The bench process used 0.05 cores at N=40.
-//! - two fan-out-only runs right after (`BENCH_JOINS=1 BENCH_PEERS=2`, 2 s and 5 s windows, a
-//!   clippy build beside them) held N=80: 21.7 and 21.9 µs per packet, 0.08 and 0.07 cores,
-//!   ~3000-3800 packets/s forwarded, none dropped (so the N=80 failure above is intermittent).
-//!   The second one's N=160 step got 429 from the signaling upgrade: the sockets count against
-//!   `[socket] max_per_ip` (100), which the bench now raises; N ≥ 160 is not measured yet.
+//! - join → connected through Steward: p50 809 / 1414 ms, p95 1613 / 1616 ms (50 joins). Plain
+//!   webrtc-rs pair: p50 204 / 205 ms, p95 1012 / 1009 ms to both connected; p50 606 / 607 ms,
+//!   p95 1413 / 1412 ms to the data channel open as well. Ratio Steward/plain (to the data
+//!   channel open) 1.33 / 2.33 at p50, 1.14 / 1.15 at p95: the target ≤ 1.2 is met at p95 only.
+//!   Both sides move in ~200 ms steps (webrtc-rs timers), so the p50 ratio jumps by steps.
+//! - memory per connected peer, rooms of two: data channel only 270 / 269 KiB (RSS 27.6 → 40.7
+//!   MiB for 50 peers); each also publishing audio to the other of its room 279 / 286 KiB (40.8
+//!   → 54.4 MiB; all 50 heard their partner).
+//! - fan-out of one publisher's 50 packets/s, Steward CPU per forwarded packet (cores), run 2:
+//!   N=1 340 µs (0.02; fixed per-peer costs dominate), N=5 104 µs (0.03), N=10 66 µs (0.03),
+//!   N=20 44 µs (0.04), N=40 37.5 µs (0.07), N=80 23.8 µs (0.09), N=160 30.4 µs (0.24 cores;
+//!   7999 packets/s forwarded, all 80000 received, none dropped); the bench process used as
+//!   much (0.24 cores at N=160). 80% of a core was not reached at the largest N tried, 160;
+//!   linear extrapolation from 30.4 µs per packet: N ≈ 526. Run 1 (without the `[socket]
+//!   max_per_ip` raise) agreed up to N=40 (24.6 µs, 0.05 cores) and stopped there: 5 of the
+//!   40 subscribers added for N=80 did not connect within 30 s (PeerConnections never left
+//!   `new`, the server logged 5 peers exiting with an error; not seen again in three later runs).
+//!
 #![allow(missing_docs, clippy::print_stdout, clippy::print_stderr)]
 
 #[path = "../../../tests/integration/rtc_client.rs"]
