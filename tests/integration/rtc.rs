@@ -254,20 +254,31 @@ async fn every_fault_ends_its_peer_with_its_typed_reason() {
     assert_eq!(closing_of(&deaf).await, ("ice_failed".into(), true, Some(1000)));
 
     // a connected client that closes its connection (its socket stays) is closed as
-    // disconnected; one that vanishes (TCP dropped) is gone as signaling_lost
+    // disconnected; one whose media goes silent (no DTLS close: its UDP socket is gone) too,
+    // after ICE notices and the grace (2 s) passes; one whose signaling socket drops (TCP) is
+    // gone as signaling_lost
     let watcher = joined(&s, &token, "calls", "watcher", false).await;
     let quitter = joined(&s, &token, "calls", "quitter", false).await;
     let vanisher = joined(&s, &token, "calls", "vanisher", false).await;
+    let freezer = joined(&s, &token, "calls", "freezer", false).await;
     quitter.close_pc().await.unwrap();
     assert_eq!(closing_of(&quitter).await.0, "disconnected");
     vanisher.drop_tcp();
+    let frozen = std::time::Instant::now();
+    freezer.freeze();
+    assert_eq!(closing_of(&freezer).await.0, "disconnected");
+    assert!(
+        frozen.elapsed() >= Duration::from_secs(2),
+        "not before the grace: {:?}",
+        frozen.elapsed()
+    );
     let mut reasons = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let left = watcher.next_message_of_type("participant_left", WITHIN).await.unwrap();
         reasons.push(left["reason"].as_str().unwrap().to_owned());
     }
     reasons.sort();
-    assert_eq!(reasons, ["disconnected", "signaling_lost"]);
+    assert_eq!(reasons, ["disconnected", "disconnected", "signaling_lost"]);
 
     watcher.close().await.unwrap();
     assert!(
@@ -289,6 +300,7 @@ async fn every_fault_ends_its_peer_with_its_typed_reason() {
         let series = format!("steward_rtc_peer_closes_total{{reason=\"{reason}\"}}");
         assert!(metric(&s, &series).await >= at_least, "{series}");
     }
+    freezer.close().await.unwrap();
     drop((idle, mute, deaf, quitter, vanisher));
 }
 

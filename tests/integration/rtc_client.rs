@@ -75,6 +75,95 @@ where
     handle
 }
 
+/// webrtc-rs's tokio runtime, keeping the abort handle of every task it starts for this
+/// client's connection (its driver, which owns the UDP socket), so that a test can make the
+/// client vanish without a word: [`RtcClient::freeze`].
+#[derive(Debug, Default)]
+struct FreezableRuntime {
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+/// A task of [`FreezableRuntime`].
+struct FreezableTask(tokio::task::JoinHandle<()>);
+
+impl webrtc::runtime::JoinHandle for FreezableTask {
+    fn detach(&self) {}
+
+    fn abort(&self) {
+        self.0.abort();
+    }
+
+    fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
+impl webrtc::runtime::Runtime for FreezableRuntime {
+    fn spawn(
+        &self,
+        future: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    ) -> Box<dyn webrtc::runtime::JoinHandle> {
+        #[allow(clippy::disallowed_methods)]
+        // test client: the connection's own tasks, aborted by `freeze` or ended by `close()`
+        let handle = tokio::spawn(future);
+        let mut tasks = self.tasks.lock().unwrap();
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle.abort_handle());
+        Box::new(FreezableTask(handle))
+    }
+
+    fn wrap_udp_socket(
+        &self,
+        socket: std::net::UdpSocket,
+    ) -> std::io::Result<Arc<dyn webrtc::runtime::AsyncUdpSocket>> {
+        webrtc::runtime::TokioRuntime.wrap_udp_socket(socket)
+    }
+
+    fn wrap_tcp_listener(
+        &self,
+        listener: std::net::TcpListener,
+    ) -> std::io::Result<Arc<dyn webrtc::runtime::AsyncTcpListener>> {
+        webrtc::runtime::TokioRuntime.wrap_tcp_listener(listener)
+    }
+
+    fn connect_tcp<'a>(
+        &'a self,
+        remote_addr: std::net::SocketAddr,
+    ) -> std::pin::Pin<
+        Box<
+            dyn Future<Output = std::io::Result<Arc<dyn webrtc::runtime::AsyncTcpStream>>>
+                + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(async move { webrtc::runtime::TokioRuntime.connect_tcp(remote_addr).await })
+    }
+
+    fn resolve_host<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = std::io::Result<Vec<std::net::SocketAddr>>> + Send + 'a>,
+    > {
+        Box::pin(async move { webrtc::runtime::TokioRuntime.resolve_host(host).await })
+    }
+
+    fn sleep(
+        &self,
+        duration: Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        webrtc::runtime::TokioRuntime.sleep(duration)
+    }
+
+    fn interval(&self, period: Duration) -> Box<dyn webrtc::runtime::AsyncInterval> {
+        webrtc::runtime::TokioRuntime.interval(period)
+    }
+
+    fn block_on(&self, future: std::pin::Pin<Box<dyn Future<Output = ()> + '_>>) {
+        webrtc::runtime::TokioRuntime.block_on(future);
+    }
+}
+
 /// What the server said in `joined`.
 #[derive(Debug, Clone)]
 pub(crate) struct Joined {
@@ -110,6 +199,8 @@ impl LeakProbe {
 struct Shared {
     /// Every JSON message the server sent, in order.
     messages: Mutex<Vec<Value>>,
+    /// The runtime of the client's connection (`freeze`).
+    runtime: Arc<FreezableRuntime>,
     /// Text frames that were not JSON objects.
     unparsed: Mutex<Vec<String>>,
     /// The server's Close frame (code, reason), if one came.
@@ -433,6 +524,7 @@ impl RtcClient {
             .with_media_engine(media_engine)
             .with_interceptor_registry(registry)
             .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
+            .with_runtime(self.shared.runtime.clone())
             .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
             .build()
             .await?;
@@ -758,6 +850,15 @@ impl RtcClient {
 
     /// Closes the PeerConnection only (no `leave`, the socket stays): the server sees ICE go
     /// away.
+    /// Makes the client vanish without a word: its connection's tasks (the driver and its UDP
+    /// socket) are aborted, no DTLS close is sent, and the signaling socket stays open. The
+    /// server sees ICE go `disconnected`. Call `close()` afterwards to release the rest.
+    pub(crate) fn freeze(&self) {
+        for task in self.shared.runtime.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
     pub(crate) async fn close_pc(&self) -> Result<()> {
         self.stop_audio();
         let media = self.media.lock().await.take();
