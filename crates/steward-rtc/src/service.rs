@@ -50,9 +50,13 @@ impl Env {
         self.rooms().get(key).map(|(_, a)| a.clone()).filter(Addr::connected)
     }
 
-    /// Forgets `key`'s room, which refused a join as it closes: the next join starts a new one.
-    pub(crate) fn forget_closing(&self, key: &RoomKey) {
-        self.rooms().remove(key);
+    /// Forgets `key`'s room `closing`, which refused a join as it closes, so that the next join
+    /// starts a new one; a newer room of that name (the closing one already gone) is kept.
+    pub(crate) fn forget_closing(&self, key: &RoomKey, closing: &Addr<RoomActor>) {
+        let mut rooms = self.rooms();
+        if rooms.get(key).is_some_and(|(_, held)| held == closing) {
+            rooms.remove(key);
+        }
     }
 
     /// Removes `key`'s entry if it is still the one of room `id` (the room's drop).

@@ -156,7 +156,7 @@ impl PeerActor {
         if self.subscriptions.contains_key(&key) {
             return;
         }
-        let ssrc = fastrand_ssrc();
+        let ssrc = random_ssrc();
         let kind =
             if forward.info.kind == "video" { RtpCodecKind::Video } else { RtpCodecKind::Audio };
         let local = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
@@ -248,7 +248,7 @@ impl Handler<Unsubscribe> for PeerActor {
 }
 
 /// A random SSRC for a forwarded track.
-fn fastrand_ssrc() -> u32 {
+fn random_ssrc() -> u32 {
     let mut bytes = [0u8; 4];
     let _ = getrandom::fill(&mut bytes);
     u32::from_le_bytes(bytes) | 1

@@ -83,7 +83,7 @@ impl PeerActor {
                             format!("the room holds its maximum of {max} participants"),
                         ));
                     }
-                    Ok(Err(JoinRefused::Closing)) | Err(_) => env.forget_closing(&key),
+                    Ok(Err(JoinRefused::Closing)) | Err(_) => env.forget_closing(&key, &room),
                 }
             }
             Err(Refusal::new("unavailable", "the room is closing; join again"))
@@ -118,6 +118,12 @@ impl PeerActor {
     }
 }
 
+/// The peer's connection at an offer: the one it has, or the first, to build.
+enum Connection {
+    Built(Arc<dyn PeerConnection>),
+    ToBuild(Box<PeerConnectionBuilder<std::net::SocketAddr>>),
+}
+
 impl PeerActor {
     /// The client's offer: the first one builds the connection. Answered with `answer`.
     fn offer(&mut self, sdp: String, ctx: &mut Context<Self>) {
@@ -135,10 +141,10 @@ impl PeerActor {
                 return;
             }
         };
-        let (existing, builder) = match self.pc.clone() {
-            Some(pc) => (Some(pc), None),
+        let connection = match self.pc.clone() {
+            Some(pc) => Connection::Built(pc),
             None => match self.prepare(ctx) {
-                Ok(builder) => (None, Some(builder)),
+                Ok(builder) => Connection::ToBuild(Box::new(builder)),
                 Err(refusal) => {
                     self.send(refusal.frame());
                     self.close(CloseReason::Error, ctx);
@@ -148,9 +154,9 @@ impl PeerActor {
         };
         let early = self.take_early_candidates();
         let answering = async move {
-            let (pc, fresh) = match (existing, builder) {
-                (Some(pc), _) => (pc, None),
-                (None, Some(builder)) => match bounded(builder.build()).await {
+            let (pc, fresh) = match connection {
+                Connection::Built(pc) => (pc, None),
+                Connection::ToBuild(builder) => match bounded(builder.build()).await {
                     Ok(pc) => {
                         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
                         (pc.clone(), Some(pc))
@@ -160,7 +166,6 @@ impl PeerActor {
                         return (None, Err(refusal));
                     }
                 },
-                (None, None) => unreachable!("either a connection or a builder"),
             };
             let answered = async {
                 bounded(pc.set_remote_description(offer)).await.map_err(|e| {
@@ -182,37 +187,36 @@ impl PeerActor {
             .await;
             (fresh, answered)
         };
-        ctx.wait(answering.into_actor(self).map(|(fresh, result), act, ctx| match result {
-            Ok(sdp) if !act.rcx.is_stopping() => {
-                if fresh.is_some() {
-                    act.pc = fresh;
-                }
-                act.send(signal::description("answer", &sdp));
-                act.remote_set = true;
-                if !act.negotiated {
-                    act.negotiated = true;
-                    if !act.connected {
-                        let after = act.env.config.ice_timeout;
-                        act.arm_deadline(ctx, after, CloseReason::IceFailed);
-                    }
-                    for track in std::mem::take(&mut act.waiting) {
-                        act.subscribe(track, ctx);
-                    }
-                }
-                act.renegotiate_if_due(ctx);
+        ctx.wait(answering.into_actor(self).map(|(fresh, result), act, ctx| {
+            // a connection built here is the peer's, whatever came of the offer: its cleanup
+            // closes it
+            if fresh.is_some() {
+                act.pc = fresh;
             }
-            Ok(_) => {
-                if fresh.is_some() {
-                    act.pc = fresh;
-                }
-            }
-            Err(refusal) => {
-                if fresh.is_some() {
-                    act.pc = fresh;
-                }
-                act.send(refusal.frame());
+            match result {
+                Ok(sdp) if !act.rcx.is_stopping() => act.answered(&sdp, ctx),
+                Ok(_) => {}
+                Err(refusal) => act.send(refusal.frame()),
             }
         }));
+    }
+
+    /// The client's offer is answered: the first time, the ICE deadline starts and the tracks
+    /// waiting for it are forwarded.
+    fn answered(&mut self, sdp: &str, ctx: &mut Context<Self>) {
+        self.send(signal::description("answer", sdp));
+        self.remote_set = true;
+        if !self.negotiated {
+            self.negotiated = true;
+            if !self.connected {
+                let after = self.env.config.ice_timeout;
+                self.arm_deadline(ctx, after, CloseReason::IceFailed);
+            }
+            for track in std::mem::take(&mut self.waiting) {
+                self.subscribe(track, ctx);
+            }
+        }
+        self.renegotiate_if_due(ctx);
     }
 
     /// The client's answer to the server's offer.
